@@ -1,0 +1,25 @@
+# livesplice: make build test lint bench demo
+GO ?= go
+
+.PHONY: build test lint bench demo clean
+
+build:
+	$(GO) build -o bin/livesplice ./cmd/livesplice
+
+test:
+	$(GO) test -count=1 -timeout 40m ./...
+
+lint:
+	gofmt -l . | (! grep .)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 ./...
+	$(GO) test -race -count=1 ./internal/ptrace/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./bench/
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,12 @@
+module livesplice
+
+go 1.26.8
+
+require (
+	github.com/go-delve/delve v1.27.2 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.10 // indirect
+	golang.org/x/arch v0.33.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)

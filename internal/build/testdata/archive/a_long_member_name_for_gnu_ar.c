@@ -1,0 +1,4 @@
+int bar_long(void)
+{
+	return 7;
+}

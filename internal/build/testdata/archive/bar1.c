@@ -1,0 +1,4 @@
+int bar_one(void)
+{
+	return 1;
+}

@@ -1,0 +1,328 @@
+// Package cli is livesplice's command line: the cobra commands, their
+// human and --json output, and the mapping of errors to exit codes.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"livesplice/internal/create"
+	"livesplice/internal/objdiff"
+	"livesplice/internal/process"
+	"livesplice/internal/ptrace"
+	"livesplice/internal/runpre"
+	"livesplice/internal/state"
+	"livesplice/internal/update"
+)
+
+// Exit codes (README.md lists them).
+const (
+	ExitOK         = 0
+	ExitError      = 1 // anything else: I/O, build failure, bad file
+	ExitUsage      = 2 // bad command line
+	ExitMismatch   = 3 // the update is not for this target (run-pre match, target not mapped)
+	ExitBusy       = 4 // a function stayed busy past the deadline
+	ExitRefused    = 5 // create: the patch changes no code, or a change cannot be spliced
+	ExitState      = 6 // already applied, not applied, or a later update depends on it
+	ExitPermission = 7 // not allowed to attach (permissions, another tracer)
+)
+
+type usageError struct{ error }
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "livesplice: %s\n", oneLine(err.Error()))
+	return ExitCode(err)
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+
+// ExitCode maps an error to the documented exit code.
+func ExitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ue):
+		return ExitUsage
+	case errors.Is(err, runpre.ErrMismatch), errors.Is(err, runpre.ErrNotFound), errors.Is(err, runpre.ErrAmbiguous), errors.Is(err, process.ErrNotMapped):
+		return ExitMismatch
+	case errors.Is(err, process.ErrBusy):
+		return ExitBusy
+	case errors.Is(err, create.ErrNoChange), errors.Is(err, objdiff.ErrUnsupported):
+		return ExitRefused
+	case errors.Is(err, process.ErrAlreadyApplied), errors.Is(err, process.ErrNotApplied), errors.Is(err, process.ErrDependent):
+		return ExitState
+	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM):
+		return ExitPermission
+	}
+	return ExitError
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "livesplice",
+		Short:         "Rebootless updates: splice a source fix into running code, and take it out again",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(createCmd(stderr), applyCmd(stderr), undoCmd(), showCmd(stdout), infoCmd(stdout))
+	return root
+}
+
+func args(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) != n {
+			return usageError{fmt.Errorf("%s: expected %s (see '%s --help')", cmd.CommandPath(), what, cmd.CommandPath())}
+		}
+		return nil
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func createCmd(stderr io.Writer) *cobra.Command {
+	var src, buildCmd, id, out string
+	var keep bool
+	c := &cobra.Command{
+		Use:   "create --src DIR [--build CMD] [--id ID] -o FILE PATCH",
+		Short: "Build an update from a source patch",
+		Args:  args(1, "one PATCH"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if src == "" || out == "" {
+				return usageError{errors.New("create: --src DIR and -o FILE are required")}
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o := create.Options{Src: src, Patch: a[0], BuildCmd: buildCmd, ID: id, Self: self, KeepWork: keep}
+			if isTerminal(stderr) {
+				o.Progress = stderr
+			}
+			f, err := create.Create(context.Background(), o)
+			if err != nil {
+				return err
+			}
+			data, err := update.Marshal(f)
+			if err != nil {
+				return err
+			}
+			tmp := out + ".tmp"
+			if err := os.WriteFile(tmp, data, 0o644); err != nil {
+				return err
+			}
+			return os.Rename(tmp, out)
+		},
+	}
+	c.Flags().StringVar(&src, "src", "", "unpatched source tree (never modified)")
+	c.Flags().StringVar(&buildCmd, "build", "make", "command that builds the tree")
+	c.Flags().StringVar(&id, "id", "", "update id (default: the patch's name without extension)")
+	c.Flags().StringVarP(&out, "output", "o", "", "update file to write")
+	c.Flags().BoolVar(&keep, "keep-work", false, "keep the pre and post build trees")
+	return c
+}
+
+func applyCmd(stderr io.Writer) *cobra.Command {
+	var pid int
+	var opt process.Options
+	var verbose bool
+	c := &cobra.Command{
+		Use:   "apply --pid PID FILE",
+		Short: "Apply an update to a running process",
+		Args:  args(1, "one update FILE"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if pid <= 0 {
+				return usageError{errors.New("apply: --pid PID is required")}
+			}
+			f, err := update.ReadFile(a[0])
+			if err != nil {
+				return err
+			}
+			if verbose {
+				opt.Log = stderr
+			}
+			return process.Apply(pid, f, opt)
+		},
+	}
+	c.Flags().IntVar(&pid, "pid", 0, "process to patch")
+	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
+	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "report progress")
+	return c
+}
+
+func undoCmd() *cobra.Command {
+	var pid int
+	var opt process.Options
+	c := &cobra.Command{
+		Use:   "undo --pid PID ID",
+		Short: "Take an applied update out of a running process",
+		Args:  args(1, "one update ID"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if pid <= 0 {
+				return usageError{errors.New("undo: --pid PID is required")}
+			}
+			return process.Undo(pid, a[0], opt)
+		},
+	}
+	c.Flags().IntVar(&pid, "pid", 0, "process to unpatch")
+	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
+	return c
+}
+
+// ShowJSON is the stable --json output of show.
+type ShowJSON struct {
+	Pid     int             `json:"pid"`
+	Updates []state.Applied `json:"updates"`
+}
+
+func showCmd(stdout io.Writer) *cobra.Command {
+	var pid int
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "show --pid PID [--json]",
+		Short: "List the updates applied to a running process, oldest first",
+		Args:  args(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if pid <= 0 {
+				return usageError{errors.New("show: --pid PID is required")}
+			}
+			rec, err := process.Show(pid)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := ShowJSON{Pid: pid, Updates: rec.Updates}
+				if out.Updates == nil {
+					out.Updates = []state.Applied{}
+				}
+				return writeJSON(stdout, out)
+			}
+			for _, u := range rec.Updates {
+				names := make([]string, 0, len(u.Funcs))
+				for _, f := range u.Funcs {
+					names = append(names, f.Name)
+				}
+				fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\n", u.ID, u.AppliedAt, u.Target, strings.Join(names, ","))
+			}
+			return nil
+		},
+	}
+	c.Flags().IntVar(&pid, "pid", 0, "process to inspect")
+	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
+	return c
+}
+
+// InfoJSON is the stable --json output of info.
+type InfoJSON struct {
+	ID      string       `json:"id"`
+	Format  int          `json:"format"`
+	Kind    string       `json:"kind"`
+	Patch   string       `json:"patch_sha256"`
+	Targets []TargetInfo `json:"targets"`
+}
+
+// TargetInfo summarises one target of an update.
+type TargetInfo struct {
+	Path       string     `json:"path"`
+	Soname     string     `json:"soname,omitempty"`
+	PreBuildID string     `json:"pre_build_id,omitempty"`
+	Functions  []FuncInfo `json:"functions"`
+	CodeBytes  uint64     `json:"code_bytes"`
+	DataBytes  uint64     `json:"data_bytes"`
+}
+
+// FuncInfo is one function of an update.
+type FuncInfo struct {
+	Name   string `json:"name"`
+	File   string `json:"file,omitempty"`
+	Status string `json:"status"`
+	Size   uint64 `json:"size"`
+}
+
+// Info summarises an update file.
+func Info(f *update.File) InfoJSON {
+	out := InfoJSON{ID: f.ID, Format: f.Format, Kind: f.Kind, Patch: f.Patch, Targets: []TargetInfo{}}
+	for _, t := range f.Targets {
+		ti := TargetInfo{Path: t.Path, Soname: t.Soname, PreBuildID: t.PreBuildID, Functions: []FuncInfo{}}
+		for _, s := range t.Sections {
+			if s.Kind == update.KindText {
+				ti.CodeBytes += s.Size
+			} else {
+				ti.DataBytes += s.Size
+			}
+		}
+		for _, fn := range t.Functions {
+			ti.Functions = append(ti.Functions, FuncInfo{Name: fn.Name, File: fn.File, Status: fn.Status, Size: fn.Size})
+		}
+		out.Targets = append(out.Targets, ti)
+	}
+	return out
+}
+
+func infoCmd(stdout io.Writer) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "info FILE [--json]",
+		Short: "Describe what an update file holds",
+		Args:  args(1, "one update FILE"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			f, err := update.ReadFile(a[0])
+			if err != nil {
+				return err
+			}
+			in := Info(f)
+			if asJSON {
+				return writeJSON(stdout, in)
+			}
+			fmt.Fprintf(stdout, "id:      %s\nformat:  %d\nkind:    %s\npatch:   sha256:%s\n", in.ID, in.Format, in.Kind, in.Patch)
+			for _, t := range in.Targets {
+				fmt.Fprintf(stdout, "target:  %s", t.Path)
+				if t.Soname != "" {
+					fmt.Fprintf(stdout, " (soname %s)", t.Soname)
+				}
+				fmt.Fprintf(stdout, "\n  pre build-id: %s\n  code: %d bytes, data: %d bytes\n", t.PreBuildID, t.CodeBytes, t.DataBytes)
+				for _, fn := range t.Functions {
+					name := fn.Name
+					if fn.File != "" {
+						name += " (" + fn.File + ")"
+					}
+					fmt.Fprintf(stdout, "  %-8s %s, %d bytes\n", fn.Status, name, fn.Size)
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
+	return c
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

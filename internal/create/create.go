@@ -1,0 +1,139 @@
+// Package create turns a source patch into an update file: it has the
+// project built pre and post (package build), diffs every object that
+// differs (package objdiff) and writes the update deterministically.
+package create
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"livesplice/internal/build"
+	"livesplice/internal/elfsym"
+	"livesplice/internal/objdiff"
+	"livesplice/internal/update"
+)
+
+// ErrNoChange is returned for a patch that changes no code.
+var ErrNoChange = errors.New("the patch changes no code")
+
+// Options are create's inputs.
+type Options struct {
+	Src      string
+	Patch    string
+	BuildCmd string
+	ID       string // default: the patch's base name without extension
+	Progress io.Writer
+	KeepWork bool // keep the pre/post trees (for debugging)
+	Self     string
+}
+
+// DefaultID is the update id create uses for a patch file.
+func DefaultID(patch string) string {
+	base := filepath.Base(patch)
+	if ext := filepath.Ext(base); ext != "" && ext != base {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return base
+}
+
+// Create builds the update.
+func Create(ctx context.Context, o Options) (*update.File, error) {
+	if o.ID == "" {
+		o.ID = DefaultID(o.Patch)
+	}
+	if !update.ValidID(o.ID) {
+		return nil, fmt.Errorf("bad update id %q: use letters, digits, '.', '_' and '-' (give one with --id)", o.ID)
+	}
+	patch, err := os.ReadFile(o.Patch)
+	if err != nil {
+		return nil, fmt.Errorf("read patch: %w", err)
+	}
+	if st, err := os.Stat(o.Src); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("source tree %s: not a directory", o.Src)
+	}
+	work, err := os.MkdirTemp("", "livesplice-create-")
+	if err != nil {
+		return nil, err
+	}
+	if o.KeepWork {
+		fmt.Fprintf(os.Stderr, "livesplice: keeping build trees in %s\n", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	src, _ := filepath.Abs(o.Src)
+	pat, _ := filepath.Abs(o.Patch)
+	res, err := build.Run(ctx, build.Options{Src: src, Patch: pat, BuildCmd: o.BuildCmd, WorkDir: work, Self: o.Self, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(patch)
+	f := &update.File{ID: o.ID, Kind: "process", Patch: hex.EncodeToString(sum[:])}
+	preOut := map[string]build.Output{}
+	for _, out := range res.Pre.Outputs {
+		preOut[out.Rel] = out
+	}
+	preObj := map[string]bool{}
+	for _, ob := range res.Pre.Objects {
+		preObj[ob.Rel] = true
+	}
+	for _, out := range res.Post.Outputs {
+		pre, ok := preOut[out.Rel]
+		if !ok {
+			continue // a new output: nothing runs it yet
+		}
+		t, err := diffOutput(res, pre, out, preObj)
+		if err != nil {
+			return nil, err
+		}
+		if t != nil {
+			f.Targets = append(f.Targets, *t)
+		}
+	}
+	if len(f.Targets) == 0 {
+		return nil, fmt.Errorf("%s: %w (nothing to splice)", o.Patch, ErrNoChange)
+	}
+	return f, nil
+}
+
+func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool) (*update.Target, error) {
+	pf, err := os.Open(filepath.Join(res.Pre.Root, pre.Rel))
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Close()
+	tab, err := elfsym.Load(pf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", pre.Rel, err)
+	}
+	b := objdiff.NewBuilder(post.Rel, tab.Soname, tab.BuildID)
+	for _, rel := range post.Objects {
+		postData, err := os.ReadFile(filepath.Join(res.Post.Root, rel))
+		if err != nil {
+			return nil, err
+		}
+		var preData []byte
+		if preObj[rel] {
+			if preData, err = os.ReadFile(filepath.Join(res.Pre.Root, rel)); err != nil {
+				return nil, err
+			}
+			if bytes.Equal(preData, postData) {
+				continue
+			}
+		}
+		if err := b.AddObject(rel, preData, postData); err != nil {
+			return nil, err
+		}
+	}
+	if !b.Changed() {
+		return nil, nil
+	}
+	return b.Target(), nil
+}

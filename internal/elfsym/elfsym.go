@@ -1,0 +1,156 @@
+// Package elfsym indexes the symbols of an ELF executable or shared library
+// the way the live patcher looks them up: static symbols by source file and
+// name, global ones by name, with build-id and soname.
+package elfsym
+
+import (
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Sym is one defined symbol.
+type Sym struct {
+	Name   string
+	File   string // STT_FILE scope of a local symbol
+	Value  uint64 // link-time address
+	Size   uint64
+	Type   elf.SymType
+	Bind   elf.SymBind
+	Dyn    bool // from .dynsym
+	Hidden bool // a non-default symbol version (name@VER, not name@@VER)
+}
+
+// Table is the symbol index of one ELF file.
+type Table struct {
+	Type      elf.Type
+	BuildID   string
+	Soname    string
+	Entry     uint64
+	FirstLoad uint64 // vaddr of the first PT_LOAD, rounded down to the page
+	Stripped  bool   // no .symtab
+	locals    map[string][]Sym
+	globals   map[string][]Sym
+	Loads     []elf.ProgHeader
+	TLS       *elf.ProgHeader
+}
+
+// ErrNotFound is returned for a symbol the file does not define.
+var ErrNotFound = errors.New("symbol not found")
+
+// Load reads the symbol tables of an ELF file.
+func Load(r io.ReaderAt) (*Table, error) {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 || f.Class != elf.ELFCLASS64 {
+		return nil, fmt.Errorf("not an x86-64 ELF file")
+	}
+	t := &Table{Type: f.Type, Entry: f.Entry, locals: map[string][]Sym{}, globals: map[string][]Sym{}}
+	first := true
+	for _, p := range f.Progs {
+		switch p.Type {
+		case elf.PT_LOAD:
+			t.Loads = append(t.Loads, p.ProgHeader)
+			if first {
+				t.FirstLoad = p.Vaddr &^ 0xfff
+				first = false
+			}
+		case elf.PT_TLS:
+			ph := p.ProgHeader
+			t.TLS = &ph
+		case elf.PT_NOTE:
+			if t.BuildID == "" {
+				t.BuildID = buildID(p)
+			}
+		}
+	}
+	if libs, err := f.DynString(elf.DT_SONAME); err == nil && len(libs) > 0 {
+		t.Soname = libs[0]
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Stripped = true
+	}
+	file := ""
+	for _, s := range syms {
+		typ := elf.ST_TYPE(s.Info)
+		bind := elf.ST_BIND(s.Info)
+		if typ == elf.STT_FILE {
+			file = s.Name
+			continue
+		}
+		if s.Section == elf.SHN_UNDEF || s.Name == "" || typ == elf.STT_SECTION {
+			continue
+		}
+		y := Sym{Name: s.Name, Value: s.Value, Size: s.Size, Type: typ, Bind: bind}
+		if bind == elf.STB_LOCAL {
+			y.File = file
+			t.locals[file+"\x00"+s.Name] = append(t.locals[file+"\x00"+s.Name], y)
+			t.locals["\x00"+s.Name] = append(t.locals["\x00"+s.Name], y)
+		} else {
+			t.globals[s.Name] = append(t.globals[s.Name], y)
+		}
+	}
+	dyn, err := f.DynamicSymbols()
+	if err == nil {
+		for _, s := range dyn {
+			if s.Section == elf.SHN_UNDEF || s.Name == "" {
+				continue
+			}
+			y := Sym{Name: s.Name, Value: s.Value, Size: s.Size, Type: elf.ST_TYPE(s.Info), Bind: elf.ST_BIND(s.Info), Dyn: true}
+			y.Hidden = s.HasVersion && s.VersionIndex.IsHidden()
+			t.globals[s.Name] = append(t.globals[s.Name], y)
+		}
+	}
+	return t, nil
+}
+
+func buildID(p *elf.Prog) string {
+	data, err := io.ReadAll(io.LimitReader(p.Open(), 1<<16))
+	if err != nil {
+		return ""
+	}
+	for len(data) >= 12 {
+		nsz := le32(data[0:])
+		dsz := le32(data[4:])
+		typ := le32(data[8:])
+		off := 12 + align4(nsz)
+		end := off + align4(dsz)
+		if end > uint64(len(data)) || off+dsz > uint64(len(data)) {
+			return ""
+		}
+		if typ == 3 && nsz == 4 && string(data[12:15]) == "GNU" {
+			return hex.EncodeToString(data[off : off+dsz])
+		}
+		data = data[end:]
+	}
+	return ""
+}
+
+func le32(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
+}
+func align4(n uint64) uint64 { return (n + 3) &^ 3 }
+
+// Local returns the static symbols called name in source file file (any
+// file when file is empty).
+func (t *Table) Local(file, name string) []Sym { return t.locals[file+"\x00"+name] }
+
+// Global returns the defined global symbols called name, default versions
+// first.
+func (t *Table) Global(name string) []Sym {
+	var out, hidden []Sym
+	for _, y := range t.globals[name] {
+		if y.Hidden {
+			hidden = append(hidden, y)
+		} else {
+			out = append(out, y)
+		}
+	}
+	return append(out, hidden...)
+}

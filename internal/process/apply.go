@@ -1,0 +1,425 @@
+package process
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"livesplice/internal/amd64"
+	"livesplice/internal/elfsym"
+	"livesplice/internal/runpre"
+	"livesplice/internal/state"
+	"livesplice/internal/update"
+)
+
+const page = 4096
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
+
+// plan is everything decided for one target before anything is written.
+type plan struct {
+	t       *update.Target
+	mod     *module
+	match   *runpre.Result
+	region  state.Region
+	images  [3][]byte // text+stubs, rodata+GOT, data+bss
+	offsets []uint64  // section offsets in the region
+	partOff [3]uint64
+	applied state.Applied
+	deps    map[string]bool
+}
+
+// Apply applies an update to a running process: all or nothing.
+func Apply(pid int, f *update.File, opt Options) error {
+	if f.Kind != "process" {
+		return fmt.Errorf("update %s is a %s update, not for a process", f.ID, f.Kind)
+	}
+	s, err := attach(pid, opt)
+	if err != nil {
+		return err
+	}
+	defer s.detach()
+	if _, a := s.rec.Find(f.ID); a != nil {
+		return fmt.Errorf("update %s: %w to process %d", f.ID, ErrAlreadyApplied, pid)
+	}
+	var plans []*plan
+	rollback := func() {
+		for _, p := range plans {
+			if p.region.Addr != 0 {
+				s.munmap(p.region.Addr, p.region.Size)
+			}
+		}
+	}
+	for i := range f.Targets {
+		p, err := s.plan(&f.Targets[i])
+		if p != nil {
+			plans = append(plans, p)
+		}
+		if err != nil {
+			rollback()
+			return fmt.Errorf("apply %s to process %d: %w", f.ID, pid, err)
+		}
+	}
+	var spans []span
+	for _, p := range plans {
+		for i, fn := range p.t.Functions {
+			if fn.Status == update.StatusReplaced {
+				m := p.match.Funcs[i]
+				spans = append(spans, span{m.Addr, m.Addr + m.Size, fn.Name})
+			}
+		}
+	}
+	start := time.Now()
+	if err := s.waitSafe(spans); err != nil {
+		rollback()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
+	// Every thread is stopped and outside the old code: redirect it.
+	var written []state.Patched
+	for _, p := range plans {
+		for _, fp := range p.applied.Funcs {
+			if err := s.p.WriteMem(fp.Addr, fp.Jump); err != nil {
+				for _, w := range written {
+					s.p.WriteMem(w.Addr, w.Saved)
+				}
+				rollback()
+				return fmt.Errorf("apply %s: write trampoline of %s at %#x: %w; nothing was changed", f.ID, fp.Name, fp.Addr, err)
+			}
+			written = append(written, fp)
+		}
+	}
+	for _, p := range plans {
+		p.applied.ID = f.ID
+		p.applied.AppliedAt = time.Now().UTC().Format(time.RFC3339)
+		for d := range p.deps {
+			p.applied.DependsOn = append(p.applied.DependsOn, d)
+		}
+		sort.Strings(p.applied.DependsOn)
+		s.rec.Updates = append(s.rec.Updates, p.applied)
+	}
+	scratch := plans[0].region.Addr + plans[0].region.Size - 64
+	if err := s.writeState(scratch); err != nil {
+		for _, w := range written {
+			s.p.WriteMem(w.Addr, w.Saved)
+		}
+		rollback()
+		return fmt.Errorf("apply %s: %w; nothing was changed", f.ID, err)
+	}
+	opt.logf("applied %s to process %d (stopped %v)", f.ID, pid, time.Since(start))
+	return nil
+}
+
+// finder gives run-pre matching the running places of symbols.
+type finder struct {
+	s   *session
+	mod *module
+}
+
+func (f finder) Candidates(y update.Symbol) ([]runpre.Candidate, error) {
+	var syms []elfsym.Sym
+	switch y.Kind {
+	case update.SymLocal:
+		syms = f.mod.table.Local(y.File, y.Name)
+	case update.SymGlobal:
+		for _, g := range f.mod.table.Global(y.Name) {
+			if !g.Dyn || len(syms) == 0 {
+				syms = append(syms, g)
+			}
+		}
+	}
+	var out []runpre.Candidate
+	for _, g := range syms {
+		if g.Type == elf.STT_FUNC || g.Type == elf.STT_NOTYPE {
+			c := runpre.Candidate{Addr: f.mod.bias + g.Value, Size: g.Size}
+			if !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (f finder) Follow(addr uint64) (uint64, uint64, bool) {
+	if t := f.s.rec.Trampoline(addr); t != nil {
+		return t.New, t.NewSize, true
+	}
+	return 0, 0, false
+}
+
+// plan matches, places and relocates one target's code in the target
+// process; the only change it makes is the new (not yet reachable) region.
+func (s *session) plan(t *update.Target) (*plan, error) {
+	mod, err := findModule(s.pid, s.mods, t.Path, t.Soname)
+	if err != nil {
+		return nil, err
+	}
+	match, err := runpre.Match(t, s.p, finder{s, mod})
+	if err != nil {
+		return nil, err
+	}
+	p := &plan{t: t, mod: mod, match: match, deps: map[string]bool{}}
+
+	// Layout: code and import stubs, then read-only data and GOT slots,
+	// then writable data: three page-aligned parts, never writable and
+	// executable at once.
+	p.offsets = make([]uint64, len(t.Sections))
+	var size [3]uint64
+	part := func(k string) int {
+		switch k {
+		case update.KindText:
+			return 0
+		case update.KindRodata:
+			return 1
+		}
+		return 2
+	}
+	for i, sec := range t.Sections {
+		k := part(sec.Kind)
+		size[k] = alignUp(size[k], sec.Align)
+		p.offsets[i] = size[k]
+		size[k] += sec.Size
+	}
+	stubs, gots := map[int]uint64{}, map[int]uint64{}
+	for _, sec := range t.Sections {
+		for _, r := range sec.Relocs {
+			if update.RelocIsGOT(r.Type) {
+				if _, ok := gots[r.Symbol]; !ok {
+					gots[r.Symbol] = 0
+				}
+			} else if sec.Kind == update.KindText && (elf.R_X86_64(r.Type) == elf.R_X86_64_PLT32 || elf.R_X86_64(r.Type) == elf.R_X86_64_PC32) && t.Symbols[r.Symbol].Kind != update.SymSection {
+				if _, ok := stubs[r.Symbol]; !ok {
+					stubs[r.Symbol] = 0
+				}
+			}
+		}
+	}
+	size[0] = alignUp(size[0], 16)
+	for _, k := range sortedKeys(stubs) {
+		stubs[k] = size[0]
+		size[0] += amd64.StubSize
+	}
+	size[1] = alignUp(size[1], 8)
+	for _, k := range sortedKeys(gots) {
+		gots[k] = size[1]
+		size[1] += 8
+	}
+	size[2] += 64 // scratch for remote strings
+	p.partOff[0] = 0
+	p.partOff[1] = alignUp(size[0], page)
+	p.partOff[2] = p.partOff[1] + alignUp(size[1], page)
+	total := p.partOff[2] + alignUp(size[2], page)
+	for k := range p.images {
+		p.images[k] = make([]byte, size[k])
+	}
+
+	addr, err := s.mapNear(mod, total)
+	if err != nil {
+		return nil, err
+	}
+	p.region = state.Region{Addr: addr, Size: total, Text: size[0]}
+
+	// Resolve every symbol the new code refers to.
+	secAddr := func(i int) uint64 { return addr + p.partOff[part(t.Sections[i].Kind)] + p.offsets[i] }
+	resolved := map[int]uint64{}
+	resolve := func(si int) (uint64, error) {
+		if v, ok := resolved[si]; ok {
+			return v, nil
+		}
+		v, err := s.resolve(p, si, secAddr)
+		if err != nil {
+			return 0, err
+		}
+		resolved[si] = v
+		if o := s.rec.Owner(v); o != nil {
+			p.deps[o.ID] = true
+		}
+		return v, nil
+	}
+	for i, sec := range t.Sections {
+		k := part(sec.Kind)
+		img := p.images[k][p.offsets[i] : p.offsets[i]+sec.Size]
+		copy(img, sec.Data)
+		for _, r := range sec.Relocs {
+			sv, err := resolve(r.Symbol)
+			if err != nil {
+				return p, err
+			}
+			place := secAddr(i) + r.Offset
+			var got uint64
+			if update.RelocIsGOT(r.Type) {
+				got = addr + p.partOff[1] + gots[r.Symbol]
+				binary.LittleEndian.PutUint64(p.images[1][gots[r.Symbol]:], sv)
+			} else if so, ok := stubs[r.Symbol]; ok && sec.Kind == update.KindText && !amd64.FitsRel32(place+4, uint64(int64(sv)+r.Addend+4)) {
+				if elf.R_X86_64(r.Type) != elf.R_X86_64_PLT32 && t.Symbols[r.Symbol].Type != "func" {
+					return p, fmt.Errorf("%s: new code refers directly to %s, which lies beyond 2 GiB of the new code (no copy relocation for it in %s)", sec.Name, t.Symbols[r.Symbol].Name, mod.path)
+				}
+				copy(p.images[0][so:], amd64.FarJump(sv))
+				sv = addr + so
+			}
+			if err := amd64.Write(img, r.Offset, r.Type, place, sv, r.Addend, got); err != nil {
+				return p, fmt.Errorf("%s: %w", sec.Name, err)
+			}
+		}
+	}
+	for k, img := range p.images {
+		if len(img) > 0 {
+			if err := s.p.WriteMem(addr+p.partOff[k], img); err != nil {
+				return p, fmt.Errorf("write new code: %w", err)
+			}
+		}
+	}
+	if _, err := s.syscall(unix.SYS_MPROTECT, addr, p.partOff[1], unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		return p, fmt.Errorf("mprotect new code: %w", err)
+	}
+	if _, err := s.syscall(unix.SYS_MPROTECT, addr+p.partOff[2], total-p.partOff[2], unix.PROT_READ|unix.PROT_WRITE); err != nil {
+		return p, fmt.Errorf("mprotect new data: %w", err)
+	}
+
+	// Trampolines: decided now, written once every thread is out of the way.
+	p.applied = state.Applied{Target: mod.path, Regions: []state.Region{p.region}}
+	for i, fn := range t.Functions {
+		if fn.Status != update.StatusReplaced {
+			continue
+		}
+		m := match.Funcs[i]
+		to := secAddr(fn.Section)
+		jump := amd64.Jump(m.Addr, to)
+		if uint64(len(jump)) > m.Size {
+			return p, fmt.Errorf("%s is %d bytes long, too short for a %d-byte jump", fn.Name, m.Size, len(jump))
+		}
+		saved := make([]byte, len(jump))
+		if err := s.p.ReadMem(m.Addr, saved); err != nil {
+			return p, fmt.Errorf("read %s: %w", fn.Name, err)
+		}
+		if o := s.rec.Owner(m.Addr); o != nil {
+			p.deps[o.ID] = true
+		}
+		p.applied.Funcs = append(p.applied.Funcs, state.Patched{Name: fn.Name, File: fn.File, Addr: m.Addr, Size: m.Size,
+			New: to, NewSize: fn.Size, Saved: saved, Jump: jump})
+	}
+	return p, nil
+}
+
+func sortedKeys(m map[int]uint64) []int {
+	keys := make([]int, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	return keys
+}
+
+// mapNear maps size bytes (read-only for now) within reach of a rel32 from
+// the module's code, preferring the closest free gap below it.
+func (s *session) mapNear(mod *module, size uint64) (uint64, error) {
+	lo, hi := mod.start(), mod.end()
+	const reach = 1<<31 - 1<<24
+	type gap struct{ a, b uint64 }
+	var gaps []gap
+	prev := uint64(0x10000)
+	for _, m := range s.maps {
+		if m.Start > prev {
+			gaps = append(gaps, gap{prev, m.Start})
+		}
+		prev = max(prev, m.End)
+	}
+	var cands []uint64
+	for _, g := range gaps {
+		if g.b-g.a < size+2*page {
+			continue
+		}
+		// highest place in the gap below the module, lowest above it,
+		// keeping a guard page from neighbours (and heap growth room).
+		if g.b <= lo {
+			a := g.b - size - page
+			if hi-a <= reach {
+				cands = append(cands, a)
+			}
+		} else if g.a >= hi {
+			a := g.a + 64*1024*1024
+			if a+size+page > g.b {
+				a = g.a + page
+			}
+			if a+size-lo <= reach {
+				cands = append(cands, a)
+			}
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return dist(cands[i], lo) < dist(cands[j], lo) })
+	var lastErr error
+	for _, a := range cands {
+		a &^= page - 1
+		got, err := s.syscall(unix.SYS_MMAP, a, size, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
+		if err == nil && got == a {
+			return a, nil
+		}
+		if err == nil {
+			s.munmap(got, size)
+		}
+		lastErr = err
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no free address range")
+	}
+	return 0, fmt.Errorf("no room for %d bytes of new code within 2 GiB of %s: %v", size, mod.path, lastErr)
+}
+
+func dist(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// resolve finds the address of symbol si for the new code: the update's own
+// sections, what run-pre matching learned, the target object's symbols,
+// then every loaded object's exports in load order.
+func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, error) {
+	y := p.t.Symbols[si]
+	switch y.Kind {
+	case update.SymSection:
+		return secAddr(y.Section) + y.Offset, nil
+	case update.SymAnon:
+		return 0, fmt.Errorf("new code refers to pre-only data %s", y.Name)
+	case update.SymLocal:
+		if v, ok := p.match.Learned[si]; ok {
+			return v, nil
+		}
+		c := p.mod.table.Local(y.File, y.Name)
+		switch len(c) {
+		case 1:
+			return p.mod.bias + c[0].Value, nil
+		case 0:
+			return 0, fmt.Errorf("static symbol %s of %s not found in %s", y.Name, y.File, p.mod.path)
+		}
+		return 0, fmt.Errorf("static symbol %s of %s is ambiguous in %s (%d places) and no replaced function uses it", y.Name, y.File, p.mod.path, len(c))
+	}
+	// global: the target object itself first, then the global scope.
+	mods := append([]*module{p.mod}, s.mods...)
+	for _, m := range mods {
+		if m.load(s.pid) != nil {
+			continue
+		}
+		for _, g := range m.table.Global(y.Name) {
+			if g.Value == 0 || g.Type == elf.STT_TLS {
+				continue
+			}
+			addr := m.bias + g.Value
+			if g.Type == elf.STT_GNU_IFUNC {
+				v, err := s.p.Call(addr, 2*time.Second)
+				if err != nil {
+					return 0, fmt.Errorf("resolve indirect function %s: %w", y.Name, err)
+				}
+				return v, nil
+			}
+			return addr, nil
+		}
+	}
+	return 0, fmt.Errorf("symbol %s not found in %s or any loaded library", y.Name, p.mod.path)
+}

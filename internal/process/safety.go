@@ -1,0 +1,131 @@
+package process
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"livesplice/internal/unwind"
+)
+
+// span is a range of code that no thread may be executing, or return
+// into, when trampolines are written or removed.
+type span struct {
+	lo, hi uint64
+	name   string
+}
+
+// busy describes a thread found inside a span.
+type busy struct {
+	tid     int
+	name    string
+	retAddr uint64 // where the outermost busy frame returns to (0: unknown)
+	cfa     uint64 // stack pointer after that return
+}
+
+func inSpans(spans []span, pc uint64) (string, bool) {
+	for _, s := range spans {
+		if pc >= s.lo && pc < s.hi {
+			return s.name, true
+		}
+	}
+	return "", false
+}
+
+// check unwinds every thread; conservative where unwinding fails: then any
+// stack word pointing into a span counts as busy.
+func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
+	var out []busy
+	for _, tid := range s.p.Threads() {
+		regs, err := s.p.GetRegs(tid)
+		if err != nil {
+			return nil, fmt.Errorf("thread %d: %w", tid, err)
+		}
+		frames, uerr := u.Unwind(&regs, 512)
+		b := busy{tid: tid}
+		hit := false
+		for i, f := range frames {
+			pc := f.PC
+			if i > 0 {
+				pc--
+			}
+			if name, ok := inSpans(spans, pc); ok {
+				hit = true
+				b.name = name
+				b.retAddr, b.cfa = 0, 0
+				if i+1 < len(frames) {
+					b.retAddr, b.cfa = frames[i+1].PC, f.CFA
+				}
+			}
+		}
+		if uerr != nil {
+			if name, ok := inSpans(spans, regs.Rip); ok {
+				hit, b.name = true, name
+			}
+			words, werr := u.StackWords(&regs)
+			if werr != nil {
+				return nil, fmt.Errorf("thread %d: %w", tid, werr)
+			}
+			for _, w := range words {
+				if name, ok := inSpans(spans, w); ok {
+					hit, b.name = true, name
+					b.retAddr = 0
+				}
+			}
+			if hit && !errors.Is(uerr, unwind.ErrIncomplete) {
+				b.retAddr = 0
+			}
+		}
+		if hit {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// waitSafe returns with every thread stopped and none inside spans, or
+// ErrBusy after the deadline. Threads found inside are first let run alone
+// to the return from the outermost busy frame; failing that, the whole
+// process runs a little and is checked again, with back-off.
+func (s *session) waitSafe(spans []span) error {
+	deadline := time.Now().Add(s.opt.deadline())
+	u := unwind.New(s.pid, s.maps, s.p)
+	backoff := time.Millisecond
+	for tries := 1; ; tries++ {
+		b, err := s.check(u, spans)
+		if err != nil {
+			return err
+		}
+		if len(b) == 0 {
+			return nil
+		}
+		ran := 0
+		for _, t := range b {
+			if t.retAddr == 0 {
+				break
+			}
+			if err := s.p.RunToReturn(t.tid, t.retAddr, t.cfa, 50*time.Millisecond); err != nil {
+				break
+			}
+			ran++
+		}
+		if ran == len(b) {
+			continue // check again: all were let out, nobody else ran
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline())
+		}
+		if err := s.p.Resume(); err != nil {
+			return err
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 100*time.Millisecond)
+		if err := s.p.Stop(); err != nil {
+			return err
+		}
+		if err := s.refresh(); err != nil {
+			return err
+		}
+		u = unwind.New(s.pid, s.maps, s.p)
+	}
+}

@@ -1,0 +1,87 @@
+package process
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"livesplice/internal/procfs"
+	"livesplice/internal/state"
+)
+
+// memReader reads target memory.
+type memReader interface {
+	ReadMem(addr uint64, b []byte) error
+}
+
+// stateMapping finds the state record's mapping.
+func stateMapping(maps []procfs.Mapping) (procfs.Mapping, bool) {
+	want := "/memfd:" + state.MappingName + " (deleted)"
+	for _, m := range maps {
+		if m.Path == want {
+			return m, true
+		}
+	}
+	return procfs.Mapping{}, false
+}
+
+// readState reads the record kept in the target; an empty record if none.
+func readState(mem memReader, maps []procfs.Mapping) (*state.Record, uint64, error) {
+	m, ok := stateMapping(maps)
+	if !ok {
+		return &state.Record{}, 0, nil
+	}
+	h := make([]byte, state.HeaderSize)
+	if err := mem.ReadMem(m.Start, h); err != nil {
+		return nil, 0, fmt.Errorf("read state record: %w", err)
+	}
+	n, err := state.DecodeHeader(h)
+	if err != nil {
+		return nil, 0, err
+	}
+	if uint64(n+state.HeaderSize) > m.End-m.Start {
+		return nil, 0, fmt.Errorf("%w: longer than its mapping", state.ErrCorrupt)
+	}
+	body := make([]byte, n)
+	if n > 0 {
+		if err := mem.ReadMem(m.Start+state.HeaderSize, body); err != nil {
+			return nil, 0, fmt.Errorf("read state record: %w", err)
+		}
+	}
+	r, err := state.DecodeBody(body)
+	return r, m.Start, err
+}
+
+// procMem reads another process's memory without stopping it.
+type procMem struct{ f *os.File }
+
+func (p procMem) ReadMem(addr uint64, b []byte) error {
+	n, err := unix.Pread(int(p.f.Fd()), b, int64(addr))
+	if err != nil {
+		return err
+	}
+	if n != len(b) {
+		return fmt.Errorf("short read at %#x", addr)
+	}
+	return nil
+}
+
+// Show returns the updates applied to a process, oldest first, read from
+// the record inside it. The process is not stopped.
+func Show(pid int) (*state.Record, error) {
+	maps, err := procfs.ReadMaps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	defer f.Close()
+	r, _, err := readState(procMem{f}, maps)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,62 @@
+package process
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+)
+
+// Undo takes an applied update out of a running process: all or nothing.
+func Undo(pid int, id string, opt Options) error {
+	s, err := attach(pid, opt)
+	if err != nil {
+		return err
+	}
+	defer s.detach()
+	idx, a := s.rec.Find(id)
+	if a == nil {
+		return fmt.Errorf("undo %s: %w to process %d", id, ErrNotApplied, pid)
+	}
+	for _, later := range s.rec.Updates[idx+1:] {
+		if slices.Contains(later.DependsOn, id) {
+			return fmt.Errorf("undo %s: %w: %s (undo %s first)", id, ErrDependent, later.ID, later.ID)
+		}
+	}
+	for _, f := range a.Funcs {
+		cur := make([]byte, len(f.Jump))
+		if err := s.p.ReadMem(f.Addr, cur); err != nil {
+			return fmt.Errorf("undo %s: read %s: %w", id, f.Name, err)
+		}
+		if !bytes.Equal(cur, f.Jump) {
+			return fmt.Errorf("undo %s: the trampoline of %s at %#x was changed by something else; nothing was changed", id, f.Name, f.Addr)
+		}
+	}
+	var spans []span
+	for _, g := range a.Regions {
+		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + id})
+	}
+	if err := s.waitSafe(spans); err != nil {
+		return fmt.Errorf("undo %s from process %d: %w; nothing was changed", id, pid, err)
+	}
+	for i := len(a.Funcs) - 1; i >= 0; i-- {
+		f := a.Funcs[i]
+		if err := s.p.WriteMem(f.Addr, f.Saved); err != nil {
+			// Put back what was already restored: all or nothing.
+			for _, g := range a.Funcs[i+1:] {
+				s.p.WriteMem(g.Addr, g.Jump)
+			}
+			return fmt.Errorf("undo %s: restore %s at %#x: %w; nothing was changed", id, f.Name, f.Addr, err)
+		}
+	}
+	regions := a.Regions
+	s.rec.Updates = slices.Delete(s.rec.Updates, idx, idx+1)
+	if err := s.writeState(0); err != nil {
+		return fmt.Errorf("undo %s: %w", id, err)
+	}
+	for _, g := range regions {
+		if err := s.munmap(g.Addr, g.Size); err != nil {
+			opt.logf("undo %s: unmap %#x: %v", id, g.Addr, err)
+		}
+	}
+	return nil
+}

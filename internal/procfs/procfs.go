@@ -1,0 +1,150 @@
+// Package procfs reads what /proc tells about a process: its memory map,
+// threads and the files it maps, without following the target's paths
+// into the host's file system where /proc/PID/map_files can be used.
+package procfs
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Mapping is one line of /proc/PID/maps.
+type Mapping struct {
+	Start, End uint64
+	Perms      string // e.g. "r-xp"
+	Offset     uint64
+	Dev        string
+	Inode      uint64
+	Path       string // may be empty, "[stack]", "/memfd:name (deleted)", ...
+}
+
+// Exec reports whether the mapping is executable.
+func (m Mapping) Exec() bool { return len(m.Perms) > 2 && m.Perms[2] == 'x' }
+
+// Contains reports whether addr lies in the mapping.
+func (m Mapping) Contains(addr uint64) bool { return addr >= m.Start && addr < m.End }
+
+// ReadMaps reads /proc/PID/maps.
+func ReadMaps(pid int) ([]Mapping, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseMaps(f)
+}
+
+// ParseMaps parses the text of a /proc/PID/maps file.
+func ParseMaps(r io.Reader) ([]Mapping, error) {
+	var out []Mapping
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			continue
+		}
+		m, err := parseMapLine(line)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
+
+func parseMapLine(line string) (Mapping, error) {
+	var m Mapping
+	// address perms offset dev inode [path]; path may contain spaces.
+	rest := line
+	field := func() string {
+		rest = strings.TrimLeft(rest, " ")
+		i := strings.IndexByte(rest, ' ')
+		if i < 0 {
+			f := rest
+			rest = ""
+			return f
+		}
+		f := rest[:i]
+		rest = rest[i:]
+		return f
+	}
+	addr := field()
+	lo, hi, ok := strings.Cut(addr, "-")
+	if !ok {
+		return m, fmt.Errorf("maps line %q: bad address", line)
+	}
+	var err error
+	if m.Start, err = strconv.ParseUint(lo, 16, 64); err != nil {
+		return m, fmt.Errorf("maps line %q: %w", line, err)
+	}
+	if m.End, err = strconv.ParseUint(hi, 16, 64); err != nil {
+		return m, fmt.Errorf("maps line %q: %w", line, err)
+	}
+	m.Perms = field()
+	if m.Offset, err = strconv.ParseUint(field(), 16, 64); err != nil {
+		return m, fmt.Errorf("maps line %q: %w", line, err)
+	}
+	m.Dev = field()
+	if m.Inode, err = strconv.ParseUint(field(), 10, 64); err != nil {
+		return m, fmt.Errorf("maps line %q: %w", line, err)
+	}
+	m.Path = strings.TrimLeft(rest, " ")
+	return m, nil
+}
+
+// Tasks lists the thread ids of a process, sorted.
+func Tasks(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, err
+	}
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	sort.Ints(tids)
+	return tids, nil
+}
+
+// Status returns the value of one field of /proc/PID/status ("" if absent).
+func Status(pid int, field string) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range bytes.Split(data, []byte{'\n'}) {
+		k, v, ok := strings.Cut(string(line), ":")
+		if ok && k == field {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", nil
+}
+
+// OpenMapped opens the file behind a file-backed mapping through
+// /proc/PID/map_files, which works across mount namespaces and never
+// follows a path the target controls; it falls back to /proc/PID/root.
+func OpenMapped(pid int, m Mapping) (*os.File, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End))
+	if err == nil {
+		return f, nil
+	}
+	if !strings.HasPrefix(m.Path, "/") {
+		return nil, fmt.Errorf("open mapped file of %#x: %w", m.Start, err)
+	}
+	f, err2 := os.Open(filepath.Join(fmt.Sprintf("/proc/%d/root", pid), m.Path))
+	if err2 != nil {
+		return nil, fmt.Errorf("open mapped file %s: %w", m.Path, err)
+	}
+	return f, nil
+}

@@ -1,0 +1,430 @@
+package ptrace
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	int3 = 0xcc
+	// eflags bits: the SysV ABI wants DF clear at a call; TF would trap.
+	eflagsTF = 0x100
+	eflagsDF = 0x400
+)
+
+// ReadMem reads len(b) bytes at addr through /proc/PID/mem.
+func (p *Process) ReadMem(addr uint64, b []byte) error {
+	return p.do("read memory", func() error { return p.readMem(addr, b) })
+}
+
+// WriteMem writes b at addr through /proc/PID/mem. Unlike
+// process_vm_writev this works on read-only and executable pages: the
+// kernel writes with FOLL_FORCE, breaking copy-on-write as a debugger's
+// breakpoint write does.
+func (p *Process) WriteMem(addr uint64, b []byte) error {
+	return p.do("write memory", func() error { return p.writeMem(addr, b) })
+}
+
+func (p *Process) checkRange(op string, addr uint64, n int) error {
+	if p.mem == nil {
+		return fmt.Errorf("ptrace %s pid %d at %#x: memory not open", op, p.pid, addr)
+	}
+	if addr > math.MaxInt64 || uint64(n) > math.MaxInt64-addr {
+		return fmt.Errorf("ptrace %s pid %d at %#x: address out of range", op, p.pid, addr)
+	}
+	return nil
+}
+
+func (p *Process) readMem(addr uint64, b []byte) error {
+	if err := p.checkRange("read memory", addr, len(b)); err != nil {
+		return err
+	}
+	fd := int(p.mem.Fd())
+	for n := 0; n < len(b); {
+		m, err := unix.Pread(fd, b[n:], int64(addr)+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil && m <= 0 {
+			err = unix.EIO
+		}
+		if err != nil {
+			return fmt.Errorf("ptrace read memory pid %d at %#x (%d bytes): %w", p.pid, addr+uint64(n), len(b)-n, err)
+		}
+		n += m
+	}
+	return nil
+}
+
+func (p *Process) writeMem(addr uint64, b []byte) error {
+	if err := p.checkRange("write memory", addr, len(b)); err != nil {
+		return err
+	}
+	fd := int(p.mem.Fd())
+	for n := 0; n < len(b); {
+		m, err := unix.Pwrite(fd, b[n:], int64(addr)+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil && m <= 0 {
+			err = unix.EIO
+		}
+		if err != nil {
+			return fmt.Errorf("ptrace write memory pid %d at %#x (%d bytes): %w", p.pid, addr+uint64(n), len(b)-n, err)
+		}
+		n += m
+	}
+	return nil
+}
+
+// scratch returns AT_ENTRY, the entry point of the main executable: an
+// executable page whose code (_start) never runs again, where a few bytes
+// of injected code can be placed while every thread is stopped.
+func (p *Process) scratch() (uint64, error) {
+	if p.entry != 0 {
+		return p.entry, nil
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", p.pid))
+	if err != nil {
+		return 0, fmt.Errorf("ptrace pid %d: read auxv: %w", p.pid, err)
+	}
+	const atEntry = 9
+	for i := 0; i+16 <= len(b); i += 16 {
+		k := binary.LittleEndian.Uint64(b[i:])
+		v := binary.LittleEndian.Uint64(b[i+8:])
+		if k == atEntry && v != 0 {
+			p.entry = v
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("ptrace pid %d: no AT_ENTRY in auxv", p.pid)
+}
+
+// workThread picks the thread injected code runs on: the leader if it is
+// attached and stopped, else the first stopped thread.
+func (p *Process) workThread(op string) (*thread, error) {
+	tids := p.stoppedTids()
+	if len(tids) == 0 {
+		if len(p.threads) == 0 {
+			return nil, fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, ErrExited)
+		}
+		return nil, fmt.Errorf("ptrace %s pid %d: no stopped thread (call Stop first)", op, p.pid)
+	}
+	return p.threads[tids[0]], nil
+}
+
+// Syscall runs system call nr with args inside the target, on one stopped
+// thread while the others stay stopped, and returns the raw rax. A result
+// in [-4095, -1] is also returned as an error wrapping the unix.Errno.
+func (p *Process) Syscall(nr uint64, args ...uint64) (uint64, error) {
+	if len(args) > 6 {
+		return 0, fmt.Errorf("ptrace syscall %d pid %d: %d arguments, at most 6", nr, p.pid, len(args))
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	var rax uint64
+	err := p.do("syscall", func() error {
+		op := fmt.Sprintf("syscall %d", nr)
+		code := []byte{0x0f, 0x05, int3} // syscall; int3
+		var err error
+		rax, err = p.inject(op, code, syscallTimeout, func(r *unix.PtraceRegs, scratch uint64) error {
+			r.Rip = scratch
+			r.Rax = nr
+			// Not inside a system call: keeps the kernel's syscall-restart
+			// logic from rewinding rip or rewriting rax on our way out.
+			r.Orig_rax = math.MaxUint64
+			r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+			r.Eflags &^= eflagsTF
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return rax, err
+	}
+	if r := int64(rax); r >= -4095 && r <= -1 {
+		return rax, fmt.Errorf("ptrace syscall %d in pid %d: %w", nr, p.pid, unix.Errno(-r))
+	}
+	return rax, nil
+}
+
+// Call calls fn(args...) (SysV ABI, at most six integer arguments) on one
+// stopped thread while the others stay stopped, and returns rax. If fn
+// does not return within timeout the thread is interrupted, its registers
+// restored, and the error wraps ErrTimeout; fn may then have left locks
+// held or state half changed.
+func (p *Process) Call(fn uint64, timeout time.Duration, args ...uint64) (uint64, error) {
+	if len(args) > 6 {
+		return 0, fmt.Errorf("ptrace call %#x pid %d: %d arguments, at most 6", fn, p.pid, len(args))
+	}
+	if timeout <= 0 {
+		timeout = defaultCallTimeout
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	var rax uint64
+	err := p.do("call", func() error {
+		op := fmt.Sprintf("call %#x", fn)
+		var err error
+		rax, err = p.inject(op, []byte{int3}, timeout, func(r *unix.PtraceRegs, scratch uint64) error {
+			// Below the 128-byte red zone (with margin), 16-byte aligned
+			// at the call, then the return address as a call pushes it.
+			sp := ((r.Rsp - 256) &^ 15) - 8
+			var ret [8]byte
+			binary.LittleEndian.PutUint64(ret[:], scratch)
+			if err := p.writeMem(sp, ret[:]); err != nil {
+				return err
+			}
+			r.Rsp = sp
+			r.Rip = fn
+			r.Rax = 0 // no vector registers used by a variadic callee
+			r.Orig_rax = math.MaxUint64
+			r.Rdi, r.Rsi, r.Rdx, r.Rcx, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+			r.Eflags &^= eflagsTF | eflagsDF
+			return nil
+		})
+		return err
+	})
+	return rax, err
+}
+
+// inject places code at the scratch address, lets setup point the work
+// thread's registers at it, runs the thread until the int3 that ends code
+// (or the one code returns to) traps, and restores memory and registers.
+func (p *Process) inject(op string, code []byte, timeout time.Duration, setup func(r *unix.PtraceRegs, scratch uint64) error) (uint64, error) {
+	t, err := p.workThread(op)
+	if err != nil {
+		return 0, err
+	}
+	scratch, err := p.scratch()
+	if err != nil {
+		return 0, err
+	}
+	var saved unix.PtraceRegs
+	if err := p.getRegs(t.tid, &saved); err != nil {
+		return 0, err
+	}
+	orig := make([]byte, len(code))
+	if err := p.readMem(scratch, orig); err != nil {
+		return 0, err
+	}
+	if err := p.writeMem(scratch, code); err != nil {
+		return 0, err
+	}
+	regs := saved
+	err = setup(&regs, scratch)
+	if err == nil {
+		err = p.setRegs(t.tid, &regs)
+	}
+	if err != nil {
+		p.writeMem(scratch, orig)
+		return 0, fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err)
+	}
+	trap := scratch + uint64(len(code))
+	var out unix.PtraceRegs
+	runErr := p.runUntil(op, t, time.Now().Add(timeout), func(r *unix.PtraceRegs) bool { return r.Rip == trap },
+		func(r *unix.PtraceRegs, _ bool) (bool, error) {
+			out = *r
+			return true, nil
+		})
+
+	// Put everything back, whatever happened, unless the thread is gone.
+	var restoreErr error
+	if _, alive := p.threads[t.tid]; alive {
+		restoreErr = p.setRegs(t.tid, &saved)
+	}
+	if err := p.writeMem(scratch, orig); err != nil && restoreErr == nil && !errors.Is(runErr, ErrExited) {
+		restoreErr = err
+	}
+	// Threads the code created report their initial stop now.
+	settleErr := p.stopAll(time.Now().Add(stopTimeout))
+	switch {
+	case runErr != nil:
+		return 0, runErr
+	case restoreErr != nil:
+		return 0, restoreErr
+	case settleErr != nil && !errors.Is(settleErr, ErrExited):
+		return out.Rax, fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, settleErr)
+	}
+	return out.Rax, nil
+}
+
+// runUntil continues t alone until onTrap reports it done. isOurs tells
+// whether registers at a stop show one of our int3 just executed;
+// onTrap then handles that trap (its second argument says the deadline
+// passed, in which case it must not plan to continue). Other signals are
+// held back for the program; clone and event stops are continued. At the
+// deadline the thread is interrupted and the error wraps ErrTimeout; if
+// the thread exits it wraps ErrExited. t is stopped on return unless gone.
+func (p *Process) runUntil(op string, t *thread, deadline time.Time,
+	isOurs func(r *unix.PtraceRegs) bool,
+	onTrap func(r *unix.PtraceRegs, timedOut bool) (bool, error)) error {
+	tid := t.tid
+	fail := func(err error) error { return fmt.Errorf("ptrace %s tid %d: %w", op, tid, err) }
+	if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+		return err
+	}
+	timedOut := false
+	for {
+		ev, err := p.waitAny([]int{tid}, deadline)
+		if errors.Is(err, errWaitTimeout) && !timedOut {
+			timedOut = true
+			deadline = time.Now().Add(stopTimeout)
+			if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil && err != unix.ESRCH {
+				return fail(fmt.Errorf("interrupt: %w", err))
+			}
+			t.interrupted = true
+			continue
+		}
+		if err != nil {
+			return fail(err)
+		}
+		kind, sig := p.note(ev)
+		if kind == kindExit {
+			return fail(ErrExited)
+		}
+		if kind == kindNone {
+			continue
+		}
+		var r unix.PtraceRegs
+		if err := p.getRegs(tid, &r); err != nil {
+			return fail(err)
+		}
+		switch {
+		case kind == kindSignal && sig == int(unix.SIGTRAP) && isOurs(&r):
+			done, err := onTrap(&r, timedOut)
+			if err != nil || done {
+				return err
+			}
+		case isOurs(&r):
+			// Our int3 trapped, but an interrupt got in first: the SIGTRAP
+			// is still queued. Continue to take it, or the program would
+			// get it later and die.
+			if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+				return err
+			}
+			continue
+		case kind == kindSignal && isFault(tid, sig):
+			// Our code (or the called function) faulted: ignoring the
+			// signal would re-execute the faulting instruction forever.
+			return fail(fmt.Errorf("%s at %#x", unix.SignalName(unix.Signal(sig)), r.Rip))
+		case kind == kindSignal:
+			p.recordSignal(t, sig)
+		}
+		if timedOut {
+			return fail(ErrTimeout)
+		}
+		if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+			return err
+		}
+	}
+}
+
+// RunToReturn lets thread tid alone run until it executes the instruction
+// at retAddr with rsp == wantSP, i.e. until it returns from the function
+// whose return address is retAddr and whose frame ends at wantSP. The
+// thread is left stopped with rip == retAddr. Traps at retAddr in deeper
+// recursive frames are stepped over. On timeout the thread is stopped
+// where it is and the error wraps ErrTimeout. The int3 planted at
+// retAddr is always removed.
+func (p *Process) RunToReturn(tid int, retAddr, wantSP uint64, timeout time.Duration) error {
+	return p.do("run to return", func() error {
+		op := fmt.Sprintf("run to return %#x", retAddr)
+		t, err := p.stoppedThread(op, tid)
+		if err != nil {
+			return err
+		}
+		var orig [1]byte
+		if err := p.readMem(retAddr, orig[:]); err != nil {
+			return err
+		}
+		if err := p.writeMem(retAddr, []byte{int3}); err != nil {
+			return err
+		}
+		planted := true
+		unplant := func() error {
+			if !planted {
+				return nil
+			}
+			if err := p.writeMem(retAddr, orig[:]); err != nil {
+				return err
+			}
+			planted = false
+			return nil
+		}
+		runErr := p.runUntil(op, t, time.Now().Add(timeout),
+			func(r *unix.PtraceRegs) bool { return planted && r.Rip == retAddr+1 },
+			func(r *unix.PtraceRegs, timedOut bool) (bool, error) {
+				// The instruction at retAddr has not run: back up onto it.
+				if err := unplant(); err != nil {
+					return false, err
+				}
+				r.Rip = retAddr
+				if err := p.setRegs(tid, r); err != nil {
+					return false, err
+				}
+				if r.Rsp == wantSP || timedOut {
+					return r.Rsp == wantSP, nil
+				}
+				// A deeper (recursive) frame returned here: execute the
+				// original instruction, then plant again.
+				if err := p.stepFrom(op, t, retAddr); err != nil {
+					return false, err
+				}
+				if err := p.writeMem(retAddr, []byte{int3}); err != nil {
+					return false, err
+				}
+				planted = true
+				return false, nil
+			})
+		restoreErr := unplant()
+		// Threads the thread created report their initial stop now.
+		settleErr := p.stopAll(time.Now().Add(stopTimeout))
+		switch {
+		case runErr != nil:
+			return runErr
+		case restoreErr != nil:
+			return restoreErr
+		case settleErr != nil && !errors.Is(settleErr, ErrExited):
+			return fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, settleErr)
+		}
+		return nil
+	})
+}
+
+// stepFrom single-steps t until its rip leaves addr.
+func (p *Process) stepFrom(op string, t *thread, addr uint64) error {
+	for i := 0; i < 16; i++ {
+		if err := p.cont(t, unix.PTRACE_SINGLESTEP); err != nil {
+			return err
+		}
+		ev, err := p.waitAny([]int{t.tid}, time.Now().Add(stopTimeout))
+		if err != nil {
+			return fmt.Errorf("ptrace %s tid %d: single-step: %w", op, t.tid, err)
+		}
+		kind, sig := p.note(ev)
+		if kind == kindExit {
+			return fmt.Errorf("ptrace %s tid %d: single-step: %w", op, t.tid, ErrExited)
+		}
+		var r unix.PtraceRegs
+		if err := p.getRegs(t.tid, &r); err != nil {
+			return err
+		}
+		if kind == kindSignal && sig != int(unix.SIGTRAP) {
+			if isFault(t.tid, sig) {
+				return fmt.Errorf("ptrace %s tid %d: single-step: %s at %#x", op, t.tid, unix.SignalName(unix.Signal(sig)), r.Rip)
+			}
+			p.recordSignal(t, sig)
+		}
+		if r.Rip != addr {
+			return nil
+		}
+	}
+	return fmt.Errorf("ptrace %s tid %d: single-step does not leave %#x", op, t.tid, addr)
+}

@@ -1,0 +1,415 @@
+// Package ptrace stops, inspects, changes and resumes every thread of a
+// running process through ptrace(2), from one locked OS thread.
+//
+// The kernel ties a tracee to the thread that attached it, not to the
+// process: every ptrace and wait4 call for a tracee must come from that one
+// thread. A Process therefore owns a goroutine locked to its OS thread and
+// every method hands its work to it. Memory goes through the same thread,
+// because kernels built with PROC_MEM_FORCE_PTRACE only allow writes to
+// read-only pages through /proc/PID/mem from the tracer itself.
+//
+// Between Attach and Detach, every thread of the target is either stopped
+// (after Attach, Stop, and every method other than Resume) or running (after
+// Resume). Threads the target creates are attached automatically
+// (PTRACE_O_TRACECLONE) and stopped before a method returns. Signals the
+// target receives while attached are held back and delivered again when the
+// thread resumes or is detached, so the program sees every signal.
+package ptrace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrTraced means another tracer (gdb, strace, ...) holds the process.
+	ErrTraced = errors.New("already traced")
+	// ErrTimeout means an operation did not finish in time.
+	ErrTimeout = errors.New("timed out")
+	// ErrExited means the process, or the thread an operation ran on, exited.
+	ErrExited = errors.New("process exited")
+)
+
+// errDetached is returned by every method once Detach has run.
+var errDetached = errors.New("process detached")
+
+const (
+	// stopTimeout bounds waiting for threads to stop after PTRACE_INTERRUPT.
+	// A thread in uninterruptible sleep (disk I/O, vfork parent) stops late.
+	stopTimeout = 5 * time.Second
+	// attachTimeout bounds the whole attach, which may chase thread churn.
+	attachTimeout = 10 * time.Second
+	// syscallTimeout bounds an injected system call; Syscall has no timeout
+	// argument and must not hang forever if the call blocks.
+	syscallTimeout = 10 * time.Second
+	// defaultCallTimeout is used by Call when given a timeout <= 0.
+	defaultCallTimeout = 5 * time.Second
+)
+
+// Process is a traced process. Its methods may be called from any
+// goroutine; they are serialised on the tracer thread. Always call Detach:
+// it releases the process and the tracer thread.
+type Process struct {
+	pid  int
+	reqs chan func()
+	quit chan struct{}
+
+	// The fields below are only touched on the tracer thread.
+	tracerTid int
+	threads   map[int]*thread
+	mem       *os.File
+	entry     uint64 // AT_ENTRY, cached; 0 until read
+	closed    bool
+}
+
+// thread is the tracer's view of one attached thread.
+type thread struct {
+	tid int
+	// stopped: the thread is in a ptrace-stop and may be inspected.
+	stopped bool
+	// interrupted: PTRACE_INTERRUPT was sent (or the initial stop of an
+	// auto-attached thread is due) and no stop was seen since.
+	interrupted bool
+	// sigStop: the last stop is a signal-delivery-stop, the only kind of
+	// stop from which a restart can inject a signal.
+	sigStop bool
+	// eventStop: the last stop is a PTRACE_EVENT_STOP, from which
+	// PTRACE_LISTEN is allowed.
+	eventStop bool
+	// groupStopped: the last PTRACE_EVENT_STOP reported a stop signal: the
+	// process is in group-stop (SIGSTOP, SIGTSTP, ...) and must stay so.
+	groupStopped bool
+	// pending holds signals that arrived while we held the thread; they
+	// are delivered again on resume or detach.
+	pending []pendingSig
+}
+
+type pendingSig struct {
+	sig  int
+	info unix.Siginfo
+	ok   bool // info was read
+}
+
+// Attach stops every thread of process pid and returns it stopped. If any
+// step fails, threads already attached are detached again, so the process
+// continues unchanged.
+func Attach(pid int) (*Process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("ptrace attach pid %d: invalid pid", pid)
+	}
+	if pid == os.Getpid() {
+		return nil, fmt.Errorf("ptrace attach pid %d: refusing to trace the calling process", pid)
+	}
+	st, err := readStatus(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("ptrace attach pid %d: %w", pid, unix.ESRCH)
+		}
+		return nil, fmt.Errorf("ptrace attach pid %d: %w", pid, err)
+	}
+	if tgid, ok := st["Tgid"]; ok && tgid != fmt.Sprint(pid) {
+		return nil, fmt.Errorf("ptrace attach pid %d: is a thread of process %s, not a process", pid, tgid)
+	}
+	p := &Process{
+		pid:     pid,
+		reqs:    make(chan func()),
+		quit:    make(chan struct{}),
+		threads: map[int]*thread{},
+	}
+	ready := make(chan int)
+	go p.serve(ready)
+	p.tracerTid = <-ready
+	if err := p.do("attach", p.attach); err != nil {
+		p.do("attach", func() error { p.shutdown(); return nil })
+		return nil, err
+	}
+	return p, nil
+}
+
+// serve runs the closures of one Process on a locked OS thread.
+func (p *Process) serve(ready chan<- int) {
+	// Never unlocked: when this goroutine returns the runtime ends the OS
+	// thread, and the kernel detaches whatever tracee is still attached to
+	// it, so nothing stays traced by a thread nobody serves.
+	runtime.LockOSThread()
+	ready <- unix.Gettid()
+	for {
+		select {
+		case f := <-p.reqs:
+			f()
+		case <-p.quit:
+			return
+		}
+	}
+}
+
+// do runs f on the tracer thread and returns its error.
+func (p *Process) do(op string, f func() error) error {
+	errc := make(chan error, 1)
+	run := func() {
+		defer func() {
+			if r := recover(); r != nil {
+				errc <- fmt.Errorf("ptrace %s pid %d: internal error: %v", op, p.pid, r)
+			}
+		}()
+		if p.closed {
+			errc <- fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, errDetached)
+			return
+		}
+		errc <- f()
+	}
+	select {
+	case p.reqs <- run:
+		return <-errc
+	case <-p.quit:
+		return fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, errDetached)
+	}
+}
+
+// shutdown ends the tracer goroutine. Runs on the tracer thread.
+func (p *Process) shutdown() {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	if p.mem != nil {
+		p.mem.Close()
+		p.mem = nil
+	}
+	close(p.quit)
+}
+
+// attach seizes every thread, chasing threads created or ended meanwhile.
+func (p *Process) attach() (err error) {
+	defer func() {
+		if err != nil {
+			p.detachAll()
+		}
+	}()
+	deadline := time.Now().Add(attachTimeout)
+	for {
+		tids, err := listTasks(p.pid)
+		if err != nil {
+			if len(p.threads) == 0 {
+				return fmt.Errorf("ptrace attach pid %d: %w", p.pid, err)
+			}
+			return fmt.Errorf("ptrace attach pid %d: %w", p.pid, ErrExited)
+		}
+		added := 0
+		for _, tid := range tids {
+			if _, ok := p.threads[tid]; ok {
+				continue
+			}
+			ok, err := p.seize(tid)
+			if err != nil {
+				return err
+			}
+			if ok {
+				added++
+			}
+		}
+		// Threads stopped now cannot create more; only threads that were
+		// not yet attached can, so re-list until a pass finds nothing new.
+		if err := p.stopAll(deadline); err != nil {
+			return fmt.Errorf("ptrace attach pid %d: %w", p.pid, err)
+		}
+		if added == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ptrace attach pid %d: threads keep appearing: %w", p.pid, ErrTimeout)
+		}
+	}
+	if len(p.threads) == 0 {
+		return fmt.Errorf("ptrace attach pid %d: %w", p.pid, ErrExited)
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("ptrace attach pid %d: open memory: %w", p.pid, err)
+	}
+	p.mem = f
+	return nil
+}
+
+// seize attaches one thread and asks it to stop. It reports false, nil
+// for a thread that is gone (or a zombie leader, which cannot be traced).
+func (p *Process) seize(tid int) (bool, error) {
+	err := ptrace(unix.PTRACE_SEIZE, tid, 0, unix.PTRACE_O_TRACECLONE)
+	switch err {
+	case nil:
+	case unix.ESRCH:
+		return false, nil
+	case unix.EPERM:
+		st, serr := readStatus(fmt.Sprintf("/proc/%d/task/%d/status", p.pid, tid))
+		if serr != nil {
+			return false, nil // gone meanwhile
+		}
+		tracer := st["TracerPid"]
+		switch {
+		case tracer == fmt.Sprint(p.tracerTid):
+			// Auto-attached by us through a clone event we have not read
+			// yet; its own initial stop is due.
+			if _, ok := p.threads[tid]; !ok {
+				p.threads[tid] = &thread{tid: tid, interrupted: true}
+			}
+			return true, nil
+		case tracer != "" && tracer != "0":
+			return false, fmt.Errorf("ptrace seize tid %d: %w by pid %s%s", tid, ErrTraced, tracer, commSuffix(tracer))
+		case len(st["State"]) > 0 && (st["State"][0] == 'Z' || st["State"][0] == 'X'):
+			return false, nil
+		}
+		return false, fmt.Errorf("ptrace seize tid %d: %w", tid, err)
+	default:
+		return false, fmt.Errorf("ptrace seize tid %d: %w", tid, err)
+	}
+	p.threads[tid] = &thread{tid: tid}
+	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil && err != unix.ESRCH {
+		return false, fmt.Errorf("ptrace interrupt tid %d: %w", tid, err)
+	}
+	p.threads[tid].interrupted = true
+	return true, nil
+}
+
+// commSuffix names the process pid for an error message, if it can.
+func commSuffix(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/comm")
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	return " (" + string(trimNL(b)) + ")"
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == 0) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Pid returns the process id.
+func (p *Process) Pid() int { return p.pid }
+
+// Threads returns the ids of the threads attached and stopped, the
+// thread-group leader first if it is alive, then in increasing order.
+func (p *Process) Threads() []int {
+	var out []int
+	p.do("threads", func() error {
+		out = p.stoppedTids()
+		return nil
+	})
+	return out
+}
+
+func (p *Process) stoppedTids() []int {
+	var out []int
+	for tid, t := range p.threads {
+		if t.stopped && tid != p.pid {
+			out = append(out, tid)
+		}
+	}
+	slices.Sort(out)
+	if t, ok := p.threads[p.pid]; ok && t.stopped {
+		out = append([]int{p.pid}, out...)
+	}
+	return out
+}
+
+// stoppedThread returns the state of tid if it is attached and stopped.
+func (p *Process) stoppedThread(op string, tid int) (*thread, error) {
+	t, ok := p.threads[tid]
+	if !ok {
+		return nil, fmt.Errorf("ptrace %s tid %d: not an attached thread of pid %d", op, tid, p.pid)
+	}
+	if !t.stopped {
+		return nil, fmt.Errorf("ptrace %s tid %d: thread is running", op, tid)
+	}
+	return t, nil
+}
+
+// GetRegs returns the registers of a stopped thread.
+func (p *Process) GetRegs(tid int) (unix.PtraceRegs, error) {
+	var r unix.PtraceRegs
+	err := p.do("getregs", func() error {
+		if _, err := p.stoppedThread("getregs", tid); err != nil {
+			return err
+		}
+		return p.getRegs(tid, &r)
+	})
+	return r, err
+}
+
+// SetRegs sets the registers of a stopped thread.
+func (p *Process) SetRegs(tid int, r *unix.PtraceRegs) error {
+	if r == nil {
+		return fmt.Errorf("ptrace setregs tid %d: nil registers", tid)
+	}
+	regs := *r
+	return p.do("setregs", func() error {
+		if _, err := p.stoppedThread("setregs", tid); err != nil {
+			return err
+		}
+		return p.setRegs(tid, &regs)
+	})
+}
+
+// Stop interrupts every running thread and waits until all are stopped.
+// Threads created meanwhile are stopped too; threads that exited are
+// dropped. It returns an error wrapping ErrExited if no thread is left.
+func (p *Process) Stop() error {
+	return p.do("stop", func() error {
+		if err := p.stopAll(time.Now().Add(stopTimeout)); err != nil {
+			return fmt.Errorf("ptrace stop pid %d: %w", p.pid, err)
+		}
+		return nil
+	})
+}
+
+// Resume continues every stopped thread, delivering the signals that
+// arrived while it was stopped. A process in group-stop stays stopped.
+func (p *Process) Resume() error {
+	return p.do("resume", func() error {
+		var first error
+		for _, tid := range p.stoppedTids() {
+			if err := p.resumeThread(p.threads[tid]); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+}
+
+// Detach stops the process if it runs, then detaches every thread,
+// delivering its held-back signals; the process continues. The Process
+// cannot be used afterwards.
+func (p *Process) Detach() error {
+	return p.do("detach", func() error {
+		err := p.detachAll()
+		p.shutdown()
+		return err
+	})
+}
+
+// detachAll stops and detaches every thread it can. Threads that cannot
+// be stopped stay attached until the tracer thread exits, when the kernel
+// detaches them.
+func (p *Process) detachAll() error {
+	var first error
+	if err := p.stopAll(time.Now().Add(stopTimeout)); err != nil && !errors.Is(err, ErrExited) {
+		first = fmt.Errorf("ptrace detach pid %d: %w", p.pid, err)
+	}
+	for _, tid := range p.stoppedTids() {
+		t := p.threads[tid]
+		sig := p.takeSignals(t)
+		if err := ptrace(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); err != nil && err != unix.ESRCH && first == nil {
+			first = fmt.Errorf("ptrace detach tid %d: %w", tid, err)
+		}
+		delete(p.threads, tid)
+	}
+	return first
+}

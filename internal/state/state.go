@@ -1,0 +1,151 @@
+// Package state defines the record that livesplice keeps inside every
+// process it patched: which updates are applied, where their code lives and
+// the bytes each trampoline replaced. It lives in the target so that any
+// later livesplice invocation can show or undo what an earlier one did.
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Version is the version of the record layout (docs/update-format.md).
+const Version = 1
+
+// Magic starts the record.
+const Magic = "LIVESPLICE-STATE"
+
+// MappingName is the name of the memfd that holds the record; it shows in
+// /proc/PID/maps as "/memfd:livesplice-state (deleted)".
+const MappingName = "livesplice-state"
+
+// Size is the size of the record's mapping.
+const Size = 1 << 20
+
+// HeaderSize is the size of the fixed header before the JSON body.
+const HeaderSize = 32
+
+// ErrCorrupt is wrapped when the record cannot be decoded.
+var ErrCorrupt = errors.New("corrupt state record")
+
+// Record is everything applied to one process, oldest first.
+type Record struct {
+	Updates []Applied `json:"updates"`
+}
+
+// Applied is one update applied to the process.
+type Applied struct {
+	ID        string    `json:"id"`
+	Target    string    `json:"target"` // path of the patched object as mapped
+	AppliedAt string    `json:"applied_at"`
+	Regions   []Region  `json:"regions"` // memory holding the update's code and data
+	Funcs     []Patched `json:"funcs"`
+	DependsOn []string  `json:"depends_on,omitempty"`
+}
+
+// Region is a mapping made for an update.
+type Region struct {
+	Addr uint64 `json:"addr"`
+	Size uint64 `json:"size"`
+	Text uint64 `json:"text"` // bytes of code at the start of the region
+}
+
+// Patched is one redirected function.
+type Patched struct {
+	Name    string `json:"name"`
+	File    string `json:"file,omitempty"`
+	Addr    uint64 `json:"addr"` // where the trampoline is written
+	Size    uint64 `json:"size"` // size of the code at Addr
+	New     uint64 `json:"new"`  // address of the replacement
+	NewSize uint64 `json:"new_size"`
+	Saved   []byte `json:"saved"` // bytes the trampoline replaced
+	Jump    []byte `json:"jump"`  // the trampoline
+}
+
+// Find returns the applied update with this id.
+func (r *Record) Find(id string) (int, *Applied) {
+	for i := range r.Updates {
+		if r.Updates[i].ID == id {
+			return i, &r.Updates[i]
+		}
+	}
+	return -1, nil
+}
+
+// Owner returns the update whose regions contain addr.
+func (r *Record) Owner(addr uint64) *Applied {
+	for i := range r.Updates {
+		for _, g := range r.Updates[i].Regions {
+			if addr >= g.Addr && addr < g.Addr+g.Size {
+				return &r.Updates[i]
+			}
+		}
+	}
+	return nil
+}
+
+// Trampoline returns the redirect written at addr by any applied update.
+func (r *Record) Trampoline(addr uint64) *Patched {
+	for i := range r.Updates {
+		for j := range r.Updates[i].Funcs {
+			if r.Updates[i].Funcs[j].Addr == addr {
+				return &r.Updates[i].Funcs[j]
+			}
+		}
+	}
+	return nil
+}
+
+// Encode lays out the record: magic, version (u32), body length (u32),
+// 8 reserved bytes, then the JSON body.
+func Encode(r *Record) ([]byte, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	if HeaderSize+len(body) > Size {
+		return nil, fmt.Errorf("state record too large (%d bytes)", len(body))
+	}
+	b := make([]byte, HeaderSize, HeaderSize+len(body))
+	copy(b, Magic)
+	binary.LittleEndian.PutUint32(b[16:], Version)
+	binary.LittleEndian.PutUint32(b[20:], uint32(len(body)))
+	return append(b, body...), nil
+}
+
+// DecodeHeader returns the body length from a record header, or 0 for an
+// empty (never written) record.
+func DecodeHeader(h []byte) (int, error) {
+	if len(h) < HeaderSize {
+		return 0, fmt.Errorf("%w: short header", ErrCorrupt)
+	}
+	if bytes.Equal(h[:HeaderSize], make([]byte, HeaderSize)) {
+		return 0, nil
+	}
+	if string(h[:16]) != Magic {
+		return 0, fmt.Errorf("%w: bad magic", ErrCorrupt)
+	}
+	if v := binary.LittleEndian.Uint32(h[16:]); v != Version {
+		return 0, fmt.Errorf("state record version %d not supported (this livesplice reads %d)", v, Version)
+	}
+	n := int(binary.LittleEndian.Uint32(h[20:]))
+	if n > Size-HeaderSize {
+		return 0, fmt.Errorf("%w: body length %d", ErrCorrupt, n)
+	}
+	return n, nil
+}
+
+// DecodeBody decodes the JSON body.
+func DecodeBody(body []byte) (*Record, error) {
+	var r Record
+	if len(body) == 0 {
+		return &r, nil
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return &r, nil
+}

@@ -1,0 +1,297 @@
+// Package update defines the update file: the deterministic spec that
+// `livesplice create` writes and `livesplice apply` reads. Nothing in it
+// depends on a running target; addresses are decided at apply time.
+package update
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// FormatVersion is the version of the update file format this package
+// reads and writes (docs/update-format.md).
+const FormatVersion = 1
+
+// Magic is the first word of every update file.
+const Magic = "livesplice-update"
+
+// ErrCorrupt is returned for a file that is not a well-formed update.
+var ErrCorrupt = errors.New("corrupt update file")
+
+// File is one update: an ID and the changes to each ELF output it touches.
+type File struct {
+	Format  int      `json:"format"`
+	ID      string   `json:"id"`
+	Kind    string   `json:"kind"`         // "process" (kernel later)
+	Patch   string   `json:"patch_sha256"` // hash of the source patch
+	Targets []Target `json:"targets"`
+}
+
+// Target holds the changes to one ELF output (executable or shared library).
+type Target struct {
+	Path       string     `json:"path"`             // output path relative to the source tree
+	Soname     string     `json:"soname,omitempty"` // DT_SONAME of a shared library
+	PreBuildID string     `json:"pre_build_id,omitempty"`
+	Sections   []Section  `json:"sections"`  // code and data carried by the update
+	Symbols    []Symbol   `json:"symbols"`   // every relocation target, in symbolic form
+	Functions  []Function `json:"functions"` // replaced and new functions
+}
+
+// Section kinds.
+const (
+	KindText   = "text"
+	KindRodata = "rodata"
+	KindData   = "data"
+	KindBss    = "bss"
+)
+
+// Section is a piece of code or data that apply copies into the target.
+type Section struct {
+	Name   string  `json:"name"` // section name in the post object, for diagnostics
+	Kind   string  `json:"kind"`
+	Align  uint64  `json:"align"`
+	Size   uint64  `json:"size"`
+	Data   []byte  `json:"data,omitempty"` // nil for bss
+	Relocs []Reloc `json:"relocs,omitempty"`
+}
+
+// Reloc is an ELF relocation in symbolic form: at Offset, write the value of
+// Symbols[Symbol] + Addend in the way Type (an R_X86_64_* number) says.
+type Reloc struct {
+	Offset uint64 `json:"offset"`
+	Type   uint32 `json:"type"`
+	Symbol int    `json:"symbol"`
+	Addend int64  `json:"addend"`
+}
+
+// Symbol kinds.
+const (
+	SymGlobal  = "global"  // resolved by name through the target's global scope
+	SymLocal   = "local"   // a static symbol of File, resolved in the target object
+	SymSection = "section" // a place inside Sections[Section]
+)
+
+// Symbol is a relocation target.
+type Symbol struct {
+	Kind    string `json:"kind"`
+	Name    string `json:"name,omitempty"`
+	File    string `json:"file,omitempty"`    // source file of a local symbol (STT_FILE)
+	Type    string `json:"type,omitempty"`    // "func", "object" or ""
+	Section int    `json:"section,omitempty"` // for SymSection
+	Offset  uint64 `json:"offset,omitempty"`  // for SymSection
+}
+
+// Function statuses.
+const (
+	StatusReplaced = "replaced"
+	StatusNew      = "new"
+)
+
+// Function is a replaced or new function.
+type Function struct {
+	Name    string `json:"name"`
+	File    string `json:"file,omitempty"`
+	Status  string `json:"status"`
+	Symbol  int    `json:"symbol"`  // identity of the running (pre) function, for replaced ones
+	Section int    `json:"section"` // post code
+	Size    uint64 `json:"size"`
+	Pre     *Code  `json:"pre,omitempty"` // pre code, for run-pre matching
+}
+
+// Code is a function's bytes with its relocations (symbols index Target.Symbols).
+type Code struct {
+	Data   []byte  `json:"data"`
+	Relocs []Reloc `json:"relocs,omitempty"`
+}
+
+// Marshal encodes f deterministically: a header line with the format version
+// and the SHA-256 of the body, then the JSON body.
+func Marshal(f *File) ([]byte, error) {
+	f.Format = FormatVersion
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	body, err := json.MarshalIndent(f, "", " ")
+	if err != nil {
+		return nil, fmt.Errorf("encode update %s: %w", f.ID, err)
+	}
+	body = append(body, '\n')
+	sum := sha256.Sum256(body)
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %d sha256=%s\n", Magic, FormatVersion, hex.EncodeToString(sum[:]))
+	b.Write(body)
+	return b.Bytes(), nil
+}
+
+// Unmarshal decodes and validates an update file.
+func Unmarshal(data []byte) (*File, error) {
+	nl := bytes.IndexByte(data, '\n')
+	if nl < 0 || nl > 200 {
+		return nil, fmt.Errorf("%w: no header line", ErrCorrupt)
+	}
+	fields := strings.Fields(string(data[:nl]))
+	if len(fields) != 3 || fields[0] != Magic {
+		return nil, fmt.Errorf("%w: not a livesplice update (bad magic)", ErrCorrupt)
+	}
+	ver, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return nil, fmt.Errorf("%w: bad version %q", ErrCorrupt, fields[1])
+	}
+	if ver != FormatVersion {
+		return nil, fmt.Errorf("update format version %d not supported (this livesplice reads version %d)", ver, FormatVersion)
+	}
+	want, ok := strings.CutPrefix(fields[2], "sha256=")
+	if !ok {
+		return nil, fmt.Errorf("%w: no checksum", ErrCorrupt)
+	}
+	body := data[nl+1:]
+	sum := sha256.Sum256(body)
+	if hex.EncodeToString(sum[:]) != want {
+		return nil, fmt.Errorf("%w: checksum mismatch (file damaged or edited)", ErrCorrupt)
+	}
+	var f File
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if f.Format != ver {
+		return nil, fmt.Errorf("%w: header version %d, body version %d", ErrCorrupt, ver, f.Format)
+	}
+	if err := f.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return &f, nil
+}
+
+// ReadFile reads and decodes an update file.
+func ReadFile(path string) (*File, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, 1<<30))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	f, err := Unmarshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Validate checks every index and size so that apply never trusts a bad file.
+func (f *File) Validate() error {
+	if !ValidID(f.ID) {
+		return fmt.Errorf("bad update id %q (letters, digits, '.', '_', '-'; at most 64)", f.ID)
+	}
+	if f.Kind != "process" {
+		return fmt.Errorf("unknown update kind %q", f.Kind)
+	}
+	for ti := range f.Targets {
+		t := &f.Targets[ti]
+		if t.Path == "" {
+			return fmt.Errorf("target %d: empty path", ti)
+		}
+		for si, s := range t.Sections {
+			switch s.Kind {
+			case KindText, KindRodata, KindData:
+				if uint64(len(s.Data)) != s.Size {
+					return fmt.Errorf("target %s: section %d: size %d, data %d", t.Path, si, s.Size, len(s.Data))
+				}
+			case KindBss:
+				if len(s.Data) != 0 {
+					return fmt.Errorf("target %s: bss section %d has data", t.Path, si)
+				}
+			default:
+				return fmt.Errorf("target %s: section %d: unknown kind %q", t.Path, si, s.Kind)
+			}
+			if s.Size > 1<<28 {
+				return fmt.Errorf("target %s: section %d too large", t.Path, si)
+			}
+			if s.Align == 0 || s.Align&(s.Align-1) != 0 || s.Align > 4096 {
+				return fmt.Errorf("target %s: section %d: bad alignment %d", t.Path, si, s.Align)
+			}
+			if err := t.checkRelocs(s.Relocs, s.Size); err != nil {
+				return fmt.Errorf("target %s: section %s: %w", t.Path, s.Name, err)
+			}
+		}
+		for yi, y := range t.Symbols {
+			switch y.Kind {
+			case SymAnon:
+			case SymGlobal, SymLocal:
+				if y.Name == "" {
+					return fmt.Errorf("target %s: symbol %d has no name", t.Path, yi)
+				}
+			case SymSection:
+				if y.Section < 0 || y.Section >= len(t.Sections) || y.Offset > t.Sections[y.Section].Size {
+					return fmt.Errorf("target %s: symbol %d: bad section place", t.Path, yi)
+				}
+			default:
+				return fmt.Errorf("target %s: symbol %d: unknown kind %q", t.Path, yi, y.Kind)
+			}
+		}
+		for _, fn := range t.Functions {
+			if fn.Section < 0 || fn.Section >= len(t.Sections) || t.Sections[fn.Section].Kind != KindText {
+				return fmt.Errorf("target %s: function %s: bad code section", t.Path, fn.Name)
+			}
+			switch fn.Status {
+			case StatusNew:
+			case StatusReplaced:
+				if fn.Pre == nil {
+					return fmt.Errorf("target %s: replaced function %s has no pre code", t.Path, fn.Name)
+				}
+				if fn.Symbol < 0 || fn.Symbol >= len(t.Symbols) || t.Symbols[fn.Symbol].Kind == SymSection {
+					return fmt.Errorf("target %s: function %s: bad symbol", t.Path, fn.Name)
+				}
+				if err := t.checkRelocs(fn.Pre.Relocs, uint64(len(fn.Pre.Data))); err != nil {
+					return fmt.Errorf("target %s: pre code of %s: %w", t.Path, fn.Name, err)
+				}
+			default:
+				return fmt.Errorf("target %s: function %s: unknown status %q", t.Path, fn.Name, fn.Status)
+			}
+		}
+	}
+	return nil
+}
+
+func (t *Target) checkRelocs(rs []Reloc, size uint64) error {
+	for _, r := range rs {
+		if r.Symbol < 0 || r.Symbol >= len(t.Symbols) {
+			return fmt.Errorf("relocation at %#x: bad symbol %d", r.Offset, r.Symbol)
+		}
+		w := RelocWidth(r.Type)
+		if w == 0 {
+			return fmt.Errorf("relocation at %#x: unsupported type %d", r.Offset, r.Type)
+		}
+		if r.Offset > size || size-r.Offset < uint64(w) {
+			return fmt.Errorf("relocation at %#x outside the section", r.Offset)
+		}
+	}
+	return nil
+}
+
+// ValidID reports whether id can name an update.
+func ValidID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return id[0] != '.' && id[0] != '-'
+}
