@@ -403,6 +403,11 @@ func (inv *invocation) records(cwd, tree string, args []string) []record {
 			prefix := inv.dumpPrefix()
 			for _, s := range inv.sources {
 				obj := absIn(cwd, prefix+stem(s)+".o")
+				if _, err := os.Stat(obj); err != nil && inv.dumpdir == "" && len(inv.sources) == 1 {
+					// gcc 12 drops the prefix when the output is named
+					// after the only source: "-o prog prog.c" keeps prog.o.
+					obj = absIn(cwd, filepath.Join(filepath.Dir(r.Output), stem(s)+".o"))
+				}
 				// Only trust the predicted name if gcc really left it there.
 				if fi, err := os.Stat(obj); err == nil && fi.Mode().IsRegular() {
 					r.Kept = append(r.Kept, kept{Object: obj, Source: absIn(cwd, s)})

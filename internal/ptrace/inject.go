@@ -302,7 +302,7 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time,
 			if err != nil || done {
 				return err
 			}
-		case isOurs(&r):
+		case kind != kindSignal && isOurs(&r):
 			// Our int3 trapped, but an interrupt got in first: the SIGTRAP
 			// is still queued. Continue to take it, or the program would
 			// get it later and die.

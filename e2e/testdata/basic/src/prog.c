@@ -1,0 +1,21 @@
+/* Answers one line per input line: the price of N items. */
+#include <stdio.h>
+#include <stdlib.h>
+
+__attribute__((noinline)) int price(int qty)
+{
+	int total = qty * 10;
+	if (qty > 100)
+		total -= total / 10;
+	return total;
+}
+
+int main(void)
+{
+	char line[64];
+	while (fgets(line, sizeof line, stdin)) {
+		printf("price=%d\n", price(atoi(line)));
+		fflush(stdout);
+	}
+	return 0;
+}
