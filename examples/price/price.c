@@ -10,10 +10,13 @@ __attribute__((noinline)) int price(int qty)
 	return total;
 }
 
+/* volatile: otherwise gcc computes price(12) once, before the loop */
+volatile int qty = 12;
+
 int main(void)
 {
 	for (int i = 0;; i++) {
-		printf("tick %d: price(12) = %d\n", i, price(12));
+		printf("tick %d: price(%d) = %d\n", i, qty, price(qty));
 		fflush(stdout);
 		usleep(500 * 1000);
 	}

@@ -40,11 +40,13 @@ func Apply(pid int, f *update.File, opt Options) error {
 	if f.Kind != "process" {
 		return fmt.Errorf("update %s is a %s update, not for a process", f.ID, f.Kind)
 	}
+	t0 := time.Now()
 	s, err := attach(pid, opt)
 	if err != nil {
 		return err
 	}
 	defer s.detach()
+	opt.logf("attached to %d threads of process %d in %v", len(s.p.Threads()), pid, time.Since(t0))
 	if _, a := s.rec.Find(f.ID); a != nil {
 		return fmt.Errorf("update %s: %w to process %d", f.ID, ErrAlreadyApplied, pid)
 	}
@@ -75,6 +77,7 @@ func Apply(pid int, f *update.File, opt Options) error {
 			}
 		}
 	}
+	opt.logf("matched and placed the new code in %v", time.Since(t0))
 	start := time.Now()
 	if err := s.waitSafe(spans); err != nil {
 		rollback()
@@ -111,7 +114,7 @@ func Apply(pid int, f *update.File, opt Options) error {
 		rollback()
 		return fmt.Errorf("apply %s: %w; nothing was changed", f.ID, err)
 	}
-	opt.logf("applied %s to process %d (stopped %v)", f.ID, pid, time.Since(start))
+	opt.logf("applied %s to process %d (safety wait and splice %v, total %v)", f.ID, pid, time.Since(start), time.Since(t0))
 	return nil
 }
 

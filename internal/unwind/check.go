@@ -268,11 +268,11 @@ func checkFDE(c *cursor, cie cieInfo) error {
 // remembered before it), and only opcodes delve interprets correctly for
 // .eh_frame appear. inCIE forbids the opcodes that need the byte order,
 // which delve has not set yet when it runs a CIE's initial instructions.
-func checkCFA(prog []byte, inCIE bool, depth int) (int, error) {
+// undefRA reports a DW_CFA_undefined of the return address column.
+func checkCFA(prog []byte, inCIE bool, depth int) (_ int, undefRA bool, err error) {
 	c := &cursor{b: prog}
 	for c.left() > 0 {
 		op, _ := c.byte()
-		var err error
 		switch op & 0xc0 {
 		case 0x40: // advance_loc
 			continue
@@ -287,21 +287,25 @@ func checkCFA(prog []byte, inCIE bool, depth int) (int, error) {
 				depth++
 			case frame.DW_CFA_restore_state:
 				if depth == 0 {
-					return 0, errors.New("DW_CFA_restore_state without remember_state")
+					return 0, false, errors.New("DW_CFA_restore_state without remember_state")
 				}
 				depth--
 			case frame.DW_CFA_advance_loc1:
 				err = c.skip(1)
 			case frame.DW_CFA_advance_loc2, frame.DW_CFA_advance_loc4:
 				if inCIE {
-					return 0, fmt.Errorf("CFA opcode %#x in a CIE", op)
+					return 0, false, fmt.Errorf("CFA opcode %#x in a CIE", op)
 				}
 				if op == frame.DW_CFA_advance_loc2 {
 					err = c.skip(2)
 				} else {
 					err = c.skip(4)
 				}
-			case frame.DW_CFA_restore_extended, frame.DW_CFA_undefined, frame.DW_CFA_same_value,
+			case frame.DW_CFA_undefined:
+				var reg uint64
+				reg, err = c.uleb()
+				undefRA = undefRA || reg == regRA
+			case frame.DW_CFA_restore_extended, frame.DW_CFA_same_value,
 				frame.DW_CFA_def_cfa_register, frame.DW_CFA_def_cfa_offset, frame.DW_CFA_GNU_args_size:
 				_, err = c.uleb()
 			case frame.DW_CFA_def_cfa_offset_sf:
@@ -324,14 +328,14 @@ func checkCFA(prog []byte, inCIE bool, depth int) (int, error) {
 				// DW_CFA_set_loc (delve reads it as an 8-byte absolute
 				// address, not with the FDE's encoding), lo_user/hi_user
 				// (not real opcodes) and unknown opcodes.
-				return 0, fmt.Errorf("unsupported CFA opcode %#x", op)
+				return 0, false, fmt.Errorf("unsupported CFA opcode %#x", op)
 			}
 		}
 		if err != nil {
-			return 0, fmt.Errorf("CFA opcode %#x: %w", op, err)
+			return 0, false, fmt.Errorf("CFA opcode %#x: %w", op, err)
 		}
 	}
-	return depth, nil
+	return depth, undefRA, nil
 }
 
 // block skips a ULEB128 length and that many bytes.
@@ -344,21 +348,25 @@ func (c *cursor) block() error {
 }
 
 // establish runs the CFA program of fde up to pc (a link-time address)
-// after checking it cannot make delve panic.
-func establish(fde *frame.FrameDescriptionEntry, pc uint64) (*frame.FrameContext, error) {
+// after checking it cannot make delve panic. undefRA reports whether the
+// CIE or FDE marks the return address undefined explicitly: delve also
+// reports "undefined" for a register after DW_CFA_restore (it does not keep
+// the CIE's initial rules), which must not be taken for the end of the stack.
+func establish(fde *frame.FrameDescriptionEntry, pc uint64) (fctx *frame.FrameContext, undefRA bool, err error) {
 	if fde.CIE == nil {
-		return nil, errors.New("FDE without CIE")
+		return nil, false, errors.New("FDE without CIE")
 	}
-	depth, err := checkCFA(fde.CIE.InitialInstructions, true, 0)
+	depth, undefCIE, err := checkCFA(fde.CIE.InitialInstructions, true, 0)
 	if err != nil {
-		return nil, fmt.Errorf("CIE: %w", err)
+		return nil, false, fmt.Errorf("CIE: %w", err)
 	}
-	if _, err := checkCFA(fde.Instructions, false, depth); err != nil {
-		return nil, fmt.Errorf("FDE at %#x: %w", fde.Begin(), err)
-	}
-	fctx, err := fde.EstablishFrame(pc)
+	_, undefFDE, err := checkCFA(fde.Instructions, false, depth)
 	if err != nil {
-		return nil, fmt.Errorf("FDE at %#x: %w", fde.Begin(), err)
+		return nil, false, fmt.Errorf("FDE at %#x: %w", fde.Begin(), err)
 	}
-	return fctx, nil
+	fctx, err = fde.EstablishFrame(pc)
+	if err != nil {
+		return nil, false, fmt.Errorf("FDE at %#x: %w", fde.Begin(), err)
+	}
+	return fctx, undefCIE || undefFDE, nil
 }

@@ -48,7 +48,7 @@ var ErrIncomplete = errors.New("stack not fully unwound")
 // DefaultMaxFrames bounds Unwind when it is given max <= 0.
 const DefaultMaxFrames = 1024
 
-// maxStackWords caps StackWords at 8 MiB of stack.
+// maxStackBytes caps StackWords at 8 MiB of stack.
 const maxStackBytes = 8 << 20
 
 // stackChunk is how much StackWords reads per ReadMem call.
@@ -162,9 +162,6 @@ func (u *Unwinder) Unwind(regs *unix.PtraceRegs, max int) ([]Frame, error) {
 	// past the end of a function whose last instruction is a call, so it is
 	// looked up at pc-1.
 	exact := true
-	// relaxed: the previous frame was a signal frame, whose handler may have
-	// run on an alternate stack, so the CFA need not increase across it.
-	relaxed := false
 	var prevCFA uint64
 	for len(frames) < max {
 		pc := rs.v[regRA]
@@ -176,7 +173,7 @@ func (u *Unwinder) Unwind(regs *unix.PtraceRegs, max int) ([]Frame, error) {
 		if err != nil {
 			return append(frames, Frame{PC: pc}), incomplete(pc, name, "%v", err)
 		}
-		fctx, err := establish(fde, lookup-bias)
+		fctx, undefRA, err := establish(fde, lookup-bias)
 		if err != nil {
 			return append(frames, Frame{PC: pc}), incomplete(pc, name, "%v", err)
 		}
@@ -185,7 +182,11 @@ func (u *Unwinder) Unwind(regs *unix.PtraceRegs, max int) ([]Frame, error) {
 			return append(frames, Frame{PC: pc}), incomplete(pc, name, "CFA: %v", err)
 		}
 		frames = append(frames, Frame{PC: pc, CFA: cfa})
-		if len(frames) > 1 && (cfa == prevCFA || cfa < prevCFA && !relaxed) {
+		signal := isSignalFrame(fde)
+		// A signal handler may run on an alternate stack, so the CFA of the
+		// signal frame (the interrupted rsp) need not be above the
+		// handler's; elsewhere a CFA that does not grow means a loop.
+		if len(frames) > 1 && (cfa == prevCFA || cfa < prevCFA && !signal) {
 			return frames, incomplete(pc, name, "CFA %#x does not increase (previous %#x)", cfa, prevCFA)
 		}
 		if fctx.RetAddrReg != regRA {
@@ -198,7 +199,10 @@ func (u *Unwinder) Unwind(regs *unix.PtraceRegs, max int) ([]Frame, error) {
 			return frames, incomplete(pc, name, "no rule for the return address")
 		}
 		if raRule.Rule == frame.RuleUndefined {
-			return frames, nil // outermost frame
+			if undefRA {
+				return frames, nil // outermost frame
+			}
+			return frames, incomplete(pc, name, "return address rule lost (DW_CFA_restore)")
 		}
 		next, err := u.step(fctx, &rs, cfa)
 		if err != nil {
@@ -207,8 +211,7 @@ func (u *Unwinder) Unwind(regs *unix.PtraceRegs, max int) ([]Frame, error) {
 		if next.v[regRA] == 0 {
 			return frames, nil
 		}
-		signal := isSignalFrame(fde)
-		exact, relaxed = signal, signal
+		exact = signal
 		prevCFA = cfa
 		rs = next
 	}

@@ -586,7 +586,7 @@ func TestVDSO(t *testing.T) {
 	if err != nil || bias != vdso.Start || fde != mod.fdes[0] {
 		t.Errorf("fdeFor in [vdso] = %v, bias %#x, %v", fde, bias, err)
 	}
-	if _, err := establish(fde, fde.Begin()); err != nil {
+	if _, _, err := establish(fde, fde.Begin()); err != nil {
 		t.Errorf("establish: %v", err)
 	}
 }

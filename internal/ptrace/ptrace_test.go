@@ -1,0 +1,511 @@
+package ptrace
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestAttachSyscallDetach(t *testing.T) {
+	bin := build(t, "counter")
+	pr := start(t, bin)
+	pr.checkCounting(3)
+
+	p := attach(t, pr.pid())
+	if p.Pid() != pr.pid() {
+		t.Fatalf("Pid() = %d", p.Pid())
+	}
+	if got := p.Threads(); !slices.Equal(got, []int{pr.pid()}) {
+		t.Fatalf("Threads() = %v, want [%d]", got, pr.pid())
+	}
+	if s := threadState(pr.pid(), pr.pid()); s != "t (tracing stop)" {
+		t.Fatalf("state after Attach: %q", s)
+	}
+	before, err := p.GetRegs(pr.pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		got, err := p.Syscall(unix.SYS_GETPID)
+		if err != nil {
+			t.Fatalf("Syscall(getpid): %v", err)
+		}
+		if int(got) != pr.pid() {
+			t.Fatalf("Syscall(getpid) = %d, want %d", got, pr.pid())
+		}
+	}
+	after, err := p.GetRegs(pr.pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != after {
+		t.Fatalf("registers changed by Syscall:\n%+v\n%+v", before, after)
+	}
+	// An errno comes back as an error and the raw value.
+	got, err := p.Syscall(unix.SYS_CLOSE, 12345)
+	if !errors.Is(err, unix.EBADF) || int64(got) != -int64(unix.EBADF) {
+		t.Fatalf("Syscall(close(12345)) = %d, %v; want -EBADF", int64(got), err)
+	}
+	if _, err := p.Syscall(unix.SYS_GETPID, 1, 2, 3, 4, 5, 6, 7); err == nil {
+		t.Fatal("Syscall with 7 arguments did not fail")
+	}
+	pr.drain()
+	if err := p.Detach(); err != nil {
+		t.Fatalf("Detach: %v", err)
+	}
+	if _, err := p.Syscall(unix.SYS_GETPID); err == nil {
+		t.Fatal("Syscall after Detach did not fail")
+	}
+	pr.checkCounting(5)
+}
+
+func TestMmapWriteMem(t *testing.T) {
+	bin := build(t, "counter")
+	pr := start(t, bin)
+	pr.next(5 * time.Second)
+	p := attach(t, pr.pid())
+
+	const size = 3 * 4096
+	addr, err := p.Syscall(unix.SYS_MMAP, 0, size, unix.PROT_READ|unix.PROT_EXEC,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		t.Fatalf("mmap: %v", err)
+	}
+	if addr == 0 || addr&0xfff != 0 {
+		t.Fatalf("mmap returned %#x", addr)
+	}
+	maps, err := os.ReadFile("/proc/" + strconv.Itoa(pr.pid()) + "/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(maps), strconv.FormatUint(addr, 16)+"-"+strconv.FormatUint(addr+size, 16)+" r-xp") {
+		t.Fatalf("no r-xp mapping at %#x:\n%s", addr, maps)
+	}
+	data := make([]byte, 5000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	// Straddles the page boundary of a page the target cannot write.
+	if err := p.WriteMem(addr+100, data); err != nil {
+		t.Fatalf("WriteMem: %v", err)
+	}
+	back := make([]byte, len(data))
+	if err := p.ReadMem(addr+100, back); err != nil {
+		t.Fatalf("ReadMem: %v", err)
+	}
+	if !slices.Equal(back, data) {
+		t.Fatal("ReadMem does not return what WriteMem wrote")
+	}
+	// A read running into a hole must fail, not return a short read.
+	if _, err := p.Syscall(unix.SYS_MUNMAP, addr+size-4096, 4096); err != nil {
+		t.Fatalf("munmap: %v", err)
+	}
+	if err := p.ReadMem(addr+size-4096-4, make([]byte, 8)); err == nil {
+		t.Fatal("ReadMem into an unmapped page did not fail")
+	}
+	if err := p.ReadMem(1<<63+5, make([]byte, 8)); err == nil {
+		t.Fatal("ReadMem at 1<<63 did not fail")
+	}
+	if _, err := p.Syscall(unix.SYS_MUNMAP, addr, size-4096); err != nil {
+		t.Fatalf("munmap: %v", err)
+	}
+	if err := p.ReadMem(addr, back[:8]); err == nil {
+		t.Fatal("ReadMem after munmap did not fail")
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	pr.checkCounting(3)
+}
+
+// A thread blocked in read(2) or nanosleep(2) when we attach must restart
+// the call transparently after we ran system calls on it.
+func TestBlockingSyscallRestarts(t *testing.T) {
+	bin := build(t, "blockread")
+	t.Run("read", func(t *testing.T) {
+		pr := start(t, bin)
+		if l := pr.next(5 * time.Second); l != "ready" {
+			t.Fatalf("got %q", l)
+		}
+		time.Sleep(20 * time.Millisecond) // let it block in read
+		for round := 0; round < 3; round++ {
+			p := attach(t, pr.pid())
+			r, _ := p.GetRegs(pr.pid())
+			if r.Orig_rax != unix.SYS_READ {
+				t.Fatalf("not stopped in read: orig_rax %d", r.Orig_rax)
+			}
+			for i := 0; i < 4; i++ {
+				if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			msg := "line" + strconv.Itoa(round)
+			if _, err := pr.stdin.Write([]byte(msg + "\n")); err != nil {
+				t.Fatal(err)
+			}
+			if l := pr.next(5 * time.Second); l != "got "+msg {
+				t.Fatalf("after detach program printed %q, want %q", l, "got "+msg)
+			}
+		}
+	})
+	t.Run("nanosleep", func(t *testing.T) {
+		pr := start(t, bin, "sleep")
+		for round := 0; round < 3; round++ {
+			if l := pr.next(5 * time.Second); l != "sleeping" {
+				t.Fatalf("got %q", l)
+			}
+			time.Sleep(50 * time.Millisecond)
+			p := attach(t, pr.pid())
+			for i := 0; i < 4; i++ {
+				if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Resume and stop again mid-sleep: the second interruption
+			// runs through restart_syscall.
+			if err := p.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+			if err := p.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			l := pr.next(5 * time.Second)
+			ms, ok := strings.CutPrefix(l, "slept ")
+			if !ok {
+				t.Fatalf("after detach program printed %q", l)
+			}
+			if n, _ := strconv.Atoi(ms); n < 390 {
+				t.Fatalf("slept %s ms, want >= 400", ms)
+			}
+		}
+	})
+}
+
+// Signals that arrive while the process is attached are delivered again.
+func TestSignalsRedelivered(t *testing.T) {
+	bin := build(t, "signals")
+	pr := start(t, bin)
+	pr.waitFor("usr1 0", 5*time.Second)
+	p := attach(t, pr.pid())
+	if err := unix.Kill(pr.pid(), unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	// The thread takes the signal only once it runs: it reports a
+	// signal-delivery-stop, which Stop collects and keeps.
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	pr.drain()
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	pr.waitFor("usr1 1", 5*time.Second)
+}
+
+func TestThreadChurn(t *testing.T) {
+	bin := build(t, "threads")
+	pr := start(t, bin)
+	pr.waitFor("iter", 5*time.Second)
+	pid := pr.pid()
+	maxThreads := 0
+	for round := 0; round < 20; round++ {
+		p, err := Attach(pid)
+		if err != nil {
+			t.Fatalf("round %d: Attach: %v", round, err)
+		}
+		check := func(what string) {
+			t.Helper()
+			got := p.Threads()
+			if len(got) < 9 || got[0] != pid {
+				t.Fatalf("round %d %s: Threads() = %v", round, what, got)
+			}
+			maxThreads = max(maxThreads, len(got))
+			for _, tid := range got {
+				if s := threadState(pid, tid); s != "t (tracing stop)" {
+					t.Fatalf("round %d %s: tid %d state %q", round, what, tid, s)
+				}
+			}
+			// Every thread of the process is attached and stopped, so
+			// none can come or go.
+			all := tasks(t, pid)
+			slices.Sort(all)
+			sorted := slices.Sorted(slices.Values(got))
+			if !slices.Equal(all, sorted) {
+				t.Fatalf("round %d %s: /proc task list %v, attached %v", round, what, all, sorted)
+			}
+		}
+		check("after Attach")
+		for i := 0; i < 2; i++ {
+			if err := p.Resume(); err != nil {
+				t.Fatalf("round %d: Resume: %v", round, err)
+			}
+			time.Sleep(time.Millisecond)
+			if err := p.Stop(); err != nil {
+				t.Fatalf("round %d: Stop: %v", round, err)
+			}
+			check("after Stop")
+		}
+		if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+			t.Fatalf("round %d: Syscall: %v", round, err)
+		}
+		if err := p.Detach(); err != nil {
+			t.Fatalf("round %d: Detach: %v", round, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("up to %d threads attached", maxThreads)
+	pr.drain()
+	pr.waitFor("iter", 5*time.Second)
+	pr.waitFor("iter", 5*time.Second)
+}
+
+func TestCall(t *testing.T) {
+	bin := build(t, "counter")
+	pr := start(t, bin)
+	pr.next(5 * time.Second)
+	syms := symbols(t, bin, pr.pid())
+	p := attach(t, pr.pid())
+	before, err := p.GetRegs(pr.pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.Call(syms["add3"].Value, time.Second, 1, 2, 3)
+	if err != nil {
+		t.Fatalf("Call(add3): %v", err)
+	}
+	if got != 321 {
+		t.Fatalf("add3(1,2,3) = %d, want 321", got)
+	}
+	got, err = p.Call(syms["sum6"].Value, time.Second, 1, 2, 3, 4, 5, 6)
+	if err != nil {
+		t.Fatalf("Call(sum6): %v", err)
+	}
+	if got != 91 {
+		t.Fatalf("sum6(1..6) = %d, want 91", got)
+	}
+
+	t0 := time.Now()
+	_, err = p.Call(syms["forever"].Value, 200*time.Millisecond)
+	if el := time.Since(t0); !errors.Is(err, ErrTimeout) || el < 200*time.Millisecond || el > 2*time.Second {
+		t.Fatalf("Call(forever) = %v after %v, want ErrTimeout after about 200ms", err, el)
+	}
+	after, err := p.GetRegs(pr.pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != after {
+		t.Fatalf("registers not restored:\n%+v\n%+v", before, after)
+	}
+	// Calling address 0 faults; the error says so and nothing changes.
+	if _, err := p.Call(0, time.Second); err == nil || !strings.Contains(err.Error(), "SIGSEGV") {
+		t.Fatalf("Call(0) = %v, want a SIGSEGV error", err)
+	}
+	got, err = p.Call(syms["add3"].Value, time.Second, 5, 0, 0)
+	if err != nil || got != 5 {
+		t.Fatalf("Call(add3) after timeout = %d, %v", got, err)
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	pr.checkCounting(5)
+}
+
+func TestRunToReturn(t *testing.T) {
+	bin := build(t, "recurse", "-O0", "-fno-omit-frame-pointer")
+	pr := start(t, bin)
+	pr.waitFor("done", 5*time.Second)
+	syms := symbols(t, bin, pr.pid())
+	rec := syms["rec"]
+	inRec := func(a uint64) bool { return a >= rec.Value && a < rec.Value+rec.Size }
+	// Inside rec's body, past push rbp; mov rbp,rsp and before leave/pop.
+	inBody := func(a uint64) bool { return a > rec.Value+8 && a < rec.Value+rec.Size-2 }
+	p := attach(t, pr.pid())
+
+	read8 := func(addr uint64) uint64 {
+		var b [8]byte
+		if err := p.ReadMem(addr, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		return binary.LittleEndian.Uint64(b[:])
+	}
+	// find stops the process until the worker is deep enough in rec.
+	find := func() (tid int, r unix.PtraceRegs) {
+		for try := 0; try < 500; try++ {
+			for _, tid := range p.Threads() {
+				if tid == pr.pid() {
+					continue
+				}
+				r, err := p.GetRegs(tid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if inBody(r.Rip) && inRec(read8(r.Rbp+8)) && inRec(read8(read8(r.Rbp)+8)) {
+					return tid, r
+				}
+			}
+			if err := p.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Duration(try%3) * 300 * time.Microsecond)
+			if err := p.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Fatal("worker never seen inside rec")
+		return 0, r
+	}
+
+	// Return from the innermost frame.
+	tid, r := find()
+	ret, sp := read8(r.Rbp+8), r.Rbp+16
+	if err := p.RunToReturn(tid, ret, sp, 2*time.Second); err != nil {
+		t.Fatalf("RunToReturn: %v", err)
+	}
+	r2, err := p.GetRegs(tid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Rip != ret || r2.Rsp != sp {
+		t.Fatalf("after RunToReturn rip %#x rsp %#x, want %#x %#x", r2.Rip, r2.Rsp, ret, sp)
+	}
+
+	// Return from the caller's frame: the same return address is hit
+	// first by the inner (recursive) frame, which must be stepped over.
+	tid, r = find()
+	outer := read8(r.Rbp)
+	ret, sp = read8(outer+8), outer+16
+	if read8(r.Rbp+8) != ret {
+		t.Fatalf("frames do not share a return address")
+	}
+	if err := p.RunToReturn(tid, ret, sp, 2*time.Second); err != nil {
+		t.Fatalf("RunToReturn (recursive): %v", err)
+	}
+	r2, err = p.GetRegs(tid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Rip != ret || r2.Rsp != sp {
+		t.Fatalf("after RunToReturn rip %#x rsp %#x, want %#x %#x", r2.Rip, r2.Rsp, ret, sp)
+	}
+	var b [1]byte
+	if err := p.ReadMem(ret, b[:]); err != nil || b[0] == 0xcc {
+		t.Fatalf("int3 left at return address (%v)", err)
+	}
+
+	// A frame that never returns: the timeout stops the thread and
+	// removes the int3.
+	tid, _ = find()
+	err = p.RunToReturn(tid, ret, 8, 100*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("RunToReturn with impossible rsp = %v, want ErrTimeout", err)
+	}
+	if err := p.ReadMem(ret, b[:]); err != nil || b[0] == 0xcc {
+		t.Fatalf("int3 left at return address after timeout (%v)", err)
+	}
+	if s := threadState(pr.pid(), tid); s != "t (tracing stop)" {
+		t.Fatalf("thread state after timeout %q", s)
+	}
+
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	pr.drain()
+	l1 := pr.waitFor("done", 5*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	pr.drain()
+	l2 := pr.waitFor("done", 5*time.Second)
+	if l1 == l2 {
+		t.Fatalf("worker stopped working: %q", l2)
+	}
+	for {
+		select {
+		case l := <-pr.lines:
+			if l == "BAD" {
+				t.Fatal("program computed a wrong result")
+			}
+			continue
+		default:
+		}
+		break
+	}
+}
+
+func TestAlreadyTraced(t *testing.T) {
+	bin := build(t, "counter")
+	pr := start(t, bin)
+	pr.next(5 * time.Second)
+	p := attach(t, pr.pid())
+	_, err := Attach(pr.pid())
+	if !errors.Is(err, ErrTraced) {
+		t.Fatalf("second Attach = %v, want ErrTraced", err)
+	}
+	if !strings.Contains(err.Error(), "pid") {
+		t.Fatalf("error does not name the tracer: %v", err)
+	}
+	t.Log(err)
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	pr.checkCounting(3)
+}
+
+func TestAttachRefuses(t *testing.T) {
+	if _, err := Attach(os.Getpid()); err == nil {
+		t.Fatal("Attach(self) did not fail")
+	}
+	if _, err := Attach(0); err == nil {
+		t.Fatal("Attach(0) did not fail")
+	}
+	if _, err := Attach(1 << 30); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("Attach(no such pid) = %v", err)
+	}
+}
+
+func TestExit(t *testing.T) {
+	bin := build(t, "counter")
+	pr := start(t, bin)
+	pr.next(5 * time.Second)
+	p := attach(t, pr.pid())
+	_, err := p.Syscall(unix.SYS_EXIT_GROUP, 7)
+	if !errors.Is(err, ErrExited) {
+		t.Fatalf("Syscall(exit_group) = %v, want ErrExited", err)
+	}
+	if err := p.Stop(); !errors.Is(err, ErrExited) {
+		t.Fatalf("Stop after exit = %v, want ErrExited", err)
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatalf("Detach after exit: %v", err)
+	}
+}
