@@ -16,7 +16,7 @@ lint:
 	$(GO) test -race -count=1 ./internal/ptrace/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./bench/
+	$(GO) run ./bench
 
 demo: build
 	./scripts/demo.sh

@@ -23,3 +23,24 @@ func TestCases(t *testing.T) {
 		})
 	}
 }
+
+// TestMatrix runs some cases again with other compiler options: no
+// optimisation, -O3, and a non-PIE executable (absolute addresses in code
+// and jump tables).
+func TestMatrix(t *testing.T) {
+	variants := []struct{ name, build string }{
+		{"O0", "CFLAGS='-O0 -g'"},
+		{"O3", "CFLAGS='-O3 -g'"},
+		{"nopie", "CFLAGS='-O2 -g -fno-pie' LDFLAGS=-no-pie"},
+	}
+	for _, name := range []string{"basic", "static_local", "switch"} {
+		for _, v := range variants {
+			t.Run(name+"/"+v.name, func(t *testing.T) {
+				if os.Getuid() != 0 {
+					t.Skip("needs root or ptrace of own processes")
+				}
+				runCase(t, name, v.build)
+			})
+		}
+	}
+}

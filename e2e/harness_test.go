@@ -173,6 +173,10 @@ type caseSpec struct {
 	Updates []struct {
 		ID    string `json:"id"`
 		Patch string `json:"patch"`
+		// Src: create from a copy of this directory of the case instead
+		// of the case's src (which then stays unpatched): an update for
+		// another version of the program.
+		Src string `json:"src"`
 		// ExitCode and Contains: create must refuse this patch.
 		ExitCode int    `json:"exit"`
 		Contains string `json:"contains"`
@@ -223,7 +227,13 @@ func runCase(t *testing.T, name string, extraBuild string) {
 	for _, u := range c.Updates {
 		out := filepath.Join(work, u.ID+".lsu")
 		patch := filepath.Join(caseDir, u.Patch)
-		r := run(t, "create", "--src", src, "--build", c.Build, "--id", u.ID, "-o", out, patch)
+		from := src
+		if u.Src != "" {
+			from = filepath.Join(work, "src-"+u.ID)
+			os.Mkdir(from, 0o755)
+			copyTree(t, filepath.Join(caseDir, u.Src), from)
+		}
+		r := run(t, "create", "--src", from, "--build", c.Build, "--id", u.ID, "-o", out, patch)
 		if u.ExitCode != 0 {
 			if r.exit != u.ExitCode || !strings.Contains(r.stderr, u.Contains) {
 				t.Fatalf("create %s: want exit %d and %q, got exit %d: %s", u.ID, u.ExitCode, u.Contains, r.exit, r.stderr)
@@ -237,7 +247,7 @@ func runCase(t *testing.T, name string, extraBuild string) {
 			t.Fatalf("create %s: exit %d: %s", u.ID, r.exit, r.stderr)
 		}
 		files[u.ID] = out
-		sh(t, src, "patch -s -p1 < "+patch)
+		sh(t, from, "patch -s -p1 < "+patch)
 	}
 	if len(c.Steps) == 0 {
 		return

@@ -215,9 +215,11 @@ func (o *object) resolve(r reloc) target {
 		return target{kind: tUndef, sym: y, addend: r.addend}
 	case y.special || y.sec == nil:
 		return target{kind: tOther, sym: y, addend: r.addend}
-	case y.typ != elf.STT_SECTION:
+	case y.typ != elf.STT_SECTION && !y.sec.mergeable():
 		return target{kind: tSymbol, sym: y, sec: y.sec, addend: r.addend}
 	}
+	// A section symbol, or a label (.LC0) in a mergeable section: what
+	// counts is the content at the place, not the label's name.
 	s := y.sec
 	pc := update.RelocIsPCRel(r.typ)
 	place := func(k int64) int64 { return r.addend + y2i(y.value) + k }

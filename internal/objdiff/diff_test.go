@@ -1,0 +1,126 @@
+package objdiff
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"livesplice/internal/update"
+)
+
+// compile builds one C source into an object with the flags create uses.
+func compile(t *testing.T, src, flags string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	c := filepath.Join(dir, "x.c")
+	os.WriteFile(c, []byte(src), 0o644)
+	args := append(strings.Fields(flags), "-ffunction-sections", "-fdata-sections", "-c", c, "-o", filepath.Join(dir, "x.o"))
+	if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "x.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func funcs(t *update.Target) (replaced, added []string) {
+	for _, f := range t.Functions {
+		if f.Status == update.StatusReplaced {
+			replaced = append(replaced, f.Name)
+		} else {
+			added = append(added, f.Name)
+		}
+	}
+	sort.Strings(replaced)
+	sort.Strings(added)
+	return
+}
+
+func TestDiff(t *testing.T) {
+	cases := []struct {
+		name      string
+		pre, post string
+		flags     string
+		replaced  string // comma-separated, sorted
+		added     string
+		refuse    string // substring of the refusal
+	}{
+		{name: "one function of two",
+			pre:  "int f(int x){return x+1;} int g(int x){return x*2;}",
+			post: "int f(int x){return x+2;} int g(int x){return x*2;}", replaced: "f"},
+		{name: "inlined static helper changes its callers",
+			pre:  "static inline int h(int x){return x+1;} int f(int x){return h(x)*3;} int g(int x){return h(x)-1;} int k(int x){return x;}",
+			post: "static inline int h(int x){return x+5;} int f(int x){return h(x)*3;} int g(int x){return h(x)-1;} int k(int x){return x;}",
+			flags: "-O2", replaced: "f,g"},
+		{name: "changed string literal",
+			pre:  `const char *f(void){return "old";} const char *g(void){return "same";}`,
+			post: `const char *f(void){return "new";} const char *g(void){return "same";}`, replaced: "f"},
+		{name: "new string shifts the pool, unchanged users stay",
+			pre:  `const char *g(void){return "same";} const char *f(void){return "a";}`,
+			post: `const char *n(void){return "inserted first";} const char *g(void){return "same";} const char *f(void){return "a";}`,
+			added: "n"},
+		{name: "new function and new globals",
+			pre:  "int f(int x){return x;}",
+			post: "int hits; static int base = 42; static int h(int x){hits++; return x+base;} int f(int x){return h(x);}",
+			flags: "-O0", replaced: "f", added: "h"},
+		{name: "renumbered static local keeps its identity",
+			pre:  "int a(void){static int n; return ++n;} int f(void){static int count; return ++count;}",
+			post: "int f(void){static int count; return (++count)*100;} int a(void){static int n; return ++n;}",
+			flags: "-O2", replaced: "f"},
+		{name: "initial value of an existing variable",
+			pre:  "int limit = 5; int f(void){return limit;}",
+			post: "int limit = 6; int f(void){return limit;}", refuse: "limit: initial value"},
+		{name: "size of an existing variable",
+			pre:  "int tab[4]; int f(int i){return tab[i];}",
+			post: "int tab[8]; int f(int i){return tab[i];}", refuse: "tab: size"},
+		{name: "thread-local variable",
+			pre:  "int f(void){return 1;}",
+			post: "__thread int t; int f(void){return ++t;}", refuse: "thread-local"},
+		{name: "new constructor",
+			pre:  "int f(void){return 1;}",
+			post: "int f(void){return 1;} int v; __attribute__((constructor)) static void c(void){v = 1;}", refuse: "constructors"},
+		{name: "comment only", pre: "int f(void){return 1;}", post: "/* x */ int f(void){return 1;}"},
+		{name: "switch table",
+			pre:  "int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;case 6:return 23;default:return 0;}} int g(void){return 0;}",
+			post: "int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 14;case 4:return 17;case 5:return 19;case 6:return 23;default:return 0;}} int g(void){return 0;}",
+			flags: "-O2 -fno-pie", replaced: "f"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			flags := c.flags
+			if flags == "" {
+				flags = "-O2"
+			}
+			b := NewBuilder("prog", "", "")
+			err := b.AddObject("x.o", compile(t, c.pre, flags), compile(t, c.post, flags))
+			if c.refuse != "" {
+				var re *RefusedError
+				if !errors.As(err, &re) || !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.refuse) {
+					t.Fatalf("want refusal %q, got %v", c.refuse, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := b.Target()
+			r, a := funcs(tg)
+			if strings.Join(r, ",") != c.replaced || strings.Join(a, ",") != c.added {
+				t.Fatalf("replaced %v added %v, want %q %q", r, a, c.replaced, c.added)
+			}
+			if b.Changed() != (c.replaced != "" || c.added != "") {
+				t.Fatalf("Changed() = %v", b.Changed())
+			}
+			f := &update.File{ID: "t", Kind: "process", Targets: []update.Target{*tg}}
+			if _, err := update.Marshal(f); err != nil {
+				t.Fatalf("invalid target: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,97 @@
+package update
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func sample() *File {
+	return &File{ID: "fix-1", Kind: "process", Patch: "00", Targets: []Target{{
+		Path: "prog",
+		Sections: []Section{
+			{Name: ".text.f", Kind: KindText, Align: 16, Size: 8, Data: []byte{0xe8, 0, 0, 0, 0, 0x90, 0x90, 0xc3},
+				Relocs: []Reloc{{Offset: 1, Type: 4, Symbol: 1, Addend: -4}}},
+			{Name: ".bss.n", Kind: KindBss, Align: 4, Size: 4},
+		},
+		Symbols: []Symbol{{Kind: SymSection, Section: 0}, {Kind: SymGlobal, Name: "puts"}},
+		Functions: []Function{{Name: "f", Status: StatusReplaced, Symbol: 1, Section: 0, Size: 8,
+			Pre: &Code{Data: []byte{0xc3}}}},
+	}}}
+}
+
+func TestRoundTripDeterministic(t *testing.T) {
+	a, err := Marshal(sample())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Marshal(sample())
+	if !bytes.Equal(a, b) {
+		t.Fatal("two encodings of the same update differ")
+	}
+	f, err := Unmarshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := Marshal(f)
+	if !bytes.Equal(a, c) {
+		t.Fatal("decode+encode changed the file")
+	}
+}
+
+func TestRefusesDamage(t *testing.T) {
+	good, _ := Marshal(sample())
+	flip := append([]byte{}, good...)
+	flip[len(flip)-10] ^= 1
+	badIdx := sample()
+	badIdx.Targets[0].Sections[0].Relocs[0].Symbol = 9
+	cases := map[string][]byte{
+		"flipped byte": flip,
+		"truncated":    good[:len(good)/2],
+		"no header":    []byte("{}"),
+		"bad magic":    bytes.Replace(good, []byte(Magic), []byte("livesplice-updatX"), 1),
+		"empty":        nil,
+	}
+	for name, data := range cases {
+		if _, err := Unmarshal(data); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %v, want ErrCorrupt", name, err)
+		}
+	}
+	if _, err := Marshal(badIdx); err == nil || !strings.Contains(err.Error(), "bad symbol") {
+		t.Errorf("bad index: got %v", err)
+	}
+	future := bytes.Replace(good, []byte(Magic+" 1 "), []byte(Magic+" 2 "), 1)
+	if _, err := Unmarshal(future); err == nil || !strings.Contains(err.Error(), "version 2 not supported") {
+		t.Errorf("future version: got %v", err)
+	}
+}
+
+func TestValidID(t *testing.T) {
+	for id, want := range map[string]bool{"fix": true, "CVE-2024-1.2_a": true, "": false, "-x": false, ".x": false, "a/b": false, "a b": false, strings.Repeat("a", 65): false} {
+		if ValidID(id) != want {
+			t.Errorf("ValidID(%q) = %v", id, !want)
+		}
+	}
+}
+
+// FuzzUnmarshal: no input makes the reader panic; whatever it accepts
+// re-encodes to a file it accepts again.
+func FuzzUnmarshal(f *testing.F) {
+	good, _ := Marshal(sample())
+	f.Add(good)
+	f.Add([]byte(Magic + " 1 sha256=00\n{}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		u, err := Unmarshal(data)
+		if err != nil {
+			return
+		}
+		again, err := Marshal(u)
+		if err != nil {
+			t.Fatalf("accepted file does not re-encode: %v", err)
+		}
+		if _, err := Unmarshal(again); err != nil {
+			t.Fatalf("re-encoded file refused: %v", err)
+		}
+	})
+}
