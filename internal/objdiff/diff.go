@@ -532,9 +532,16 @@ func (d *differ) carry(s *section) (int, error) {
 	d.b.t.Sections = append(d.b.t.Sections, us)
 	d.carried[s] = idx
 	for _, y := range s.syms {
-		if y.bind != elf.STB_LOCAL && y.name != "" && y.typ != elf.STT_SECTION {
+		if y.name == "" || y.typ == elf.STT_SECTION || y.typ == elf.STT_FILE || strings.HasPrefix(y.name, ".L") {
+			continue
+		}
+		def := update.Def{Name: y.name, Offset: y.value, Size: y.size, Func: y.typ == elf.STT_FUNC}
+		if y.bind == elf.STB_LOCAL {
+			def.File = d.post.file
+		} else {
 			d.b.defs[y.name] = d.b.symbol(update.Symbol{Kind: update.SymSection, Section: idx, Offset: y.value})
 		}
+		d.b.t.Sections[idx].Defs = append(d.b.t.Sections[idx].Defs, def)
 	}
 	var relocs []update.Reloc
 	for _, r := range s.relocs {

@@ -136,6 +136,15 @@ func (f finder) Candidates(y update.Symbol) ([]runpre.Candidate, error) {
 			}
 		}
 	}
+	file := ""
+	if y.Kind == update.SymLocal {
+		file = y.File
+	}
+	for _, d := range f.s.rec.Defined(file, y.Name) {
+		if d.Func {
+			syms = append(syms, elfsym.Sym{Name: d.Name, Value: d.Addr - f.mod.bias, Size: d.Size, Type: elf.STT_FUNC})
+		}
+	}
 	var out []runpre.Candidate
 	for _, g := range syms {
 		if g.Type == elf.STT_FUNC || g.Type == elf.STT_NOTYPE {
@@ -286,6 +295,11 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 
 	// Trampolines: decided now, written once every thread is out of the way.
 	p.applied = state.Applied{Target: mod.path, Regions: []state.Region{p.region}}
+	for i, sec := range t.Sections {
+		for _, d := range sec.Defs {
+			p.applied.Defs = append(p.applied.Defs, state.Def{Name: d.Name, File: d.File, Addr: secAddr(i) + d.Offset, Size: d.Size, Func: d.Func})
+		}
+	}
 	for i, fn := range t.Functions {
 		if fn.Status != update.StatusReplaced {
 			continue
@@ -395,6 +409,11 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 			return v, nil
 		}
 		c := p.mod.table.Local(y.File, y.Name)
+		if len(c) == 0 {
+			if d := s.rec.Defined(y.File, y.Name); len(d) > 0 {
+				return d[len(d)-1].Addr, nil // the newest update's definition
+			}
+		}
 		switch len(c) {
 		case 1:
 			return p.mod.bias + c[0].Value, nil
@@ -423,6 +442,9 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 			}
 			return addr, nil
 		}
+	}
+	if d := s.rec.Defined("", y.Name); len(d) > 0 {
+		return d[len(d)-1].Addr, nil
 	}
 	return 0, fmt.Errorf("symbol %s not found in %s or any loaded library", y.Name, p.mod.path)
 }

@@ -44,6 +44,30 @@ type Applied struct {
 	Regions   []Region  `json:"regions"` // memory holding the update's code and data
 	Funcs     []Patched `json:"funcs"`
 	DependsOn []string  `json:"depends_on,omitempty"`
+	Defs      []Def     `json:"defs,omitempty"` // symbols the update defined, where they live
+}
+
+// Def is a symbol an applied update defined.
+type Def struct {
+	Name string `json:"name"`
+	File string `json:"file,omitempty"`
+	Addr uint64 `json:"addr"`
+	Size uint64 `json:"size"`
+	Func bool   `json:"func,omitempty"`
+}
+
+// Defined returns the places where applied updates defined a symbol
+// (file "" matches global definitions only).
+func (r *Record) Defined(file, name string) []Def {
+	var out []Def
+	for _, u := range r.Updates {
+		for _, d := range u.Defs {
+			if d.Name == name && d.File == file {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
 }
 
 // Region is a mapping made for an update.

@@ -61,6 +61,17 @@ type Section struct {
 	Size   uint64  `json:"size"`
 	Data   []byte  `json:"data,omitempty"` // nil for bss
 	Relocs []Reloc `json:"relocs,omitempty"`
+	Defs   []Def   `json:"defs,omitempty"` // named symbols defined in the section
+}
+
+// Def names a symbol an update defines, so that a later update built on
+// this one can find it in the running process.
+type Def struct {
+	Name   string `json:"name"`
+	File   string `json:"file,omitempty"` // STT_FILE scope of a static symbol
+	Offset uint64 `json:"offset"`
+	Size   uint64 `json:"size"`
+	Func   bool   `json:"func,omitempty"`
 }
 
 // Reloc is an ELF relocation in symbolic form: at Offset, write the value of
@@ -221,6 +232,11 @@ func (f *File) Validate() error {
 			}
 			if s.Align == 0 || s.Align&(s.Align-1) != 0 || s.Align > 4096 {
 				return fmt.Errorf("target %s: section %d: bad alignment %d", t.Path, si, s.Align)
+			}
+			for _, d := range s.Defs {
+				if d.Name == "" || d.Offset > s.Size {
+					return fmt.Errorf("target %s: section %d: bad symbol definition %q", t.Path, si, d.Name)
+				}
 			}
 			if err := t.checkRelocs(s.Relocs, s.Size); err != nil {
 				return fmt.Errorf("target %s: section %s: %w", t.Path, s.Name, err)
