@@ -92,7 +92,6 @@ type prog struct {
 	t     testing.TB
 	cmd   *exec.Cmd
 	in    io.WriteCloser
-	out   *bufio.Reader
 	lines chan string
 }
 

@@ -124,3 +124,40 @@ func TestDiff(t *testing.T) {
 		})
 	}
 }
+
+// References through .LC labels into a string section keep the label's
+// offset: new code must point at its own strings, not the section's first.
+func TestStringLabelOffsets(t *testing.T) {
+	pre := `const char *f(int x){return x > 1 ? "one" : "two";}`
+	post := `const char *f(int x){return x > 2 ? "yes" : "no";}`
+	b := NewBuilder("prog", "", "")
+	if err := b.AddObject("x.o", compile(t, pre, "-O2"), compile(t, post, "-O2")); err != nil {
+		t.Fatal(err)
+	}
+	tg := b.Target()
+	var got []string
+	for _, s := range tg.Sections {
+		if s.Kind != update.KindText {
+			continue
+		}
+		for _, r := range s.Relocs {
+			y := tg.Symbols[r.Symbol]
+			if y.Kind != update.SymSection || tg.Sections[y.Section].Kind != update.KindRodata {
+				continue
+			}
+			d := tg.Sections[y.Section].Data
+			off := int64(y.Offset) + r.Addend
+			if update.RelocIsPCRel(r.Type) {
+				off += 4
+			}
+			if off < 0 || off >= int64(len(d)) {
+				t.Fatalf("reference outside its section: %+v", r)
+			}
+			got = append(got, strings.SplitN(string(d[off:]), "\x00", 2)[0])
+		}
+	}
+	sort.Strings(got)
+	if strings.Join(got, ",") != "no,yes" {
+		t.Fatalf("new code refers to %q, want no,yes", got)
+	}
+}

@@ -82,7 +82,7 @@ func Match(t *update.Target, mem amd64.Memory, f Finder) (*Result, error) {
 				dup = dup || g.Addr == c.Addr
 			}
 			if !dup {
-				found = append(found, Func{Addr: c.Addr, Size: c.Size})
+				found = append(found, Func(c))
 				foundLearned = learned
 			}
 		}
