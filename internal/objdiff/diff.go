@@ -223,13 +223,16 @@ func (o *object) resolve(r reloc) target {
 	s := y.sec
 	pc := update.RelocIsPCRel(r.typ)
 	place := func(k int64) int64 { return r.addend + y2i(y.value) + k }
+	// Addends below are relative to the section, not to the label: a
+	// reference through .LC1 must keep .LC1's offset in the section, or the
+	// new code points at the section's first string.
 	if s.strings() {
 		k := int64(0)
 		if pc {
 			k = 4
 		}
 		str, _ := s.cstring(place(k))
-		return target{kind: tString, sec: s, addend: r.addend, bytes: str}
+		return target{kind: tString, sec: s, addend: place(0), bytes: str}
 	}
 	if s.mergeable() && s.entsz > 0 {
 		k := int64(0)
@@ -241,7 +244,7 @@ func (o *object) resolve(r reloc) target {
 		if off >= 0 && off+int64(s.entsz) <= int64(len(s.data)) {
 			b = s.data[off : off+int64(s.entsz)]
 		}
-		return target{kind: tConst, sec: s, addend: r.addend, bytes: b}
+		return target{kind: tConst, sec: s, addend: place(0), bytes: b}
 	}
 	// A reference through a section symbol to a named object: gas turns
 	// references to local symbols into these.
@@ -255,8 +258,32 @@ func (o *object) resolve(r reloc) target {
 				return target{kind: tSymbol, sym: n, sec: s, addend: place(0) - y2i(n.value)}
 			}
 		}
+		// A place just outside the only object of a data section still
+		// refers to that object: gcc addresses an array's end (the bound
+		// of a loop, table+256) or table-4 (for table[i-1]) with absolute
+		// relocations in non-PIE code; -fdata-sections gives every
+		// variable its own section.
+		if n := s.onlyObject(); n != nil && !s.exec() {
+			return target{kind: tSymbol, sym: n, sec: s, addend: place(0) - y2i(n.value)}
+		}
 	}
 	return target{kind: tSection, sec: s, addend: place(0)}
+}
+
+// onlyObject returns the section's object symbol if it defines exactly one
+// named symbol.
+func (s *section) onlyObject() *symbol {
+	var only *symbol
+	for _, y := range s.syms {
+		if y.typ == elf.STT_SECTION || y.typ == elf.STT_FILE || y.name == "" {
+			continue
+		}
+		if only != nil || y.typ != elf.STT_OBJECT {
+			return nil
+		}
+		only = y
+	}
+	return only
 }
 
 func y2i(v uint64) int64 { return int64(v) }

@@ -90,6 +90,10 @@ func TestDiff(t *testing.T) {
 			pre:   "int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;case 6:return 23;default:return 0;}} int g(void){return 0;}",
 			post:  "int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 14;case 4:return 17;case 5:return 19;case 6:return 23;default:return 0;}} int g(void){return 0;}",
 			flags: "-O2 -fno-pie", replaced: "f"},
+		{name: "end of a static array in non-PIE code",
+			pre:   "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+k;} int *g(void){return tab;}",
+			post:  "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+2*k;} int *g(void){return tab;}",
+			flags: "-O2 -fno-pie", replaced: "f"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

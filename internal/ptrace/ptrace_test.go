@@ -245,6 +245,9 @@ func TestThreadChurn(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: Attach: %v", round, err)
 		}
+		// On failure, detach before the program is killed: a traced
+		// process that dies is reaped only by its tracer.
+		t.Cleanup(func() { p.Detach() })
 		check := func(what string) {
 			t.Helper()
 			got := p.Threads()
@@ -508,4 +511,88 @@ func TestExit(t *testing.T) {
 	if err := p.Detach(); err != nil {
 		t.Fatalf("Detach after exit: %v", err)
 	}
+}
+
+// A process stopped by SIGSTOP stays stopped through Attach, Syscall,
+// Resume and Detach, and runs again on SIGCONT.
+func TestGroupStop(t *testing.T) {
+	bin := build(t, "counter")
+	pr := start(t, bin)
+	pr.next(5 * time.Second)
+	pid := pr.pid()
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; !strings.HasPrefix(threadState(pid, pid), "T"); i++ {
+		if i > 500 {
+			t.Fatalf("SIGSTOP did not stop the program: %q", threadState(pid, pid))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p := attach(t, pid)
+	if _, err := p.Syscall(unix.SYS_GETPID); err != nil {
+		t.Fatal(err)
+	}
+	pr.drain()
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if l := pr.drain(); l != "" {
+		t.Fatalf("stopped program printed %q after Resume", l)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if l := pr.drain(); l != "" {
+		t.Fatalf("stopped program printed %q after Detach", l)
+	}
+	if s := threadState(pid, pid); !strings.HasPrefix(s, "T") {
+		t.Fatalf("state after Detach %q, want stopped", s)
+	}
+	if err := unix.Kill(pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	pr.checkCounting(3)
+}
+
+// A group leader that called pthread_exit is a zombie that cannot be
+// traced; its live threads are.
+func TestZombieLeader(t *testing.T) {
+	bin := build(t, "zleader")
+	pr := start(t, bin)
+	pr.next(5 * time.Second)
+	pid := pr.pid()
+	for i := 0; threadState(pid, pid)[0] != 'Z'; i++ {
+		if i > 500 {
+			t.Fatalf("leader state %q", threadState(pid, pid))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p := attach(t, pid)
+	tids := p.Threads()
+	if len(tids) != 1 || tids[0] == pid {
+		t.Fatalf("Threads() = %v, want the one worker", tids)
+	}
+	got, err := p.Syscall(unix.SYS_GETTID)
+	if err != nil || int(got) != tids[0] {
+		t.Fatalf("Syscall(gettid) = %d, %v; want %d", got, err, tids[0])
+	}
+	for i := 0; i < 3; i++ {
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	pr.checkCounting(3)
 }

@@ -155,7 +155,7 @@ func (p *Process) note(ev event) (stopKind, int) {
 			child := int(msg)
 			if _, ok := p.threads[child]; !ok {
 				// Attached by the kernel; it reports its own initial stop.
-				_ = child // mutated
+				p.threads[child] = &thread{tid: child, interrupted: true}
 			}
 		}
 		return kindClone, sig
