@@ -32,8 +32,11 @@ func (p *Process) WriteMem(addr uint64, b []byte) error {
 }
 
 func (p *Process) checkRange(op string, addr uint64, n int) error {
-	if p.mem == nil {
-		return fmt.Errorf("ptrace %s pid %d at %#x: memory not open", op, p.pid, addr)
+	if _, ok := p.threads[p.memTid]; !ok || p.mem == nil {
+		// The thread the file was opened through is gone.
+		if err := p.openMem(); err != nil {
+			return err
+		}
 	}
 	if addr > math.MaxInt64 || uint64(n) > math.MaxInt64-addr {
 		return fmt.Errorf("ptrace %s pid %d at %#x: address out of range", op, p.pid, addr)
@@ -90,7 +93,12 @@ func (p *Process) scratch() (uint64, error) {
 	if p.entry != 0 {
 		return p.entry, nil
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", p.pid))
+	// Through a live thread: a zombie leader's auxv is unreadable.
+	tids := p.stoppedTids()
+	if len(tids) == 0 {
+		return 0, fmt.Errorf("ptrace pid %d: read auxv: %w", p.pid, ErrExited)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/auxv", p.pid, tids[0]))
 	if err != nil {
 		return 0, fmt.Errorf("ptrace pid %d: read auxv: %w", p.pid, err)
 	}
@@ -109,14 +117,24 @@ func (p *Process) scratch() (uint64, error) {
 // workThread picks the thread injected code runs on: the leader if it is
 // attached and stopped, else the first stopped thread.
 func (p *Process) workThread(op string) (*thread, error) {
-	tids := p.stoppedTids()
-	if len(tids) == 0 {
-		if len(p.threads) == 0 {
-			return nil, fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, ErrExited)
-		}
-		return nil, fmt.Errorf("ptrace %s pid %d: no stopped thread (call Stop first)", op, p.pid)
+	if err := p.allStopped(op); err != nil {
+		return nil, err
 	}
-	return p.threads[tids[0]], nil
+	return p.threads[p.stoppedTids()[0]], nil
+}
+
+// allStopped checks that no thread runs: a running thread could reach an
+// int3 we plant, or see memory we change for a moment.
+func (p *Process) allStopped(op string) error {
+	if len(p.threads) == 0 {
+		return fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, ErrExited)
+	}
+	for _, t := range p.threads {
+		if !t.stopped {
+			return fmt.Errorf("ptrace %s pid %d: tid %d is running (call Stop first)", op, p.pid, t.tid)
+		}
+	}
+	return nil
 }
 
 // Syscall runs system call nr with args inside the target, on one stopped
@@ -183,7 +201,7 @@ func (p *Process) Call(fn uint64, timeout time.Duration, args ...uint64) (uint64
 			}
 			r.Rsp = sp
 			r.Rip = fn
-			r.Rax = 0 // no vector registers used by a variadic callee
+			r.Rax = 0 // al: vector registers used, for a variadic callee
 			r.Orig_rax = math.MaxUint64
 			r.Rdi, r.Rsi, r.Rdx, r.Rcx, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
 			r.Eflags &^= eflagsTF | eflagsDF
@@ -202,20 +220,21 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 	if err != nil {
 		return 0, err
 	}
+	fail := func(err error) (uint64, error) { return 0, p.exitedErr(op, t.tid, err) }
 	scratch, err := p.scratch()
 	if err != nil {
-		return 0, err
+		return fail(err)
 	}
 	var saved unix.PtraceRegs
 	if err := p.getRegs(t.tid, &saved); err != nil {
-		return 0, err
+		return fail(err)
 	}
 	orig := make([]byte, len(code))
 	if err := p.readMem(scratch, orig); err != nil {
-		return 0, err
+		return fail(err)
 	}
 	if err := p.writeMem(scratch, code); err != nil {
-		return 0, err
+		return fail(err)
 	}
 	regs := saved
 	err = setup(&regs, scratch)
@@ -224,11 +243,11 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 	}
 	if err != nil {
 		p.writeMem(scratch, orig)
-		return 0, fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err)
+		return fail(fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err))
 	}
 	trap := scratch + uint64(len(code))
 	var out unix.PtraceRegs
-	runErr := p.runUntil(op, t, time.Now().Add(timeout), func(r *unix.PtraceRegs) bool { return r.Rip == trap },
+	runErr := p.runUntil(op, t, time.Now().Add(timeout), false, func(r *unix.PtraceRegs) bool { return r.Rip == trap },
 		func(r *unix.PtraceRegs, _ bool) (bool, error) {
 			out = *r
 			return true, nil
@@ -259,16 +278,23 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 // whether registers at a stop show one of our int3 just executed;
 // onTrap then handles that trap (its second argument says the deadline
 // passed, in which case it must not plan to continue). Other signals are
-// held back for the program; clone and event stops are continued. At the
+// held back for the program; clone and event stops are continued. A
+// fault ends the run with an error; keepFaults holds its signal back for
+// the program too (it is the program's own, not our code's). At the
 // deadline the thread is interrupted and the error wraps ErrTimeout; if
 // the thread exits it wraps ErrExited. t is stopped on return unless gone.
-func (p *Process) runUntil(op string, t *thread, deadline time.Time,
+func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults bool,
 	isOurs func(r *unix.PtraceRegs) bool,
 	onTrap func(r *unix.PtraceRegs, timedOut bool) (bool, error)) error {
 	tid := t.tid
-	fail := func(err error) error { return fmt.Errorf("ptrace %s tid %d: %w", op, tid, err) }
+	fail := func(err error) error {
+		if errors.Is(err, ErrExited) {
+			return fmt.Errorf("ptrace %s tid %d: %w", op, tid, err)
+		}
+		return p.exitedErr(op, tid, fmt.Errorf("ptrace %s tid %d: %w", op, tid, err))
+	}
 	if err := p.cont(t, unix.PTRACE_CONT); err != nil {
-		return err
+		return fail(err)
 	}
 	timedOut := false
 	for {
@@ -299,20 +325,27 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time,
 		switch {
 		case kind == kindSignal && sig == int(unix.SIGTRAP) && isOurs(&r):
 			done, err := onTrap(&r, timedOut)
-			if err != nil || done {
-				return err
+			if err != nil {
+				return fail(err)
+			}
+			if done {
+				return nil
 			}
 		case kind != kindSignal && isOurs(&r):
 			// Our int3 trapped, but an interrupt got in first: the SIGTRAP
 			// is still queued. Continue to take it, or the program would
 			// get it later and die.
 			if err := p.cont(t, unix.PTRACE_CONT); err != nil {
-				return err
+				return fail(err)
 			}
 			continue
 		case kind == kindSignal && isFault(tid, sig):
-			// Our code (or the called function) faulted: ignoring the
-			// signal would re-execute the faulting instruction forever.
+			// Ignoring a fault would re-execute the faulting instruction
+			// for ever. Injected code's faults never happened once its
+			// registers are restored; the program's own are kept for it.
+			if keepFaults {
+				p.recordSignal(t, sig)
+			}
 			return fail(fmt.Errorf("%s at %#x", unix.SignalName(unix.Signal(sig)), r.Rip))
 		case kind == kindSignal:
 			p.recordSignal(t, sig)
@@ -321,7 +354,7 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time,
 			return fail(ErrTimeout)
 		}
 		if err := p.cont(t, unix.PTRACE_CONT); err != nil {
-			return err
+			return fail(err)
 		}
 	}
 }
@@ -340,12 +373,15 @@ func (p *Process) RunToReturn(tid int, retAddr, wantSP uint64, timeout time.Dura
 		if err != nil {
 			return err
 		}
-		var orig [1]byte
-		if err := p.readMem(retAddr, orig[:]); err != nil {
+		if err := p.allStopped(op); err != nil {
 			return err
 		}
+		var orig [1]byte
+		if err := p.readMem(retAddr, orig[:]); err != nil {
+			return p.exitedErr(op, tid, err)
+		}
 		if err := p.writeMem(retAddr, []byte{int3}); err != nil {
-			return err
+			return p.exitedErr(op, tid, err)
 		}
 		planted := true
 		unplant := func() error {
@@ -358,7 +394,7 @@ func (p *Process) RunToReturn(tid int, retAddr, wantSP uint64, timeout time.Dura
 			planted = false
 			return nil
 		}
-		runErr := p.runUntil(op, t, time.Now().Add(timeout),
+		runErr := p.runUntil(op, t, time.Now().Add(timeout), true,
 			func(r *unix.PtraceRegs) bool { return planted && r.Rip == retAddr+1 },
 			func(r *unix.PtraceRegs, timedOut bool) (bool, error) {
 				// The instruction at retAddr has not run: back up onto it.
@@ -374,7 +410,7 @@ func (p *Process) RunToReturn(tid int, retAddr, wantSP uint64, timeout time.Dura
 				}
 				// A deeper (recursive) frame returned here: execute the
 				// original instruction, then plant again.
-				if err := p.stepFrom(op, t, retAddr); err != nil {
+				if err := p.stepFrom(t, retAddr); err != nil {
 					return false, err
 				}
 				if err := p.writeMem(retAddr, []byte{int3}); err != nil {
@@ -399,18 +435,18 @@ func (p *Process) RunToReturn(tid int, retAddr, wantSP uint64, timeout time.Dura
 }
 
 // stepFrom single-steps t until its rip leaves addr.
-func (p *Process) stepFrom(op string, t *thread, addr uint64) error {
+func (p *Process) stepFrom(t *thread, addr uint64) error {
 	for i := 0; i < 16; i++ {
 		if err := p.cont(t, unix.PTRACE_SINGLESTEP); err != nil {
 			return err
 		}
 		ev, err := p.waitAny([]int{t.tid}, time.Now().Add(stopTimeout))
 		if err != nil {
-			return fmt.Errorf("ptrace %s tid %d: single-step: %w", op, t.tid, err)
+			return fmt.Errorf("single-step: %w", err)
 		}
 		kind, sig := p.note(ev)
 		if kind == kindExit {
-			return fmt.Errorf("ptrace %s tid %d: single-step: %w", op, t.tid, ErrExited)
+			return fmt.Errorf("single-step: %w", ErrExited)
 		}
 		var r unix.PtraceRegs
 		if err := p.getRegs(t.tid, &r); err != nil {
@@ -418,7 +454,7 @@ func (p *Process) stepFrom(op string, t *thread, addr uint64) error {
 		}
 		if kind == kindSignal && sig != int(unix.SIGTRAP) {
 			if isFault(t.tid, sig) {
-				return fmt.Errorf("ptrace %s tid %d: single-step: %s at %#x", op, t.tid, unix.SignalName(unix.Signal(sig)), r.Rip)
+				return fmt.Errorf("single-step: %s at %#x", unix.SignalName(unix.Signal(sig)), r.Rip)
 			}
 			p.recordSignal(t, sig)
 		}
@@ -426,5 +462,5 @@ func (p *Process) stepFrom(op string, t *thread, addr uint64) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("ptrace %s tid %d: single-step does not leave %#x", op, t.tid, addr)
+	return fmt.Errorf("single-step does not leave %#x", addr)
 }

@@ -63,7 +63,8 @@ type Process struct {
 	// The fields below are only touched on the tracer thread.
 	tracerTid int
 	threads   map[int]*thread
-	mem       *os.File
+	mem       *os.File // /proc/PID/task/memTid/mem
+	memTid    int
 	entry     uint64 // AT_ENTRY, cached; 0 until read
 	closed    bool
 }
@@ -229,11 +230,27 @@ func (p *Process) attach() (err error) {
 	if len(p.threads) == 0 {
 		return fmt.Errorf("ptrace attach pid %d: %w", p.pid, ErrExited)
 	}
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("ptrace attach pid %d: open memory: %w", p.pid, err)
+	return p.openMem()
+}
+
+// openMem opens the memory file through an attached thread: the leader's
+// /proc/PID/mem is unusable once the leader is a zombie, and kernels built
+// with PROC_MEM_FORCE_PTRACE check that the file's own task is traced by
+// us before writing to read-only pages.
+func (p *Process) openMem() error {
+	tids := p.stoppedTids()
+	if len(tids) == 0 {
+		return fmt.Errorf("ptrace open memory pid %d: %w", p.pid, ErrExited)
 	}
-	p.mem = f
+	path := fmt.Sprintf("/proc/%d/task/%d/mem", p.pid, tids[0])
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("ptrace open memory pid %d: %w", p.pid, err)
+	}
+	if p.mem != nil {
+		p.mem.Close()
+	}
+	p.mem, p.memTid = f, tids[0]
 	return nil
 }
 
@@ -339,7 +356,7 @@ func (p *Process) GetRegs(tid int) (unix.PtraceRegs, error) {
 		if _, err := p.stoppedThread("getregs", tid); err != nil {
 			return err
 		}
-		return p.getRegs(tid, &r)
+		return p.exitedErr("getregs", tid, p.getRegs(tid, &r))
 	})
 	return r, err
 }
@@ -354,7 +371,7 @@ func (p *Process) SetRegs(tid int, r *unix.PtraceRegs) error {
 		if _, err := p.stoppedThread("setregs", tid); err != nil {
 			return err
 		}
-		return p.setRegs(tid, &regs)
+		return p.exitedErr("setregs", tid, p.setRegs(tid, &regs))
 	})
 }
 

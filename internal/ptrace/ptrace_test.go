@@ -3,13 +3,16 @@ package ptrace
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -135,8 +138,18 @@ func TestBlockingSyscallRestarts(t *testing.T) {
 		if l := pr.next(5 * time.Second); l != "ready" {
 			t.Fatalf("got %q", l)
 		}
-		time.Sleep(20 * time.Millisecond) // let it block in read
 		for round := 0; round < 3; round++ {
+			// Wait until it blocks in read(0, ...).
+			for i := 0; ; i++ {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pr.pid()))
+				if strings.HasPrefix(string(b), "0 0x0 ") {
+					break
+				}
+				if i > 1000 {
+					t.Fatalf("program not blocked in read: %q", b)
+				}
+				time.Sleep(time.Millisecond)
+			}
 			p := attach(t, pr.pid())
 			r, _ := p.GetRegs(pr.pid())
 			if r.Orig_rax != unix.SYS_READ {
@@ -205,8 +218,16 @@ func TestSignalsRedelivered(t *testing.T) {
 	pr := start(t, bin)
 	pr.waitFor("usr1 0", 5*time.Second)
 	p := attach(t, pr.pid())
-	if err := unix.Kill(pr.pid(), unix.SIGUSR1); err != nil {
-		t.Fatal(err)
+	// sigqueue(pid, SIGUSR1, 42): the handler must see this siginfo, not
+	// the one of a stop we caused since.
+	var si [128]byte
+	binary.LittleEndian.PutUint32(si[0:], uint32(unix.SIGUSR1))
+	binary.LittleEndian.PutUint32(si[8:], uint32(0xffffffff)) // SI_QUEUE
+	binary.LittleEndian.PutUint32(si[16:], uint32(os.Getpid()))
+	binary.LittleEndian.PutUint32(si[20:], uint32(os.Getuid()))
+	binary.LittleEndian.PutUint64(si[24:], 42)
+	if _, _, e := unix.Syscall(unix.SYS_RT_SIGQUEUEINFO, uintptr(pr.pid()), uintptr(unix.SIGUSR1), uintptr(unsafe.Pointer(&si[0]))); e != 0 {
+		t.Fatal(e)
 	}
 	// The thread takes the signal only once it runs: it reports a
 	// signal-delivery-stop, which Stop collects and keeps.
@@ -231,7 +252,9 @@ func TestSignalsRedelivered(t *testing.T) {
 	if err := p.Detach(); err != nil {
 		t.Fatal(err)
 	}
-	pr.waitFor("usr1 1", 5*time.Second)
+	if l := pr.waitFor("usr1 1", 5*time.Second); l != "usr1 1 code -1 val 42" {
+		t.Fatalf("program printed %q, want %q", l, "usr1 1 code -1 val 42")
+	}
 }
 
 func TestThreadChurn(t *testing.T) {
@@ -484,6 +507,30 @@ func TestAlreadyTraced(t *testing.T) {
 	pr.checkCounting(3)
 }
 
+func TestAlreadyTracedByStrace(t *testing.T) {
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Skip("strace not installed")
+	}
+	bin := build(t, "counter")
+	pr := start(t, "strace", "-f", "-o", "/dev/null", bin)
+	pr.next(5 * time.Second)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pr.pid(), pr.pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("strace children %q", b)
+	}
+	t.Cleanup(func() { unix.Kill(child, unix.SIGKILL) })
+	_, err = Attach(child)
+	if !errors.Is(err, ErrTraced) || !strings.Contains(err.Error(), "strace") {
+		t.Fatalf("Attach of a process under strace = %v, want ErrTraced naming strace", err)
+	}
+	t.Log(err)
+	pr.checkCounting(3)
+}
+
 func TestAttachRefuses(t *testing.T) {
 	if _, err := Attach(os.Getpid()); err == nil {
 		t.Fatal("Attach(self) did not fail")
@@ -510,6 +557,23 @@ func TestExit(t *testing.T) {
 	}
 	if err := p.Detach(); err != nil {
 		t.Fatalf("Detach after exit: %v", err)
+	}
+
+	// Killed from outside while attached.
+	pr = start(t, build(t, "threads"))
+	pr.next(5 * time.Second)
+	p = attach(t, pr.pid())
+	if err := pr.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Syscall(unix.SYS_GETPID); !errors.Is(err, ErrExited) {
+		t.Fatalf("Syscall after SIGKILL = %v, want ErrExited", err)
+	}
+	if err := p.Stop(); !errors.Is(err, ErrExited) {
+		t.Fatalf("Stop after SIGKILL = %v, want ErrExited", err)
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatalf("Detach after SIGKILL: %v", err)
 	}
 }
 
@@ -590,6 +654,43 @@ func TestZombieLeader(t *testing.T) {
 		if err := p.Stop(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	pr.checkCounting(3)
+}
+
+// The group leader exits (pthread_exit) while attached and running: Stop
+// drops it instead of waiting for a stop that never comes.
+func TestLeaderExitsWhileAttached(t *testing.T) {
+	bin := build(t, "zleader")
+	pr := start(t, bin, "late")
+	pr.next(5 * time.Second)
+	pid := pr.pid()
+	p := attach(t, pid)
+	if tids := p.Threads(); len(tids) != 2 || tids[0] != pid {
+		t.Fatalf("Threads() = %v", tids)
+	}
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; threadState(pid, pid)[0] != 'Z'; i++ {
+		if i > 5000 {
+			t.Fatalf("leader state %q", threadState(pid, pid))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	tids := p.Threads()
+	if len(tids) != 1 || tids[0] == pid {
+		t.Fatalf("Threads() = %v, want the one worker", tids)
+	}
+	got, err := p.Syscall(unix.SYS_GETTID)
+	if err != nil || int(got) != tids[0] {
+		t.Fatalf("Syscall(gettid) = %d, %v; want %d", got, err, tids[0])
 	}
 	if err := p.Detach(); err != nil {
 		t.Fatal(err)

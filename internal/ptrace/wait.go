@@ -225,20 +225,54 @@ func (p *Process) stopAll(deadline time.Time) error {
 		if err != nil {
 			return fmt.Errorf("%d threads did not stop: %w", len(running), err)
 		}
-		switch kind, sig := p.note(ev); kind {
-		case kindSignal:
-			p.recordSignal(p.threads[ev.tid], sig)
-		case kindClone:
-			// Stopped inside clone(2): its registers are not final (the
-			// kernel stores the return value after this stop), so code
-			// injected here would be clobbered. Let it finish the call
-			// and stop again on its way back to user space.
-			t := p.threads[ev.tid]
-			if ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0) == nil && ptrace(unix.PTRACE_CONT, t.tid, 0, 0) == nil {
-				t.stopped = false
-				t.interrupted = true
+		p.absorb(ev)
+	}
+}
+
+// absorb handles a report outside of a run of our own code.
+func (p *Process) absorb(ev event) {
+	switch kind, sig := p.note(ev); kind {
+	case kindSignal:
+		p.recordSignal(p.threads[ev.tid], sig)
+	case kindClone:
+		// Stopped inside clone(2): its registers are not final (the
+		// kernel stores the return value after this stop), so code
+		// injected here would be clobbered. Let it finish the call and
+		// stop again on its way back to user space.
+		t := p.threads[ev.tid]
+		if ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0) == nil && ptrace(unix.PTRACE_CONT, t.tid, 0, 0) == nil {
+			t.stopped = false
+			t.interrupted = true
+		}
+	}
+}
+
+// exitedErr turns err into one wrapping ErrExited if it is ESRCH and the
+// thread tid turns out to be gone: a SIGKILL wakes threads from their
+// ptrace-stop, so a "stopped" thread can vanish under us at any time.
+func (p *Process) exitedErr(op string, tid int, err error) error {
+	if err == nil || !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	// The thread may still be on its way out; give it a moment.
+	deadline := time.Now().Add(time.Second)
+	for {
+		for _, t := range p.threads {
+			var ws unix.WaitStatus
+			got, werr := unix.Wait4(t.tid, &ws, unix.WNOHANG|unix.WALL, nil)
+			if werr == unix.ECHILD {
+				p.absorb(event{tid: t.tid, gone: true})
+			} else if got == t.tid {
+				p.absorb(event{tid: t.tid, ws: ws})
 			}
 		}
+		if _, ok := p.threads[tid]; !ok {
+			return fmt.Errorf("ptrace %s tid %d: %w (%v)", op, tid, ErrExited, err)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -14,9 +14,15 @@ static void *worker(void *arg) {
 	return arg;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+	(void)argv;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	pthread_t t;
 	pthread_create(&t, NULL, worker, NULL);
+	if (argc > 1) {
+		// "late": leave time to attach before the leader exits.
+		struct timespec ts = {0, 200 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
 	pthread_exit(NULL);
 }
