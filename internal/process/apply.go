@@ -13,6 +13,7 @@ import (
 
 	"livesplice/internal/amd64"
 	"livesplice/internal/elfsym"
+	"livesplice/internal/ptrace"
 	"livesplice/internal/runpre"
 	"livesplice/internal/state"
 	"livesplice/internal/update"
@@ -77,27 +78,30 @@ func Apply(pid int, f *update.File, opt Options) error {
 			}
 		}
 	}
-	opt.logf("matched and placed the new code in %v", time.Since(t0))
-	start := time.Now()
-	if err := s.waitSafe(spans); err != nil {
+	if err := s.ensureState(plans[0].region.Addr + plans[0].region.Size - 64); err != nil {
 		rollback()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
-	// Every thread is stopped and outside the old code: redirect it.
-	var written []state.Patched
+	u := s.unwinder()
+	opt.logf("matched and placed the new code in %v", time.Since(t0))
+	start := time.Now()
+	if err := s.stopWorld(); err != nil {
+		rollback()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
+	if err := s.waitSafe(u, spans); err != nil {
+		rollback()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
+	// Every thread is stopped and outside the old code: redirect it and
+	// record it, in one trip to the tracer.
+	old := &state.Record{Updates: slices.Clone(s.rec.Updates)}
+	var jumps, saved []ptrace.Write
 	for _, p := range plans {
 		for _, fp := range p.applied.Funcs {
-			if err := s.p.WriteMem(fp.Addr, fp.Jump); err != nil {
-				for _, w := range written {
-					s.p.WriteMem(w.Addr, w.Saved)
-				}
-				rollback()
-				return fmt.Errorf("apply %s: write trampoline of %s at %#x: %w; nothing was changed", f.ID, fp.Name, fp.Addr, err)
-			}
-			written = append(written, fp)
+			jumps = append(jumps, ptrace.Write{Addr: fp.Addr, Data: fp.Jump})
+			saved = append(saved, ptrace.Write{Addr: fp.Addr, Data: fp.Saved})
 		}
-	}
-	for _, p := range plans {
 		p.applied.ID = f.ID
 		p.applied.AppliedAt = time.Now().UTC().Format(time.RFC3339)
 		for d := range p.deps {
@@ -106,15 +110,12 @@ func Apply(pid int, f *update.File, opt Options) error {
 		sort.Strings(p.applied.DependsOn)
 		s.rec.Updates = append(s.rec.Updates, p.applied)
 	}
-	scratch := plans[0].region.Addr + plans[0].region.Size - 64
-	if err := s.writeState(scratch); err != nil {
-		for _, w := range written {
-			s.p.WriteMem(w.Addr, w.Saved)
-		}
+	if err := s.commit(jumps, saved, old); err != nil {
 		rollback()
-		return fmt.Errorf("apply %s: %w; nothing was changed", f.ID, err)
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
-	opt.logf("applied %s to process %d (safety wait and splice %v, total %v)", f.ID, pid, time.Since(start), time.Since(t0))
+	s.detach()
+	opt.logf("applied %s to process %d (stopped for %v, total %v)", f.ID, pid, time.Since(start), time.Since(t0))
 	return nil
 }
 

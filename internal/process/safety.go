@@ -35,11 +35,16 @@ func inSpans(spans []span, pc uint64) (string, bool) {
 // check unwinds every thread; conservative where unwinding fails: then any
 // stack word pointing into a span counts as busy.
 func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
+	s.cache.reset() // threads may have run since the last check
 	var out []busy
+	all, err := s.p.AllRegs()
+	if err != nil {
+		return nil, err
+	}
 	for _, tid := range s.p.Threads() {
-		regs, err := s.p.GetRegs(tid)
-		if err != nil {
-			return nil, fmt.Errorf("thread %d: %w", tid, err)
+		regs, ok := all[tid]
+		if !ok {
+			continue
 		}
 		frames, uerr := u.Unwind(&regs, 512)
 		b := busy{tid: tid}
@@ -87,9 +92,8 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 // ErrBusy after the deadline. Threads found inside are first let run alone
 // to the return from the outermost busy frame; failing that, the whole
 // process runs a little and is checked again, with back-off.
-func (s *session) waitSafe(spans []span) error {
+func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 	deadline := time.Now().Add(s.opt.deadline())
-	u := unwind.New(s.pid, s.maps, s.p)
 	backoff := time.Millisecond
 	for tries := 1; ; tries++ {
 		b, err := s.check(u, spans)
@@ -126,6 +130,50 @@ func (s *session) waitSafe(spans []span) error {
 		if err := s.refresh(); err != nil {
 			return err
 		}
-		u = unwind.New(s.pid, s.maps, s.p)
+		u = unwind.New(s.pid, s.maps, s.cache)
 	}
+}
+
+// pageCache serves the unwinder's many small reads of stacks from whole
+// pages, read once per check: every read of the target is a round trip to
+// the tracer thread, and the world is stopped while they happen.
+type pageCache struct {
+	mem   memReader
+	pages map[uint64][]byte
+}
+
+const cachePage = 4096
+
+func (c *pageCache) reset() { c.pages = map[uint64][]byte{} }
+
+func (c *pageCache) ReadMem(addr uint64, b []byte) error {
+	if len(b) > cachePage || c.pages == nil {
+		return c.mem.ReadMem(addr, b)
+	}
+	for n := 0; n < len(b); {
+		a := addr + uint64(n)
+		base := a &^ (cachePage - 1)
+		pg, ok := c.pages[base]
+		if !ok {
+			pg = make([]byte, cachePage)
+			if err := c.mem.ReadMem(base, pg); err != nil {
+				return c.mem.ReadMem(addr, b) // a page not wholly mapped
+			}
+			c.pages[base] = pg
+		}
+		n += copy(b[n:], pg[a-base:])
+	}
+	return nil
+}
+
+// unwinder makes an unwinder for the current maps and loads the unwind
+// tables of the code the kept thread runs in (the executable and libc,
+// usually), so that little is left to parse while the world is stopped.
+func (s *session) unwinder() *unwind.Unwinder {
+	s.cache = &pageCache{mem: s.p}
+	u := unwind.New(s.pid, s.maps, s.cache)
+	if regs, err := s.p.GetRegs(s.worker); err == nil {
+		u.Unwind(&regs, 64)
+	}
+	return u
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,14 +59,20 @@ type session struct {
 	rec       *state.Record
 	stateAddr uint64
 	opt       Options
+	worker    int // the thread kept stopped for system calls
+	cache     *pageCache
 }
 
+// attach seizes every thread of pid but stops only one, kept for remote
+// system calls: the slow preparation (matching, placing and relocating the
+// new code) costs the program no pause; stopWorld stops it all for the
+// safety check and the splice.
 func attach(pid int, opt Options) (*session, error) {
-	p, err := ptrace.Attach(pid)
+	p, err := ptrace.AttachOne(pid)
 	if err != nil {
 		return nil, err
 	}
-	s := &session{pid: pid, p: p, opt: opt}
+	s := &session{pid: pid, p: p, opt: opt, worker: p.Threads()[0]}
 	if err := s.refresh(); err != nil {
 		p.Detach()
 		return nil, err
@@ -76,6 +83,14 @@ func attach(pid int, opt Options) (*session, error) {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	return s, nil
+}
+
+// stopWorld stops every thread again, also those created meanwhile.
+func (s *session) stopWorld() error {
+	if err := s.p.Stop(); err != nil {
+		return err
+	}
+	return s.refresh()
 }
 
 func (s *session) refresh() error {
@@ -105,13 +120,9 @@ func (s *session) munmap(addr, size uint64) error {
 	return err
 }
 
-// writeState stores the record in the target, making its mapping on first
-// use; scratch is writable-through-/proc memory for the memfd's name.
-func (s *session) writeState(scratch uint64) error {
-	b, err := state.Encode(s.rec)
-	if err != nil {
-		return err
-	}
+// ensureState makes the record's mapping in the target if it has none;
+// scratch is writable-through-/proc memory for the memfd's name.
+func (s *session) ensureState(scratch uint64) error {
 	if s.stateAddr == 0 {
 		name := append([]byte(state.MappingName), 0)
 		if err := s.p.WriteMem(scratch, name); err != nil {
@@ -132,6 +143,43 @@ func (s *session) writeState(scratch uint64) error {
 			return fmt.Errorf("state record: mmap: %w", err)
 		}
 		s.stateAddr = addr
+	}
+	return nil
+}
+
+// commit writes code (trampolines written or removed) and then the
+// current record, in one trip to the tracer while every thread is
+// stopped. On failure it writes revert for the code already changed and
+// the old record back, so the target is as it was.
+func (s *session) commit(code, revert []ptrace.Write, old *state.Record) error {
+	b, err := state.Encode(s.rec)
+	if err != nil {
+		s.rec = old
+		return err
+	}
+	ws := append(slices.Clone(code),
+		ptrace.Write{Addr: s.stateAddr + state.HeaderSize, Data: b[state.HeaderSize:]},
+		ptrace.Write{Addr: s.stateAddr, Data: b[:state.HeaderSize]})
+	n, err := s.p.WriteMems(ws)
+	if err == nil {
+		return nil
+	}
+	s.p.WriteMems(revert[:min(n, len(code))])
+	s.rec = old
+	if n > len(code) {
+		s.writeState()
+	}
+	return fmt.Errorf("write code and state record: %w", err)
+}
+
+// writeState stores the record in the target.
+func (s *session) writeState() error {
+	b, err := state.Encode(s.rec)
+	if err != nil {
+		return err
+	}
+	if s.stateAddr == 0 {
+		return fmt.Errorf("state record: no mapping")
 	}
 	// The body first, the header last: a reader never sees a header that
 	// promises a body not yet written.

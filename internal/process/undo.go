@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+
+	"livesplice/internal/ptrace"
+	"livesplice/internal/state"
 )
 
 // Undo takes an applied update out of a running process: all or nothing.
@@ -35,23 +38,29 @@ func Undo(pid int, id string, opt Options) error {
 	for _, g := range a.Regions {
 		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + id})
 	}
-	if err := s.waitSafe(spans); err != nil {
+	u := s.unwinder()
+	if err := s.stopWorld(); err != nil {
 		return fmt.Errorf("undo %s from process %d: %w; nothing was changed", id, pid, err)
 	}
+	if err := s.waitSafe(u, spans); err != nil {
+		return fmt.Errorf("undo %s from process %d: %w; nothing was changed", id, pid, err)
+	}
+	old := &state.Record{Updates: slices.Clone(s.rec.Updates)}
+	var restore, jumps []ptrace.Write
 	for i := len(a.Funcs) - 1; i >= 0; i-- {
 		f := a.Funcs[i]
-		if err := s.p.WriteMem(f.Addr, f.Saved); err != nil {
-			// Put back what was already restored: all or nothing.
-			for _, g := range a.Funcs[i+1:] {
-				s.p.WriteMem(g.Addr, g.Jump)
-			}
-			return fmt.Errorf("undo %s: restore %s at %#x: %w; nothing was changed", id, f.Name, f.Addr, err)
-		}
+		restore = append(restore, ptrace.Write{Addr: f.Addr, Data: f.Saved})
+		jumps = append(jumps, ptrace.Write{Addr: f.Addr, Data: f.Jump})
 	}
 	regions := a.Regions
 	s.rec.Updates = slices.Delete(s.rec.Updates, idx, idx+1)
-	if err := s.writeState(0); err != nil {
-		return fmt.Errorf("undo %s: %w", id, err)
+	if err := s.commit(restore, jumps, old); err != nil {
+		return fmt.Errorf("undo %s from process %d: %w; nothing was changed", id, pid, err)
+	}
+	// No thread is in the new code and nothing jumps there any more: the
+	// process may run while the memory is given back.
+	if err := s.p.ResumeExcept(s.worker); err != nil {
+		opt.logf("undo %s: resume: %v", id, err)
 	}
 	for _, g := range regions {
 		if err := s.munmap(g.Addr, g.Size); err != nil {

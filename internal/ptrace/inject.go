@@ -20,7 +20,34 @@ const (
 
 // ReadMem reads len(b) bytes at addr through /proc/PID/mem.
 func (p *Process) ReadMem(addr uint64, b []byte) error {
+	if f := p.rmem.Load(); f != nil && addr <= math.MaxInt64 {
+		if n, err := f.ReadAt(b, int64(addr)); err == nil && n == len(b) {
+			return nil
+		}
+	}
 	return p.do("read memory", func() error { return p.readMem(addr, b) })
+}
+
+// Write is one write of WriteMems.
+type Write struct {
+	Addr uint64
+	Data []byte
+}
+
+// WriteMems performs writes in order in one trip to the tracer thread and
+// returns how many completed.
+func (p *Process) WriteMems(ws []Write) (int, error) {
+	done := 0
+	err := p.do("write memory", func() error {
+		for _, w := range ws {
+			if err := p.writeMem(w.Addr, w.Data); err != nil {
+				return err
+			}
+			done++
+		}
+		return nil
+	})
+	return done, err
 }
 
 // WriteMem writes b at addr through /proc/PID/mem. Unlike
@@ -115,12 +142,18 @@ func (p *Process) scratch() (uint64, error) {
 }
 
 // workThread picks the thread injected code runs on: the leader if it is
-// attached and stopped, else the first stopped thread.
+// attached and stopped, else the first stopped thread. Other threads may
+// run (after ResumeExcept): the scratch code sits at the program's entry
+// point, which no running thread ever executes again.
 func (p *Process) workThread(op string) (*thread, error) {
-	if err := p.allStopped(op); err != nil {
-		return nil, err
+	tids := p.stoppedTids()
+	if len(tids) == 0 {
+		if err := p.allStopped(op); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("ptrace %s pid %d: no stopped thread (call Stop first)", op, p.pid)
 	}
-	return p.threads[p.stoppedTids()[0]], nil
+	return p.threads[tids[0]], nil
 }
 
 // allStopped checks that no thread runs: a running thread could reach an
@@ -220,6 +253,8 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 	if err != nil {
 		return 0, err
 	}
+	// After ResumeExcept the rest of the process runs and must keep running.
+	allStopped := p.allStopped(op) == nil
 	fail := func(err error) (uint64, error) { return 0, p.exitedErr(op, t.tid, err) }
 	scratch, err := p.scratch()
 	if err != nil {
@@ -262,7 +297,10 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 		restoreErr = err
 	}
 	// Threads the code created report their initial stop now.
-	settleErr := p.stopAll(time.Now().Add(stopTimeout))
+	var settleErr error
+	if allStopped {
+		settleErr = p.stopAll(time.Now().Add(stopTimeout))
+	}
 	switch {
 	case runErr != nil:
 		return 0, runErr

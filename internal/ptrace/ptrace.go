@@ -22,6 +22,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,9 +65,15 @@ type Process struct {
 	tracerTid int
 	threads   map[int]*thread
 	mem       *os.File // /proc/PID/task/memTid/mem
-	memTid    int
-	entry     uint64 // AT_ENTRY, cached; 0 until read
-	closed    bool
+	// rmem is a read-only handle any goroutine may read through without
+	// a round trip to the tracer thread (reads need no tracer).
+	rmem   atomic.Pointer[os.File]
+	memTid int
+	entry  uint64 // AT_ENTRY, cached; 0 until read
+	closed bool
+	// untracedClones: ResumeExcept turned off clone tracing on running
+	// threads; Stop must look for threads created since.
+	untracedClones bool
 }
 
 // thread is the tracer's view of one attached thread.
@@ -101,6 +108,19 @@ type pendingSig struct {
 // step fails, threads already attached are detached again, so the process
 // continues unchanged.
 func Attach(pid int) (*Process, error) {
+	p, err := newProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.do("attach", p.attach); err != nil {
+		p.do("attach", func() error { p.shutdown(); return nil })
+		return nil, err
+	}
+	return p, nil
+}
+
+// newProcess checks pid and starts the tracer thread.
+func newProcess(pid int) (*Process, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("ptrace attach pid %d: invalid pid", pid)
 	}
@@ -126,10 +146,6 @@ func Attach(pid int) (*Process, error) {
 	ready := make(chan int)
 	go p.serve(ready)
 	p.tracerTid = <-ready
-	if err := p.do("attach", p.attach); err != nil {
-		p.do("attach", func() error { p.shutdown(); return nil })
-		return nil, err
-	}
 	return p, nil
 }
 
@@ -183,7 +199,104 @@ func (p *Process) shutdown() {
 		p.mem.Close()
 		p.mem = nil
 	}
+	if f := p.rmem.Swap(nil); f != nil {
+		f.Close()
+	}
 	close(p.quit)
+}
+
+// AttachOne seizes every thread of process pid but stops only one: the
+// first thread blocked in a system call (holding it is invisible to the
+// program), else the leader. The rest runs on, so the caller can prepare
+// with Syscall on the stopped thread and stop the whole process with Stop
+// only for a moment. Threads created before Stop are found by Stop.
+func AttachOne(pid int) (*Process, error) {
+	p, err := newProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.do("attach", p.attachOne); err != nil {
+		p.do("attach", func() error { p.shutdown(); return nil })
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Process) attachOne() (err error) {
+	defer func() {
+		if err != nil {
+			p.detachAll()
+		}
+	}()
+	tids, err := listTasks(p.pid)
+	if err != nil {
+		return fmt.Errorf("ptrace attach pid %d: %w", p.pid, err)
+	}
+	p.untracedClones = true
+	for _, tid := range tids {
+		if _, err := p.seizeRunning(tid); err != nil {
+			return err
+		}
+	}
+	keep := 0
+	for _, tid := range tids {
+		if _, ok := p.threads[tid]; ok && inSyscall(p.pid, tid) {
+			keep = tid
+			break
+		}
+	}
+	if keep == 0 {
+		for _, tid := range tids {
+			if _, ok := p.threads[tid]; ok {
+				keep = tid
+				break
+			}
+		}
+	}
+	if keep == 0 {
+		return fmt.Errorf("ptrace attach pid %d: %w", p.pid, ErrExited)
+	}
+	t := p.threads[keep]
+	if err := ptrace(unix.PTRACE_INTERRUPT, keep, 0, 0); err != nil {
+		return fmt.Errorf("ptrace interrupt tid %d: %w", keep, err)
+	}
+	t.interrupted = true
+	deadline := time.Now().Add(stopTimeout)
+	for !t.stopped {
+		ev, err := p.waitAny([]int{keep}, deadline)
+		if err != nil {
+			return fmt.Errorf("ptrace attach pid %d: thread %d did not stop: %w", p.pid, keep, err)
+		}
+		p.absorb(ev)
+		if _, ok := p.threads[keep]; !ok {
+			return fmt.Errorf("ptrace attach pid %d: thread %d: %w", p.pid, keep, ErrExited)
+		}
+	}
+	return p.openMem()
+}
+
+// inSyscall reports whether a thread sleeps inside a system call.
+func inSyscall(pid, tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+	if err != nil || len(b) == 0 {
+		return false
+	}
+	f := string(b)
+	return f[0] >= '0' && f[0] <= '9'
+}
+
+// seizeRunning attaches one thread without stopping it and without
+// tracing its clones (see AttachOne).
+func (p *Process) seizeRunning(tid int) (bool, error) {
+	err := ptrace(unix.PTRACE_SEIZE, tid, 0, 0)
+	switch err {
+	case nil:
+		p.threads[tid] = &thread{tid: tid}
+		return true, nil
+	case unix.ESRCH:
+		return false, nil
+	}
+	return p.seize(tid) // reports EPERM (another tracer, zombie) as seize does
 }
 
 // attach seizes every thread, chasing threads created or ended meanwhile.
@@ -193,7 +306,18 @@ func (p *Process) attach() (err error) {
 			p.detachAll()
 		}
 	}()
-	deadline := time.Now().Add(attachTimeout)
+	if err := p.catchAll(time.Now().Add(attachTimeout)); err != nil {
+		return err
+	}
+	if len(p.threads) == 0 {
+		return fmt.Errorf("ptrace attach pid %d: %w", p.pid, ErrExited)
+	}
+	return p.openMem()
+}
+
+// catchAll seizes every thread not yet attached and stops them all,
+// chasing threads created or ended meanwhile.
+func (p *Process) catchAll(deadline time.Time) error {
 	for {
 		tids, err := listTasks(p.pid)
 		if err != nil {
@@ -227,10 +351,7 @@ func (p *Process) attach() (err error) {
 			return fmt.Errorf("ptrace attach pid %d: threads keep appearing: %w", p.pid, ErrTimeout)
 		}
 	}
-	if len(p.threads) == 0 {
-		return fmt.Errorf("ptrace attach pid %d: %w", p.pid, ErrExited)
-	}
-	return p.openMem()
+	return nil
 }
 
 // openMem opens the memory file through an attached thread: the leader's
@@ -251,6 +372,11 @@ func (p *Process) openMem() error {
 		p.mem.Close()
 	}
 	p.mem, p.memTid = f, tids[0]
+	if p.rmem.Load() == nil {
+		if r, err := os.Open(path); err == nil {
+			p.rmem.Store(r)
+		}
+	}
 	return nil
 }
 
@@ -361,6 +487,24 @@ func (p *Process) GetRegs(tid int) (unix.PtraceRegs, error) {
 	return r, err
 }
 
+// AllRegs returns the registers of every stopped thread, in one trip to
+// the tracer thread (the live patcher reads them all while the world is
+// stopped).
+func (p *Process) AllRegs() (map[int]unix.PtraceRegs, error) {
+	out := map[int]unix.PtraceRegs{}
+	err := p.do("getregs", func() error {
+		for _, tid := range p.stoppedTids() {
+			var r unix.PtraceRegs
+			if err := p.exitedErr("getregs", tid, p.getRegs(tid, &r)); err != nil {
+				return err
+			}
+			out[tid] = r
+		}
+		return nil
+	})
+	return out, err
+}
+
 // SetRegs sets the registers of a stopped thread.
 func (p *Process) SetRegs(tid int, r *unix.PtraceRegs) error {
 	if r == nil {
@@ -380,7 +524,17 @@ func (p *Process) SetRegs(tid int, r *unix.PtraceRegs) error {
 // dropped. It returns an error wrapping ErrExited if no thread is left.
 func (p *Process) Stop() error {
 	return p.do("stop", func() error {
-		if err := p.stopAll(time.Now().Add(stopTimeout)); err != nil {
+		if !p.untracedClones {
+			if err := p.stopAll(time.Now().Add(stopTimeout)); err != nil {
+				return fmt.Errorf("ptrace stop pid %d: %w", p.pid, err)
+			}
+			return nil
+		}
+		// After AttachOne or ResumeExcept new threads are not attached
+		// automatically: find them. Clone tracing stays off (every later
+		// Stop looks again), which spares a system call per thread while
+		// the process is stopped.
+		if err := p.catchAll(time.Now().Add(attachTimeout)); err != nil {
 			return fmt.Errorf("ptrace stop pid %d: %w", p.pid, err)
 		}
 		return nil
@@ -393,6 +547,35 @@ func (p *Process) Resume() error {
 	return p.do("resume", func() error {
 		var first error
 		for _, tid := range p.stoppedTids() {
+			if err := p.resumeThread(p.threads[tid]); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+}
+
+// ResumeExcept continues every stopped thread but keep, which stays
+// stopped so that Syscall and Call can run on it while the rest of the
+// process runs: the live patcher prepares new code this way and stops the
+// whole process only for the moment it checks stacks and writes jumps.
+func (p *Process) ResumeExcept(keep int) error {
+	return p.do("resume", func() error {
+		if _, err := p.stoppedThread("resume", keep); err != nil {
+			return err
+		}
+		var first error
+		for _, tid := range p.stoppedTids() {
+			if tid == keep {
+				continue
+			}
+			// Threads created while the process runs must not stop at
+			// birth waiting for us: stop tracing clones until Stop, which
+			// finds the new threads in /proc instead.
+			if err := ptrace(unix.PTRACE_SETOPTIONS, tid, 0, 0); err != nil && err != unix.ESRCH && first == nil {
+				first = fmt.Errorf("ptrace setoptions tid %d: %w", tid, err)
+			}
+			p.untracedClones = true
 			if err := p.resumeThread(p.threads[tid]); err != nil && first == nil {
 				first = err
 			}

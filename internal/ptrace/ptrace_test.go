@@ -697,3 +697,97 @@ func TestLeaderExitsWhileAttached(t *testing.T) {
 	}
 	pr.checkCounting(3)
 }
+
+// ResumeExcept keeps one thread for system calls while the rest of a
+// churning, thread-creating process runs on; Stop then catches every
+// thread again, including those created meanwhile.
+func TestResumeExcept(t *testing.T) {
+	bin := build(t, "threads")
+	pr := start(t, bin)
+	pr.waitFor("iter", 5*time.Second)
+	pid := pr.pid()
+	for round := 0; round < 10; round++ {
+		p, err := Attach(pid)
+		if err != nil {
+			t.Fatalf("round %d: Attach: %v", round, err)
+		}
+		t.Cleanup(func() { p.Detach() })
+		keep := p.Threads()[1] // a long-running worker, not the leader
+		if err := p.ResumeExcept(keep); err != nil {
+			t.Fatalf("round %d: ResumeExcept: %v", round, err)
+		}
+		if got := p.Threads(); len(got) != 1 || got[0] != keep {
+			t.Fatalf("round %d: stopped threads %v, want only %d", round, got, keep)
+		}
+		if s := threadState(pid, keep); s != "t (tracing stop)" {
+			t.Fatalf("round %d: kept thread state %q", round, s)
+		}
+		for i := 0; i < 3; i++ {
+			got, err := p.Syscall(unix.SYS_GETTID)
+			if err != nil || int(got) != keep {
+				t.Fatalf("round %d: gettid on the kept thread %d = %d, %v (stopped %v, pid %d)", round, keep, got, err, p.Threads(), pid)
+			}
+		}
+		if round == 0 {
+			pr.drain()
+			pr.waitFor("iter", 5*time.Second) // the rest of the process runs
+		}
+		if err := p.Stop(); err != nil {
+			t.Fatalf("round %d: Stop: %v", round, err)
+		}
+		all := tasks(t, pid)
+		if got := p.Threads(); len(got) != len(all) {
+			t.Fatalf("round %d: after Stop %d stopped, %d tasks", round, len(got), len(all))
+		}
+		if err := p.Detach(); err != nil {
+			t.Fatalf("round %d: Detach: %v", round, err)
+		}
+	}
+	pr.drain()
+	pr.waitFor("iter", 5*time.Second)
+}
+
+// AttachOne stops only one thread, preferring one blocked in a system
+// call, while a churning process runs on; Stop then catches every thread.
+func TestAttachOne(t *testing.T) {
+	bin := build(t, "threads")
+	pr := start(t, bin)
+	pr.waitFor("iter", 5*time.Second)
+	pid := pr.pid()
+	for round := 0; round < 10; round++ {
+		p, err := AttachOne(pid)
+		if err != nil {
+			t.Fatalf("round %d: AttachOne: %v", round, err)
+		}
+		t.Cleanup(func() { p.Detach() })
+		kept := p.Threads()
+		if len(kept) != 1 {
+			t.Fatalf("round %d: stopped threads %v, want one", round, kept)
+		}
+		got, err := p.Syscall(unix.SYS_GETTID)
+		if err != nil || int(got) != kept[0] {
+			t.Fatalf("round %d: gettid = %d, %v; kept %d", round, got, err, kept[0])
+		}
+		if round == 0 {
+			pr.drain()
+			pr.waitFor("iter", 5*time.Second) // the rest of the process runs
+		}
+		if err := p.Stop(); err != nil {
+			t.Fatalf("round %d: Stop: %v", round, err)
+		}
+		all := tasks(t, pid)
+		if got := p.Threads(); len(got) != len(all) {
+			t.Fatalf("round %d: after Stop %d stopped, %d tasks", round, len(got), len(all))
+		}
+		for _, tid := range all {
+			if s := threadState(pid, tid); s != "t (tracing stop)" {
+				t.Fatalf("round %d: tid %d state %q after Stop", round, tid, s)
+			}
+		}
+		if err := p.Detach(); err != nil {
+			t.Fatalf("round %d: Detach: %v", round, err)
+		}
+	}
+	pr.drain()
+	pr.waitFor("iter", 5*time.Second)
+}

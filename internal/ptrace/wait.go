@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -199,6 +200,7 @@ func isFault(tid, sig int) bool {
 
 // stopAll interrupts every running thread and waits for all to stop.
 func (p *Process) stopAll(deadline time.Time) error {
+	spinStart := time.Now()
 	for {
 		var running []int
 		for _, t := range p.threads {
@@ -221,6 +223,25 @@ func (p *Process) stopAll(deadline time.Time) error {
 			return nil
 		}
 		sort.Ints(running)
+		// Collect every stop already reported before waiting: the live
+		// patcher's pause is mostly this loop.
+		got := 0
+		for _, tid := range running {
+			var ws unix.WaitStatus
+			if n, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil); err == nil && n == tid {
+				p.absorb(event{tid: tid, ws: ws})
+				got++
+			}
+		}
+		if got > 0 {
+			continue
+		}
+		// Stops after PTRACE_INTERRUPT come within microseconds: poll
+		// without sleeping for a moment before waitAny's back-off.
+		if time.Since(spinStart) < 300*time.Microsecond {
+			runtime.Gosched()
+			continue
+		}
 		ev, err := p.waitAny(running, deadline)
 		if err != nil {
 			return fmt.Errorf("%d threads did not stop: %w", len(running), err)

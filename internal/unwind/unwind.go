@@ -112,6 +112,7 @@ type Unwinder struct {
 
 	mu   sync.Mutex
 	mods map[string]*module // by dev+inode+path, or "[vdso]@start"
+	rows map[uint64]row     // evaluated CFI by pc; never mutated once made
 }
 
 // New returns an Unwinder for process pid, whose memory map is maps and
@@ -121,7 +122,40 @@ type Unwinder struct {
 func New(pid int, maps []procfs.Mapping, mem Memory) *Unwinder {
 	ms := append([]procfs.Mapping(nil), maps...)
 	sort.SliceStable(ms, func(i, j int) bool { return ms[i].Start < ms[j].Start })
-	return &Unwinder{pid: pid, maps: ms, mem: mem, mods: map[string]*module{}}
+	return &Unwinder{pid: pid, maps: ms, mem: mem, mods: map[string]*module{}, rows: map[uint64]row{}}
+}
+
+// row is the CFI row that holds at one pc.
+type row struct {
+	fde     *frame.FrameDescriptionEntry
+	name    string
+	fctx    *frame.FrameContext
+	undefRA bool
+}
+
+// rowFor finds and evaluates the CFI for pc, memoised: threads of one
+// process mostly stand at the same few places (the same sleeping call
+// chain), and the live patcher unwinds them all while the world is stopped.
+func (u *Unwinder) rowFor(pc uint64) (row, error) {
+	u.mu.Lock()
+	r, ok := u.rows[pc]
+	u.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	fde, bias, name, err := u.fdeFor(pc)
+	r = row{fde: fde, name: name}
+	if err != nil {
+		return r, err
+	}
+	r.fctx, r.undefRA, err = establish(fde, pc-bias)
+	if err != nil {
+		return r, err
+	}
+	u.mu.Lock()
+	u.rows[pc] = r
+	u.mu.Unlock()
+	return r, nil
 }
 
 // mapping returns the mapping containing addr.
@@ -169,11 +203,8 @@ func (u *Unwinder) Unwind(regs *unix.PtraceRegs, max int) ([]Frame, error) {
 		if !exact {
 			lookup = pc - 1
 		}
-		fde, bias, name, err := u.fdeFor(lookup)
-		if err != nil {
-			return append(frames, Frame{PC: pc}), incomplete(pc, name, "%v", err)
-		}
-		fctx, undefRA, err := establish(fde, lookup-bias)
+		r, err := u.rowFor(lookup)
+		fde, name, fctx, undefRA := r.fde, r.name, r.fctx, r.undefRA
 		if err != nil {
 			return append(frames, Frame{PC: pc}), incomplete(pc, name, "%v", err)
 		}
