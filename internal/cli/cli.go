@@ -47,7 +47,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(stderr, "livesplice: %s\n", oneLine(err.Error()))
+	if strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown shorthand flag") {
+		err = usageError{err}
+	}
+	msg := oneLine(err.Error())
+	if errors.Is(err, unix.EPERM) && !errors.Is(err, ptrace.ErrTraced) {
+		msg += " (run as root, or as the process's owner where /proc/sys/kernel/yama/ptrace_scope allows ptrace)"
+	}
+	fmt.Fprintf(stderr, "livesplice: %s\n", msg)
 	return ExitCode(err)
 }
 
