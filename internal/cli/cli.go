@@ -204,7 +204,7 @@ func undoCmd() *cobra.Command {
 // ShowJSON is the stable --json output of show.
 type ShowJSON struct {
 	Pid     int             `json:"pid"`
-	Updates []state.Applied `json:"updates"`
+	Updates []process.Shown `json:"updates"`
 }
 
 func showCmd(stdout io.Writer) *cobra.Command {
@@ -218,23 +218,23 @@ func showCmd(stdout io.Writer) *cobra.Command {
 			if pid <= 0 {
 				return usageError{errors.New("show: --pid PID is required")}
 			}
-			rec, err := process.Show(pid)
+			shown, err := process.Show(pid)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				out := ShowJSON{Pid: pid, Updates: rec.Updates}
-				if out.Updates == nil {
-					out.Updates = []state.Applied{}
-				}
-				return writeJSON(stdout, out)
+				return writeJSON(stdout, ShowJSON{Pid: pid, Updates: shown})
 			}
-			for _, u := range rec.Updates {
+			for _, u := range shown {
 				names := make([]string, 0, len(u.Funcs))
 				for _, f := range u.Funcs {
 					names = append(names, f.Name)
 				}
-				fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\n", u.ID, u.AppliedAt, u.Target, strings.Join(names, ","))
+				status := u.Status
+				if u.Status != state.StatusApplied || u.Running != "new" {
+					status += " (interrupted; running " + u.Running + " code; the next apply or undo finishes it)"
+				}
+				fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\t%s\n", u.ID, status, u.AppliedAt, strings.Join(u.Targets, ","), strings.Join(names, ","))
 			}
 			return nil
 		},

@@ -13,6 +13,7 @@ import (
 
 	"livesplice/internal/amd64"
 	"livesplice/internal/elfsym"
+	"livesplice/internal/fault"
 	"livesplice/internal/ptrace"
 	"livesplice/internal/runpre"
 	"livesplice/internal/state"
@@ -51,6 +52,7 @@ func Apply(pid int, f *update.File, opt Options) error {
 	if _, a := s.rec.Find(f.ID); a != nil {
 		return fmt.Errorf("update %s: %w to process %d", f.ID, ErrAlreadyApplied, pid)
 	}
+	fault.Point("apply:attached")
 	var plans []*plan
 	rollback := func() {
 		for _, p := range plans {
@@ -82,36 +84,84 @@ func Apply(pid int, f *update.File, opt Options) error {
 		rollback()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
+	// Journal the new regions first: a livesplice killed from here on
+	// leaves a record that the next command uses to clean up.
+	a := state.Applied{ID: f.ID, Status: state.StatusPreparing, AppliedAt: time.Now().UTC().Format(time.RFC3339)}
+	deps := map[string]bool{}
+	for _, p := range plans {
+		a.Targets = append(a.Targets, p.applied.Targets...)
+		a.Regions = append(a.Regions, p.applied.Regions...)
+		a.Flags = append(a.Flags, p.applied.Flags...)
+		a.Funcs = append(a.Funcs, p.applied.Funcs...)
+		a.Defs = append(a.Defs, p.applied.Defs...)
+		for d := range p.deps {
+			deps[d] = true
+		}
+	}
+	for d := range deps {
+		a.DependsOn = append(a.DependsOn, d)
+	}
+	sort.Strings(a.DependsOn)
+	old := &state.Record{Updates: slices.Clone(s.rec.Updates)}
+	s.rec.Updates = append(s.rec.Updates, a)
+	last := len(s.rec.Updates) - 1
+	if err := s.writeState(); err != nil {
+		s.rec = old
+		rollback()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
+	fault.Point("apply:prepared")
 	u := s.unwinder()
 	opt.logf("matched and placed the new code in %v", time.Since(t0))
 	start := time.Now()
+	undoPrepared := func() {
+		s.rec = old
+		s.writeState()
+		rollback()
+	}
 	if err := s.stopWorld(); err != nil {
-		rollback()
+		undoPrepared()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
+	fault.Point("apply:stopped")
 	if err := s.waitSafe(u, spans); err != nil {
-		rollback()
+		undoPrepared()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
-	// Every thread is stopped and outside the old code: redirect it and
-	// record it, in one trip to the tracer.
-	old := &state.Record{Updates: slices.Clone(s.rec.Updates)}
-	var jumps, saved []ptrace.Write
-	for _, p := range plans {
-		for _, fp := range p.applied.Funcs {
-			jumps = append(jumps, ptrace.Write{Addr: fp.Addr, Data: fp.Jump})
-			saved = append(saved, ptrace.Write{Addr: fp.Addr, Data: fp.Saved})
-		}
-		p.applied.ID = f.ID
-		p.applied.AppliedAt = time.Now().UTC().Format(time.RFC3339)
-		for d := range p.deps {
-			p.applied.DependsOn = append(p.applied.DependsOn, d)
-		}
-		sort.Strings(p.applied.DependsOn)
-		s.rec.Updates = append(s.rec.Updates, p.applied)
+	// Every thread is stopped and outside the old code. Redirect the
+	// entries to the gates (no change in behaviour), then set the commit
+	// flags: the moment the new code runs. Journal before and after.
+	s.rec.Updates[last].Status = state.StatusCommitting
+	committing, err := s.stateWrites()
+	if err != nil {
+		undoPrepared()
+		return err
 	}
-	if err := s.commit(jumps, saved, old); err != nil {
-		rollback()
+	s.rec.Updates[last].Status = state.StatusApplied
+	applied, err := s.stateWrites()
+	if err != nil {
+		undoPrepared()
+		return err
+	}
+	var entries []ptrace.Write
+	for _, fp := range a.Funcs {
+		entries = append(entries, ptrace.Write{Addr: fp.Addr, Data: fp.Jump})
+	}
+	steps := []step{
+		{"apply:committing", committing},
+		{"apply:entry", entries},
+		{"apply:flipped", flagWrites(a.Flags, 1)},
+		{"apply:recorded", applied},
+	}
+	if err := s.run(steps); err != nil {
+		// Put everything back as it was: flags, entries, record, regions.
+		var back []ptrace.Write
+		back = append(back, flagWrites(a.Flags, 0)...)
+		for _, fp := range a.Funcs {
+			back = append(back, ptrace.Write{Addr: fp.Addr, Data: fp.Saved})
+		}
+		s.p.WriteMems(back)
+		undoPrepared()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
 	s.detach()
@@ -183,6 +233,7 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 	// executable at once.
 	p.offsets = make([]uint64, len(t.Sections))
 	var size [3]uint64
+	size[1] = 8 // the commit flag byte, first in the read-only part
 	part := func(k string) int {
 		switch k {
 		case update.KindText:
@@ -216,6 +267,12 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 	for _, k := range sortedKeys(stubs) {
 		stubs[k] = size[0]
 		size[0] += amd64.StubSize
+	}
+	gateOff := size[0]
+	for _, fn := range t.Functions {
+		if fn.Status == update.StatusReplaced {
+			size[0] += amd64.GateStubSize
+		}
 	}
 	size[1] = alignUp(size[1], 8)
 	for _, k := range sortedKeys(gots) {
@@ -280,6 +337,49 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 			}
 		}
 	}
+	// Entries: each replaced function's first bytes will jump to a gate
+	// stub that runs the new code once the update's flag is set, and the
+	// old code (its displaced first instructions, then the rest) until
+	// then. Decided now, written once every thread is out of the way.
+	flag := addr + p.partOff[1]
+	p.applied = state.Applied{Targets: []string{mod.path}, Regions: []state.Region{p.region}, Flags: []uint64{flag}}
+	for i, sec := range t.Sections {
+		for _, d := range sec.Defs {
+			p.applied.Defs = append(p.applied.Defs, state.Def{Name: d.Name, File: d.File, Addr: secAddr(i) + d.Offset, Size: d.Size, Func: d.Func})
+		}
+	}
+	gate := gateOff
+	for i, fn := range t.Functions {
+		if fn.Status != update.StatusReplaced {
+			continue
+		}
+		m := match.Funcs[i]
+		to := secAddr(fn.Section)
+		stubAddr := addr + gate
+		jump := amd64.Jump(m.Addr, stubAddr)
+		code := make([]byte, m.Size)
+		if err := s.p.ReadMem(m.Addr, code); err != nil {
+			return p, fmt.Errorf("read %s: %w", fn.Name, err)
+		}
+		n, err := amd64.Displaced(code, len(jump))
+		if err != nil {
+			return p, fmt.Errorf("%s (%d bytes): %w", fn.Name, m.Size, err)
+		}
+		if off, bad := amd64.BranchesInto(code, m.Addr, 0, n); bad {
+			return p, fmt.Errorf("%s: %w: the instruction at +%#x branches into its first %d bytes", fn.Name, amd64.ErrNotSpliceable, off, n)
+		}
+		stub, err := amd64.GateStub(stubAddr, flag, to, m.Addr, code[:n])
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", fn.Name, err)
+		}
+		copy(p.images[0][gate:], stub)
+		gate += amd64.GateStubSize
+		if o := s.rec.Owner(m.Addr); o != nil {
+			p.deps[o.ID] = true
+		}
+		p.applied.Funcs = append(p.applied.Funcs, state.Patched{Name: fn.Name, File: fn.File, Addr: m.Addr, Size: m.Size,
+			Stub: stubAddr, New: to, NewSize: fn.Size, Saved: append([]byte{}, code[:len(jump)]...), Jump: jump})
+	}
 	for k, img := range p.images {
 		if len(img) > 0 {
 			if err := s.p.WriteMem(addr+p.partOff[k], img); err != nil {
@@ -294,33 +394,6 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 		return p, fmt.Errorf("mprotect new data: %w", err)
 	}
 
-	// Trampolines: decided now, written once every thread is out of the way.
-	p.applied = state.Applied{Target: mod.path, Regions: []state.Region{p.region}}
-	for i, sec := range t.Sections {
-		for _, d := range sec.Defs {
-			p.applied.Defs = append(p.applied.Defs, state.Def{Name: d.Name, File: d.File, Addr: secAddr(i) + d.Offset, Size: d.Size, Func: d.Func})
-		}
-	}
-	for i, fn := range t.Functions {
-		if fn.Status != update.StatusReplaced {
-			continue
-		}
-		m := match.Funcs[i]
-		to := secAddr(fn.Section)
-		jump := amd64.Jump(m.Addr, to)
-		if uint64(len(jump)) > m.Size {
-			return p, fmt.Errorf("%s is %d bytes long, too short for a %d-byte jump", fn.Name, m.Size, len(jump))
-		}
-		saved := make([]byte, len(jump))
-		if err := s.p.ReadMem(m.Addr, saved); err != nil {
-			return p, fmt.Errorf("read %s: %w", fn.Name, err)
-		}
-		if o := s.rec.Owner(m.Addr); o != nil {
-			p.deps[o.ID] = true
-		}
-		p.applied.Funcs = append(p.applied.Funcs, state.Patched{Name: fn.Name, File: fn.File, Addr: m.Addr, Size: m.Size,
-			New: to, NewSize: fn.Size, Saved: saved, Jump: jump})
-	}
 	return p, nil
 }
 

@@ -9,11 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"livesplice/internal/fault"
 	"livesplice/internal/procfs"
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
@@ -82,6 +82,10 @@ func attach(pid int, opt Options) (*session, error) {
 		p.Detach()
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
+	if err := s.recoverInterrupted(); err != nil {
+		p.Detach()
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
 	return s, nil
 }
 
@@ -147,44 +151,69 @@ func (s *session) ensureState(scratch uint64) error {
 	return nil
 }
 
-// commit writes code (trampolines written or removed) and then the
-// current record, in one trip to the tracer while every thread is
-// stopped. On failure it writes revert for the code already changed and
-// the old record back, so the target is as it was.
-func (s *session) commit(code, revert []ptrace.Write, old *state.Record) error {
-	b, err := state.Encode(s.rec)
-	if err != nil {
-		s.rec = old
+// step is a group of writes of a commit and the fault point after it.
+type step struct {
+	point  string
+	writes []ptrace.Write
+}
+
+// run performs the steps' writes in order, in one trip to the tracer. A
+// fault-injection build writes them one by one instead and may die after
+// any single write ("point:K" after the K-th write of a step, from 1, and
+// "point" after the whole step).
+func (s *session) run(steps []step) error {
+	if !fault.Enabled {
+		var all []ptrace.Write
+		for _, st := range steps {
+			all = append(all, st.writes...)
+		}
+		_, err := s.p.WriteMems(all)
 		return err
 	}
-	ws := append(slices.Clone(code),
-		ptrace.Write{Addr: s.stateAddr + state.HeaderSize, Data: b[state.HeaderSize:]},
-		ptrace.Write{Addr: s.stateAddr, Data: b[:state.HeaderSize]})
-	n, err := s.p.WriteMems(ws)
-	if err == nil {
-		return nil
+	for _, st := range steps {
+		for k, w := range st.writes {
+			if _, err := s.p.WriteMems([]ptrace.Write{w}); err != nil {
+				return err
+			}
+			fault.Point(fmt.Sprintf("%s:%d", st.point, k+1))
+		}
+		fault.Point(st.point)
 	}
-	s.p.WriteMems(revert[:min(n, len(code))])
-	s.rec = old
-	if n > len(code) {
-		s.writeState()
+	return nil
+}
+
+// flagWrites sets every commit flag to v.
+func flagWrites(flags []uint64, v byte) []ptrace.Write {
+	var out []ptrace.Write
+	for _, f := range flags {
+		out = append(out, ptrace.Write{Addr: f, Data: []byte{v}})
 	}
-	return fmt.Errorf("write code and state record: %w", err)
+	return out
+}
+
+// stateWrites encodes the current record as the two writes that store it:
+// the body first, then the header, so that a reader never sees a header
+// promising a body not yet written.
+func (s *session) stateWrites() ([]ptrace.Write, error) {
+	b, err := state.Encode(s.rec)
+	if err != nil {
+		return nil, err
+	}
+	if s.stateAddr == 0 {
+		return nil, fmt.Errorf("state record: no mapping")
+	}
+	return []ptrace.Write{
+		{Addr: s.stateAddr + state.HeaderSize, Data: b[state.HeaderSize:]},
+		{Addr: s.stateAddr, Data: b[:state.HeaderSize]},
+	}, nil
 }
 
 // writeState stores the record in the target.
 func (s *session) writeState() error {
-	b, err := state.Encode(s.rec)
+	ws, err := s.stateWrites()
 	if err != nil {
 		return err
 	}
-	if s.stateAddr == 0 {
-		return fmt.Errorf("state record: no mapping")
-	}
-	// The body first, the header last: a reader never sees a header that
-	// promises a body not yet written.
-	if err := s.p.WriteMem(s.stateAddr+state.HeaderSize, b[state.HeaderSize:]); err != nil {
-		return fmt.Errorf("state record: %w", err)
-	}
-	return s.p.WriteMem(s.stateAddr, b[:state.HeaderSize])
+	_, err = s.p.WriteMems(ws)
+	return err
 }

@@ -67,21 +67,50 @@ func (p procMem) ReadMem(addr uint64, b []byte) error {
 	return nil
 }
 
+// Shown is one update as show reports it: the record, and what the
+// program really runs according to the update's commit flags.
+type Shown struct {
+	state.Applied
+	Running string `json:"running"` // "new", "old", or "mixed" (objects of one update flipped apart)
+}
+
 // Show returns the updates applied to a process, oldest first, read from
-// the record inside it. The process is not stopped.
-func Show(pid int) (*state.Record, error) {
+// the record inside it, each with what its commit flags say the program
+// runs. The process is not stopped.
+func Show(pid int) ([]Shown, error) {
+	rec, mem, err := show(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer mem.f.Close()
+	out := []Shown{}
+	for _, a := range rec.Updates {
+		set, total := flags(mem, a)
+		running := "mixed"
+		switch set {
+		case total:
+			running = "new"
+		case 0:
+			running = "old"
+		}
+		out = append(out, Shown{Applied: a, Running: running})
+	}
+	return out, nil
+}
+
+func show(pid int) (*state.Record, procMem, error) {
 	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+		return nil, procMem{}, fmt.Errorf("process %d: %w", pid, err)
 	}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+		return nil, procMem{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	defer f.Close()
 	r, _, err := readState(procMem{f}, maps)
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+		f.Close()
+		return nil, procMem{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	return r, nil
+	return r, procMem{f}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"livesplice/internal/fault"
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
 )
@@ -16,6 +17,7 @@ func Undo(pid int, id string, opt Options) error {
 		return err
 	}
 	defer s.detach()
+	fault.Point("undo:attached")
 	idx, a := s.rec.Find(id)
 	if a == nil {
 		return fmt.Errorf("undo %s: %w to process %d", id, ErrNotApplied, pid)
@@ -31,40 +33,151 @@ func Undo(pid int, id string, opt Options) error {
 			return fmt.Errorf("undo %s: read %s: %w", id, f.Name, err)
 		}
 		if !bytes.Equal(cur, f.Jump) {
-			return fmt.Errorf("undo %s: the trampoline of %s at %#x was changed by something else; nothing was changed", id, f.Name, f.Addr)
+			return fmt.Errorf("undo %s: the entry of %s at %#x was changed by something else; nothing was changed", id, f.Name, f.Addr)
 		}
 	}
+	return s.remove(idx, "undo")
+}
+
+// remove takes update idx of the record out, whatever its status: the
+// undo of an applied update, or the clean-up of an interrupted apply or
+// undo. With every thread stopped and none in the update's code or gates,
+// it clears the commit flags (the moment the old code runs again),
+// restores the entries, then gives the memory back and drops the record.
+func (s *session) remove(idx int, op string) error {
+	a := s.rec.Updates[idx]
 	var spans []span
 	for _, g := range a.Regions {
-		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + id})
+		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + a.ID})
 	}
 	u := s.unwinder()
 	if err := s.stopWorld(); err != nil {
-		return fmt.Errorf("undo %s from process %d: %w; nothing was changed", id, pid, err)
+		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
 	}
+	fault.Point(op + ":stopped")
 	if err := s.waitSafe(u, spans); err != nil {
-		return fmt.Errorf("undo %s from process %d: %w; nothing was changed", id, pid, err)
+		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
 	}
-	old := &state.Record{Updates: slices.Clone(s.rec.Updates)}
-	var restore, jumps []ptrace.Write
+	prev := a.Status
+	s.rec.Updates[idx].Status = state.StatusUndoing
+	undoing, err := s.stateWrites()
+	if err != nil {
+		s.rec.Updates[idx].Status = prev
+		return err
+	}
+	var restore []ptrace.Write
 	for i := len(a.Funcs) - 1; i >= 0; i-- {
 		f := a.Funcs[i]
-		restore = append(restore, ptrace.Write{Addr: f.Addr, Data: f.Saved})
-		jumps = append(jumps, ptrace.Write{Addr: f.Addr, Data: f.Jump})
+		// Only entries that still hold our jump: an interrupted apply may
+		// not have written them all.
+		cur := make([]byte, len(f.Jump))
+		if s.p.ReadMem(f.Addr, cur) == nil && bytes.Equal(cur, f.Jump) {
+			restore = append(restore, ptrace.Write{Addr: f.Addr, Data: f.Saved})
+		}
 	}
-	regions := a.Regions
-	s.rec.Updates = slices.Delete(s.rec.Updates, idx, idx+1)
-	if err := s.commit(restore, jumps, old); err != nil {
-		return fmt.Errorf("undo %s from process %d: %w; nothing was changed", id, pid, err)
+	steps := []step{
+		{op + ":undoing", undoing},
+		{op + ":flipped", s.mappedFlags(a, 0)},
+		{op + ":entry", restore},
 	}
-	// No thread is in the new code and nothing jumps there any more: the
-	// process may run while the memory is given back.
+	if err := s.run(steps); err != nil {
+		// Back to applied: entries to the gates, flags as they were.
+		var back []ptrace.Write
+		for _, f := range a.Funcs {
+			back = append(back, ptrace.Write{Addr: f.Addr, Data: f.Jump})
+		}
+		if prev == state.StatusApplied {
+			back = append(back, s.mappedFlags(a, 1)...)
+		}
+		s.p.WriteMems(back)
+		s.rec.Updates[idx].Status = prev
+		s.writeState()
+		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
+	}
+	// Nothing runs or enters the update's memory any more: let the process
+	// go on while the memory is given back, then drop the record.
 	if err := s.p.ResumeExcept(s.worker); err != nil {
-		opt.logf("undo %s: resume: %v", id, err)
+		s.opt.logf("%s %s: resume: %v", op, a.ID, err)
 	}
-	for _, g := range regions {
-		if err := s.munmap(g.Addr, g.Size); err != nil {
-			opt.logf("undo %s: unmap %#x: %v", id, g.Addr, err)
+	for _, g := range a.Regions {
+		if s.ours(g) {
+			if err := s.munmap(g.Addr, g.Size); err != nil {
+				s.opt.logf("%s %s: unmap %#x: %v", op, a.ID, g.Addr, err)
+			}
+		}
+	}
+	fault.Point(op + ":unmapped")
+	s.rec.Updates = slices.Delete(s.rec.Updates, idx, idx+1)
+	if err := s.writeState(); err != nil {
+		return fmt.Errorf("%s %s: %w", op, a.ID, err)
+	}
+	fault.Point(op + ":recorded")
+	return nil
+}
+
+// ours reports whether a region is still mapped as livesplice left it: an
+// anonymous mapping starting at its address and ending inside it (the
+// clean-up after a crash must never unmap memory the program reused).
+func (s *session) ours(g state.Region) bool {
+	for _, m := range s.maps {
+		if m.Start == g.Addr {
+			return m.Path == "" && m.Inode == 0 && m.End <= g.Addr+g.Size
+		}
+	}
+	return false
+}
+
+// mappedFlags sets the update's flags that are still mapped to v.
+func (s *session) mappedFlags(a state.Applied, v byte) []ptrace.Write {
+	var live []uint64
+	for _, f := range a.Flags {
+		var b [1]byte
+		if s.p.ReadMem(f, b[:]) == nil {
+			live = append(live, f)
+		}
+	}
+	return flagWrites(live, v)
+}
+
+// flags reads an update's commit flags: how many are set, of how many.
+func flags(mem memReader, a state.Applied) (set, total int) {
+	for _, f := range a.Flags {
+		var b [1]byte
+		if mem.ReadMem(f, b[:]) == nil && b[0] == 1 {
+			set++
+		}
+		total++
+	}
+	return set, total
+}
+
+// recoverInterrupted finishes or rolls back what an earlier livesplice
+// left in flight (it was killed, or lost its terminal), before anything
+// else touches the process. The commit flags tell what the program runs.
+func (s *session) recoverInterrupted() error {
+	for i := 0; i < len(s.rec.Updates); i++ {
+		a := s.rec.Updates[i]
+		if a.Status == state.StatusApplied {
+			continue
+		}
+		set, total := flags(s.p, a)
+		if set == total && total > 0 && (a.Status == state.StatusCommitting || a.Status == state.StatusUndoing) {
+			// The flip happened (apply) or had not yet (undo): the new
+			// code runs, so the update is applied.
+			s.opt.logf("recovery: %s was interrupted while %s; it is applied", a.ID, a.Status)
+			s.rec.Updates[i].Status = state.StatusApplied
+			if err := s.writeState(); err != nil {
+				return fmt.Errorf("recover %s: %w", a.ID, err)
+			}
+			continue
+		}
+		s.opt.logf("recovery: %s was interrupted while %s; taking it out", a.ID, a.Status)
+		if err := s.remove(i, "recover"); err != nil {
+			return fmt.Errorf("recover interrupted %s: %w", a.ID, err)
+		}
+		i--
+		if err := s.refresh(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -36,10 +36,23 @@ type Record struct {
 	Updates []Applied `json:"updates"`
 }
 
+// Statuses of an update in the record. Only "applied" is at rest; the
+// others journal an operation in flight, which the next livesplice command
+// on the process finishes or rolls back. Whether the new code runs is
+// decided by the update's commit flag byte in the target alone.
+const (
+	StatusPreparing  = "preparing"  // region mapped, nothing reachable
+	StatusCommitting = "committing" // entries being redirected to stubs; flag flips last
+	StatusApplied    = "applied"
+	StatusUndoing    = "undoing" // flag cleared (or about to be), entries being restored
+)
+
 // Applied is one update applied to the process.
 type Applied struct {
 	ID        string    `json:"id"`
-	Target    string    `json:"target"` // path of the patched object as mapped
+	Status    string    `json:"status"`
+	Flags     []uint64  `json:"flags"`   // commit flag bytes, one per target object: 1 = new code runs
+	Targets   []string  `json:"targets"` // paths of the patched objects as mapped
 	AppliedAt string    `json:"applied_at"`
 	Regions   []Region  `json:"regions"` // memory holding the update's code and data
 	Funcs     []Patched `json:"funcs"`
@@ -83,10 +96,11 @@ type Patched struct {
 	File    string `json:"file,omitempty"`
 	Addr    uint64 `json:"addr"` // where the trampoline is written
 	Size    uint64 `json:"size"` // size of the code at Addr
+	Stub    uint64 `json:"stub"` // the gate the entry jumps to
 	New     uint64 `json:"new"`  // address of the replacement
 	NewSize uint64 `json:"new_size"`
-	Saved   []byte `json:"saved"` // bytes the trampoline replaced
-	Jump    []byte `json:"jump"`  // the trampoline
+	Saved   []byte `json:"saved"` // bytes the entry jump replaced
+	Jump    []byte `json:"jump"`  // the entry jump, to Stub
 }
 
 // Find returns the applied update with this id.

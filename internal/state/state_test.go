@@ -6,7 +6,7 @@ import (
 )
 
 func TestRoundTrip(t *testing.T) {
-	r := &Record{Updates: []Applied{{ID: "a", Target: "/bin/x", Regions: []Region{{Addr: 0x1000, Size: 0x2000, Text: 16}},
+	r := &Record{Updates: []Applied{{ID: "a", Targets: []string{"/bin/x"}, Regions: []Region{{Addr: 0x1000, Size: 0x2000, Text: 16}},
 		Funcs: []Patched{{Name: "f", Addr: 0x500, New: 0x1000, Saved: []byte{1, 2, 3, 4, 5}, Jump: []byte{0xe9, 0, 0, 0, 0}}}}}}
 	b, err := Encode(r)
 	if err != nil {

@@ -1,0 +1,154 @@
+package amd64
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// ErrNotSpliceable is wrapped when a function's first bytes cannot be
+// moved into a stub.
+var ErrNotSpliceable = errors.New("function entry cannot be redirected")
+
+// GateStubSize is the room a gated stub needs at most.
+const GateStubSize = 64
+
+// Displaced returns how many bytes of whole instructions at the start of
+// code (running at addr) cover at least need bytes.
+func Displaced(code []byte, need int) (int, error) {
+	n := 0
+	for n < need {
+		if n >= len(code) {
+			return 0, fmt.Errorf("%w: shorter than a %d-byte jump", ErrNotSpliceable, need)
+		}
+		inst, err := x86asm.Decode(code[n:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: cannot decode at +%#x: %v", ErrNotSpliceable, n, err)
+		}
+		n += inst.Len
+	}
+	return n, nil
+}
+
+// BranchesInto reports the first instruction of code (a whole function
+// running at addr) that branches to a place strictly inside (addr+lo,
+// addr+hi): a jump written over those bytes would be entered in its middle.
+func BranchesInto(code []byte, addr uint64, lo, hi int) (int, bool) {
+	for off := 0; off < len(code); {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil {
+			off++ // data or padding: keep scanning
+			continue
+		}
+		for _, a := range inst.Args {
+			if rel, ok := a.(x86asm.Rel); ok {
+				to := int64(off) + int64(inst.Len) + int64(rel)
+				if to > int64(lo) && to < int64(hi) {
+					return off, true
+				}
+			}
+		}
+		off += inst.Len
+	}
+	return 0, false
+}
+
+// Relocate copies whole instructions that ran at from so that they run at
+// to: PC-relative operands and branches keep their targets; short branches
+// become long ones.
+func Relocate(code []byte, from, to uint64) ([]byte, error) {
+	var out []byte
+	for off := 0; off < len(code); {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cannot decode at +%#x: %v", ErrNotSpliceable, off, err)
+		}
+		raw := append([]byte{}, code[off:off+inst.Len]...)
+		oldEnd := from + uint64(off+inst.Len)
+		newAt := to + uint64(len(out))
+		if inst.PCRel == 0 {
+			out = append(out, raw...)
+			off += inst.Len
+			continue
+		}
+		var disp int64
+		switch inst.PCRel {
+		case 1:
+			disp = int64(int8(raw[inst.PCRelOff]))
+		case 4:
+			disp = int64(int32(binary.LittleEndian.Uint32(raw[inst.PCRelOff:])))
+		default:
+			return nil, fmt.Errorf("%w: %d-byte PC-relative field at +%#x", ErrNotSpliceable, inst.PCRel, off)
+		}
+		target := uint64(int64(oldEnd) + disp)
+		if inst.PCRel == 1 {
+			// A short branch: rebuild it with a 32-bit displacement.
+			var long []byte
+			switch {
+			case raw[0] == 0xeb:
+				long = []byte{0xe9, 0, 0, 0, 0}
+			case raw[0] >= 0x70 && raw[0] <= 0x7f:
+				long = []byte{0x0f, 0x80 + raw[0] - 0x70, 0, 0, 0, 0}
+			default:
+				return nil, fmt.Errorf("%w: %v at +%#x has no long form", ErrNotSpliceable, inst.Op, off)
+			}
+			d := int64(target) - int64(newAt+uint64(len(long)))
+			if d < math.MinInt32 || d > math.MaxInt32 {
+				return nil, fmt.Errorf("%w: branch at +%#x out of reach", ErrNotSpliceable, off)
+			}
+			binary.LittleEndian.PutUint32(long[len(long)-4:], uint32(int32(d)))
+			out = append(out, long...)
+			off += inst.Len
+			continue
+		}
+		d := int64(target) - int64(newAt+uint64(inst.Len))
+		if d < math.MinInt32 || d > math.MaxInt32 {
+			return nil, fmt.Errorf("%w: PC-relative operand at +%#x out of reach", ErrNotSpliceable, off)
+		}
+		binary.LittleEndian.PutUint32(raw[inst.PCRelOff:], uint32(int32(d)))
+		out = append(out, raw...)
+		off += inst.Len
+	}
+	return out, nil
+}
+
+// GateStub builds the code a redirected function's entry jumps to:
+//
+//	cmpb $0, flag(%rip)    ; the update's commit flag
+//	jne  newFn             ; committed: the new version
+//	<displaced>            ; not (yet, or any more): the old function's
+//	jmp  orig+len          ; first instructions, then the rest of it
+//
+// Writing entry jumps to such stubs changes no behaviour; one write of the
+// flag byte then switches every function of the update at once, so a
+// livesplice killed at any moment leaves all old or all new. Flags are
+// clobbered, which the ABI allows at a call.
+func GateStub(at, flag, newFn, orig uint64, displaced []byte) ([]byte, error) {
+	b := []byte{0x80, 0x3d, 0, 0, 0, 0, 0x00} // cmpb $0x0, disp32(%rip)
+	d := int64(flag) - int64(at+7)
+	if d < math.MinInt32 || d > math.MaxInt32 {
+		return nil, fmt.Errorf("commit flag out of reach of the stub")
+	}
+	binary.LittleEndian.PutUint32(b[2:], uint32(int32(d)))
+	jne := []byte{0x0f, 0x85, 0, 0, 0, 0}
+	d = int64(newFn) - int64(at+13)
+	if d < math.MinInt32 || d > math.MaxInt32 {
+		return nil, fmt.Errorf("new code out of reach of the stub")
+	}
+	binary.LittleEndian.PutUint32(jne[2:], uint32(int32(d)))
+	b = append(b, jne...)
+	moved, err := Relocate(displaced, orig, at+uint64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, moved...)
+	back := at + uint64(len(b))
+	b = append(b, Jump(back, orig+uint64(len(displaced)))...)
+	if len(b) > GateStubSize {
+		return nil, fmt.Errorf("%w: stub of %d bytes", ErrNotSpliceable, len(b))
+	}
+	return b, nil
+}

@@ -1,0 +1,99 @@
+package amd64
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// target decodes the PC-relative target of the instruction at the start of b
+// running at addr.
+func target(t *testing.T, b []byte, addr uint64) uint64 {
+	t.Helper()
+	inst, err := x86asm.Decode(b, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d int64
+	switch inst.PCRel {
+	case 1:
+		d = int64(int8(b[inst.PCRelOff]))
+	case 4:
+		d = int64(int32(binary.LittleEndian.Uint32(b[inst.PCRelOff:])))
+	default:
+		t.Fatalf("no PC-relative field in % x", b)
+	}
+	return uint64(int64(addr) + int64(inst.Len) + d)
+}
+
+func TestRelocateKeepsTargets(t *testing.T) {
+	const from, to = 0x401000, 0x10000000
+	cases := map[string][]byte{
+		"lea rip":   {0x48, 0x8d, 0x05, 0x10, 0, 0, 0}, // lea 0x10(%rip),%rax
+		"call":      {0xe8, 0x00, 0x01, 0, 0},          // call +0x100
+		"jmp short": {0xeb, 0x10},                      // jmp +0x10
+		"jcc short": {0x74, 0xf0},                      // je -0x10
+		"cmp rip":   {0x83, 0x3d, 0x20, 0, 0, 0, 0x05}, // cmpl $5,0x20(%rip)
+		"plain":     {0x55},                            // push %rbp
+	}
+	for name, code := range cases {
+		out, err := Relocate(code, from, to)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if name == "plain" {
+			if string(out) != string(code) {
+				t.Errorf("plain instruction changed: % x", out)
+			}
+			continue
+		}
+		if got, want := target(t, out, to), target(t, code, from); got != want {
+			t.Errorf("%s: target %#x after relocation, want %#x (% x)", name, got, want, out)
+		}
+	}
+	if _, err := Relocate([]byte{0xe3, 0x10}, from, to); !errors.Is(err, ErrNotSpliceable) { // jrcxz
+		t.Errorf("jrcxz: %v", err)
+	}
+}
+
+func TestDisplacedAndBranchesInto(t *testing.T) {
+	// push %rbp; mov %rsp,%rbp; sub $0x10,%rsp; ...
+	code := []byte{0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10, 0xc3}
+	if n, err := Displaced(code, 5); err != nil || n != 8 {
+		t.Fatalf("Displaced = %d, %v; want 8", n, err)
+	}
+	if _, err := Displaced([]byte{0x31, 0xc0, 0xc3}, 5); !errors.Is(err, ErrNotSpliceable) {
+		t.Fatalf("3-byte function: %v", err)
+	}
+	// a loop back to +1, inside the bytes a jump would cover
+	loop := []byte{0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xeb, 0xf9, 0xc3}
+	if off, ok := BranchesInto(loop, 0x1000, 0, 5); !ok || off != 6 {
+		t.Fatalf("BranchesInto = %d, %v", off, ok)
+	}
+	if _, ok := BranchesInto(code, 0x1000, 0, 5); ok {
+		t.Fatal("false branch found")
+	}
+}
+
+func TestGateStub(t *testing.T) {
+	const at, flag, newFn, orig = 0x7000, 0x8000, 0x9000, 0x1000
+	disp := []byte{0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10}
+	b, err := GateStub(at, flag, newFn, orig, disp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := target(t, b, at); got != flag {
+		t.Errorf("cmp reads %#x, want the flag %#x", got, flag)
+	}
+	if got := target(t, b[7:], at+7); got != newFn {
+		t.Errorf("jne goes to %#x, want %#x", got, newFn)
+	}
+	if string(b[13:21]) != string(disp) {
+		t.Errorf("displaced instructions changed: % x", b[13:21])
+	}
+	if got, ok := JumpTarget(at+21, b[21:]); !ok || got != orig+8 {
+		t.Errorf("jump back to %#x, want %#x", got, orig+8)
+	}
+}
