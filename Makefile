@@ -1,13 +1,25 @@
 # livesplice: make build test lint bench demo
 GO ?= go
 
-.PHONY: build test lint bench demo clean
+.PHONY: build test fuzz lint bench demo clean
+
+# Every parser of untrusted bytes, fuzzed briefly (found crashers land in testdata/fuzz/).
+FUZZ = ./internal/update:FuzzUnmarshal ./internal/state:FuzzDecode ./internal/unwind:FuzzUnwind \
+	./internal/objdiff:FuzzLoadObject ./internal/elfsym:FuzzLoad
+FUZZTIME ?= 5s
 
 build:
 	$(GO) build -o bin/livesplice ./cmd/livesplice
 
 test:
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 lint:
 	gofmt -l . | (! grep .)
