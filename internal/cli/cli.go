@@ -51,7 +51,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = usageError{err}
 	}
 	msg := oneLine(err.Error())
-	if errors.Is(err, unix.EPERM) && !errors.Is(err, ptrace.ErrTraced) {
+	if (errors.Is(err, unix.EPERM) || errors.Is(err, process.ErrNotPermitted)) && !errors.Is(err, ptrace.ErrTraced) {
 		msg += " (run as root, or as the process's owner where /proc/sys/kernel/yama/ptrace_scope allows ptrace)"
 	}
 	fmt.Fprintf(stderr, "livesplice: %s\n", msg)
@@ -76,7 +76,7 @@ func ExitCode(err error) int {
 		return ExitRefused
 	case errors.Is(err, process.ErrAlreadyApplied), errors.Is(err, process.ErrNotApplied), errors.Is(err, process.ErrDependent):
 		return ExitState
-	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM):
+	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM), errors.Is(err, process.ErrNotPermitted):
 		return ExitPermission
 	}
 	return ExitError
@@ -90,7 +90,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(createCmd(stderr), applyCmd(stderr), undoCmd(), showCmd(stdout), infoCmd(stdout))
+	root.AddCommand(createCmd(stderr), applyCmd(stdout, stderr), undoCmd(stdout, stderr), showCmd(stdout), infoCmd(stdout))
 	return root
 }
 
@@ -154,17 +154,50 @@ func createCmd(stderr io.Writer) *cobra.Command {
 	return c
 }
 
-func applyCmd(stderr io.Writer) *cobra.Command {
+// AllJSON is the stable --json output of apply --all and undo --all.
+type AllJSON struct {
+	Summary   string            `json:"summary"`
+	Processes []process.Outcome `json:"processes"`
+}
+
+// reportAll prints a fleet operation's outcome: failures and skips on
+// stderr, the summary on stdout (or everything as JSON), and fails if any
+// process failed.
+func reportAll(op string, outs []process.Outcome, asJSON bool, stdout, stderr io.Writer) error {
+	sum, failed := process.Summary(outs)
+	if asJSON {
+		if outs == nil {
+			outs = []process.Outcome{}
+		}
+		if err := writeJSON(stdout, AllJSON{Summary: sum, Processes: outs}); err != nil {
+			return err
+		}
+	} else {
+		for _, o := range outs {
+			if o.Result == "failed" || o.Result == "skipped" {
+				fmt.Fprintf(stderr, "livesplice: pid %d: %s: %s\n", o.Pid, o.Result, o.Reason)
+			}
+		}
+		fmt.Fprintln(stdout, sum)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%s --all: %d of %d processes failed", op, failed, len(outs))
+	}
+	return nil
+}
+
+func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 	var pid int
+	var all, asJSON bool
 	var opt process.Options
 	var verbose bool
 	c := &cobra.Command{
-		Use:   "apply --pid PID FILE",
-		Short: "Apply an update to a running process",
+		Use:   "apply (--pid PID | --all) FILE",
+		Short: "Apply an update to a running process, or to every process that runs its target",
 		Args:  args(1, "one update FILE"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if pid <= 0 {
-				return usageError{errors.New("apply: --pid PID is required")}
+			if (pid <= 0) == !all {
+				return usageError{errors.New("apply: give --pid PID or --all")}
 			}
 			f, err := update.ReadFile(a[0])
 			if err != nil {
@@ -173,30 +206,41 @@ func applyCmd(stderr io.Writer) *cobra.Command {
 			if verbose {
 				opt.Log = stderr
 			}
+			if all {
+				return reportAll("apply", process.ApplyAll(f, opt), asJSON, stdout, stderr)
+			}
 			return process.Apply(pid, f, opt)
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to patch")
+	c.Flags().BoolVar(&all, "all", false, "every process that maps a target of FILE (never PID 1)")
+	c.Flags().BoolVar(&asJSON, "json", false, "with --all: machine-readable outcome")
 	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "report progress")
 	return c
 }
 
-func undoCmd() *cobra.Command {
+func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 	var pid int
+	var all, asJSON bool
 	var opt process.Options
 	c := &cobra.Command{
-		Use:   "undo --pid PID ID",
-		Short: "Take an applied update out of a running process",
+		Use:   "undo (--pid PID | --all) ID",
+		Short: "Take an applied update out of a running process, or out of every process that has it",
 		Args:  args(1, "one update ID"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if pid <= 0 {
-				return usageError{errors.New("undo: --pid PID is required")}
+			if (pid <= 0) == !all {
+				return usageError{errors.New("undo: give --pid PID or --all")}
+			}
+			if all {
+				return reportAll("undo", process.UndoAll(a[0], opt), asJSON, stdout, stderr)
 			}
 			return process.Undo(pid, a[0], opt)
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to unpatch")
+	c.Flags().BoolVar(&all, "all", false, "every process that has the update applied")
+	c.Flags().BoolVar(&asJSON, "json", false, "with --all: machine-readable outcome")
 	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
 	return c
 }
@@ -209,14 +253,26 @@ type ShowJSON struct {
 
 func showCmd(stdout io.Writer) *cobra.Command {
 	var pid int
-	var asJSON bool
+	var all, asJSON bool
 	c := &cobra.Command{
-		Use:   "show --pid PID [--json]",
-		Short: "List the updates applied to a running process, oldest first",
+		Use:   "show (--pid PID | --all) [--json]",
+		Short: "List the updates applied to a running process (oldest first), or to every process",
 		Args:  args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if pid <= 0 {
-				return usageError{errors.New("show: --pid PID is required")}
+			if (pid <= 0) == !all {
+				return usageError{errors.New("show: give --pid PID or --all")}
+			}
+			if all {
+				procs := process.ShowAll()
+				if asJSON {
+					return writeJSON(stdout, procs)
+				}
+				for _, p := range procs {
+					for _, u := range p.Updates {
+						fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\n", p.Pid, p.Comm, u.ID, u.Status, u.Running)
+					}
+				}
+				return nil
 			}
 			shown, err := process.Show(pid)
 			if err != nil {
@@ -240,6 +296,7 @@ func showCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to inspect")
+	c.Flags().BoolVar(&all, "all", false, "every process livesplice has patched")
 	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
 	return c
 }

@@ -39,6 +39,10 @@ type plan struct {
 
 // Apply applies an update to a running process: all or nothing.
 func Apply(pid int, f *update.File, opt Options) error {
+	return exited(pid, apply(pid, f, opt))
+}
+
+func apply(pid int, f *update.File, opt Options) error {
 	if f.Kind != "process" {
 		return fmt.Errorf("update %s is a %s update, not for a process", f.ID, f.Kind)
 	}
@@ -452,6 +456,13 @@ func (s *session) mapNear(mod *module, size uint64) (uint64, error) {
 		}
 		if err == nil {
 			s.munmap(got, size)
+		}
+		// Only mmap's own refusal of this address (taken, or no memory
+		// for it) means trying the next one; anything else (the process
+		// exited, ptrace failed) ends the search with its own error, not
+		// a misleading "no room".
+		if err != nil && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOMEM) {
+			return 0, fmt.Errorf("map new code near %s: %w", mod.path, err)
 		}
 		lastErr = err
 	}

@@ -1,7 +1,6 @@
 package process
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -17,10 +16,8 @@ type span struct {
 
 // busy describes a thread found inside a span.
 type busy struct {
-	tid     int
-	name    string
-	retAddr uint64 // where the outermost busy frame returns to (0: unknown)
-	cfa     uint64 // stack pointer after that return
+	tid  int
+	name string
 }
 
 func inSpans(spans []span, pc uint64) (string, bool) {
@@ -57,10 +54,6 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 			if name, ok := inSpans(spans, pc); ok {
 				hit = true
 				b.name = name
-				b.retAddr, b.cfa = 0, 0
-				if i+1 < len(frames) {
-					b.retAddr, b.cfa = frames[i+1].PC, f.CFA
-				}
 			}
 		}
 		if uerr != nil {
@@ -74,11 +67,7 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 			for _, w := range words {
 				if name, ok := inSpans(spans, w); ok {
 					hit, b.name = true, name
-					b.retAddr = 0
 				}
-			}
-			if hit && !errors.Is(uerr, unwind.ErrIncomplete) {
-				b.retAddr = 0
 			}
 		}
 		if hit {
@@ -89,9 +78,11 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 }
 
 // waitSafe returns with every thread stopped and none inside spans, or
-// ErrBusy after the deadline. Threads found inside are first let run alone
-// to the return from the outermost busy frame; failing that, the whole
-// process runs a little and is checked again, with back-off.
+// ErrBusy after the deadline: while a thread is inside, the whole process
+// runs a little and is checked again, with back-off. (Letting a busy thread
+// run alone to a breakpoint at its return address would be quicker, but a
+// livesplice killed meanwhile would leave the breakpoint to kill the
+// program; see docs/reliability.md.)
 func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 	deadline := time.Now().Add(s.opt.deadline())
 	backoff := time.Millisecond
@@ -102,19 +93,6 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 		}
 		if len(b) == 0 {
 			return nil
-		}
-		ran := 0
-		for _, t := range b {
-			if t.retAddr == 0 {
-				break
-			}
-			if err := s.p.RunToReturn(t.tid, t.retAddr, t.cfa, 50*time.Millisecond); err != nil {
-				break
-			}
-			ran++
-		}
-		if ran == len(b) {
-			continue // check again: all were let out, nobody else ran
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline())

@@ -35,6 +35,9 @@ var (
 	ErrNotApplied     = errors.New("update not applied")
 	ErrDependent      = errors.New("a later update depends on it")
 	ErrNotMapped      = errors.New("not mapped")
+	// ErrNotPermitted: the process's /proc files may not be read by us
+	// (another user's process); ptrace's own refusal is unix.EPERM.
+	ErrNotPermitted = errors.New("not permitted")
 )
 
 func (o Options) deadline() time.Duration {
@@ -60,6 +63,7 @@ type session struct {
 	stateAddr uint64
 	opt       Options
 	worker    int // the thread kept stopped for system calls
+	slot      int // the state record's body slot the header points at
 	cache     *pageCache
 }
 
@@ -77,7 +81,7 @@ func attach(pid int, opt Options) (*session, error) {
 		p.Detach()
 		return nil, err
 	}
-	s.rec, s.stateAddr, err = readState(p, s.maps)
+	s.rec, s.stateAddr, s.slot, err = readState(p, s.maps)
 	if err != nil {
 		p.Detach()
 		return nil, fmt.Errorf("process %d: %w", pid, err)
@@ -87,6 +91,18 @@ func attach(pid int, opt Options) (*session, error) {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	return s, nil
+}
+
+// exited makes a failure of a process that has exited, or is exiting,
+// say so (wrapping ptrace.ErrExited): whichever step noticed first would
+// otherwise blame itself, e.g. a read of memory that is gone fails with
+// EIO, which run-pre matching reports as a code mismatch, or an injected
+// mmap fails and placement reports no room.
+func exited(pid int, err error) error {
+	if err == nil || errors.Is(err, ptrace.ErrExited) || errors.Is(err, unix.ESRCH) || !procfs.Exiting(pid) {
+		return err
+	}
+	return fmt.Errorf("process %d: %w (%v)", pid, ptrace.ErrExited, err)
 }
 
 // stopWorld stops every thread again, also those created meanwhile.
@@ -192,24 +208,35 @@ func flagWrites(flags []uint64, v byte) []ptrace.Write {
 }
 
 // stateWrites encodes the current record as the two writes that store it:
-// the body first, then the header, so that a reader never sees a header
-// promising a body not yet written.
+// the body into the slot not in use, then the header that switches to it
+// (one write: a reader, or a livesplice killed in between, sees the old
+// record or the new one). The slot flips for the next record.
 func (s *session) stateWrites() ([]ptrace.Write, error) {
-	b, err := state.Encode(s.rec)
-	if err != nil {
-		return nil, err
-	}
 	if s.stateAddr == 0 {
 		return nil, fmt.Errorf("state record: no mapping")
 	}
+	next := 1 - s.slot
+	h, b, err := state.Encode(s.rec, next)
+	if err != nil {
+		return nil, err
+	}
+	s.slot = next
 	return []ptrace.Write{
-		{Addr: s.stateAddr + state.HeaderSize, Data: b[state.HeaderSize:]},
-		{Addr: s.stateAddr, Data: b[:state.HeaderSize]},
+		{Addr: s.stateAddr + state.SlotOffset(next), Data: b},
+		{Addr: s.stateAddr, Data: h},
 	}, nil
 }
 
 // writeState stores the record in the target.
 func (s *session) writeState() error {
+	// Write into the slot the target's header does not point at, whatever
+	// precomputed writes were or were not carried out before.
+	h := make([]byte, state.HeaderSize)
+	if s.stateAddr != 0 && s.p.ReadMem(s.stateAddr, h) == nil {
+		if off, _, err := state.DecodeHeader(h); err == nil {
+			s.slot = state.Slot(off)
+		}
+	}
 	ws, err := s.stateWrites()
 	if err != nil {
 		return err

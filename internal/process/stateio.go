@@ -1,7 +1,9 @@
 package process
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -27,30 +29,31 @@ func stateMapping(maps []procfs.Mapping) (procfs.Mapping, bool) {
 }
 
 // readState reads the record kept in the target; an empty record if none.
-func readState(mem memReader, maps []procfs.Mapping) (*state.Record, uint64, error) {
+// It returns the mapping's address and the slot the current body is in.
+func readState(mem memReader, maps []procfs.Mapping) (*state.Record, uint64, int, error) {
 	m, ok := stateMapping(maps)
 	if !ok {
-		return &state.Record{}, 0, nil
+		return &state.Record{}, 0, 1, nil
+	}
+	if m.End-m.Start < state.Size {
+		return nil, 0, 0, fmt.Errorf("%w: mapping of %d bytes", state.ErrCorrupt, m.End-m.Start)
 	}
 	h := make([]byte, state.HeaderSize)
 	if err := mem.ReadMem(m.Start, h); err != nil {
-		return nil, 0, fmt.Errorf("read state record: %w", err)
+		return nil, 0, 0, fmt.Errorf("read state record: %w", err)
 	}
-	n, err := state.DecodeHeader(h)
+	off, n, err := state.DecodeHeader(h)
 	if err != nil {
-		return nil, 0, err
-	}
-	if uint64(n+state.HeaderSize) > m.End-m.Start {
-		return nil, 0, fmt.Errorf("%w: longer than its mapping", state.ErrCorrupt)
+		return nil, 0, 0, err
 	}
 	body := make([]byte, n)
 	if n > 0 {
-		if err := mem.ReadMem(m.Start+state.HeaderSize, body); err != nil {
-			return nil, 0, fmt.Errorf("read state record: %w", err)
+		if err := mem.ReadMem(m.Start+off, body); err != nil {
+			return nil, 0, 0, fmt.Errorf("read state record: %w", err)
 		}
 	}
 	r, err := state.DecodeBody(body)
-	return r, m.Start, err
+	return r, m.Start, state.Slot(off), err
 }
 
 // procMem reads another process's memory without stopping it.
@@ -99,15 +102,23 @@ func Show(pid int) ([]Shown, error) {
 }
 
 func show(pid int) (*state.Record, procMem, error) {
+	// Another user's process: a permission problem (exit 7), not an I/O
+	// error.
+	denied := func(err error) error {
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("process %d: %w to read it: %w", pid, ErrNotPermitted, err)
+		}
+		return fmt.Errorf("process %d: %w", pid, err)
+	}
 	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
-		return nil, procMem{}, fmt.Errorf("process %d: %w", pid, err)
+		return nil, procMem{}, denied(err)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	f, err := os.Open(procfs.Dir(pid) + "/mem") // a zombie leader has no memory
 	if err != nil {
-		return nil, procMem{}, fmt.Errorf("process %d: %w", pid, err)
+		return nil, procMem{}, denied(err)
 	}
-	r, _, err := readState(procMem{f}, maps)
+	r, _, _, err := readState(procMem{f}, maps)
 	if err != nil {
 		f.Close()
 		return nil, procMem{}, fmt.Errorf("process %d: %w", pid, err)

@@ -12,6 +12,10 @@ import (
 
 // Undo takes an applied update out of a running process: all or nothing.
 func Undo(pid int, id string, opt Options) error {
+	return exited(pid, undo(pid, id, opt))
+}
+
+func undo(pid int, id string, opt Options) error {
 	s, err := attach(pid, opt)
 	if err != nil {
 		return err

@@ -6,13 +6,16 @@ package procfs
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Mapping is one line of /proc/PID/maps.
@@ -31,14 +34,82 @@ func (m Mapping) Exec() bool { return len(m.Perms) > 2 && m.Perms[2] == 'x' }
 // Contains reports whether addr lies in the mapping.
 func (m Mapping) Contains(addr uint64) bool { return addr >= m.Start && addr < m.End }
 
-// ReadMaps reads /proc/PID/maps.
+// Dir returns the /proc directory to read pid's memory through (maps,
+// mem, root): /proc/PID, or /proc/PID/task/TID of a live thread when the
+// thread-group leader has exited (pthread_exit) while other threads run
+// on. Such a zombie leader has no memory any more, so /proc/PID/maps is
+// empty and mem and root are gone, although the process lives.
+func Dir(pid int) string {
+	dir := fmt.Sprintf("/proc/%d", pid)
+	if !zombie(dir) {
+		return dir
+	}
+	tids, _ := Tasks(pid)
+	for _, tid := range tids {
+		if t := fmt.Sprintf("%s/task/%d", dir, tid); tid != pid && !zombie(t) {
+			return t
+		}
+	}
+	return dir
+}
+
+// zombie reports whether the task of a /proc directory has exited.
+func zombie(dir string) bool {
+	b, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return false // let the caller's own access report it
+	}
+	// pid (comm) state ...: comm may contain anything, even ") ".
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
+
+// Exiting reports whether process pid has exited or is on its way out:
+// it is gone, or every thread of it is a zombie or already exiting
+// (PF_EXITING, set before a thread gives up its memory). A leader that
+// called pthread_exit is a zombie too, but then other threads live on.
+func Exiting(pid int) bool {
+	tids, err := Tasks(pid)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	const pfExiting = 0x4
+	for _, tid := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			return false
+		}
+		f := strings.Fields(string(b[i+1:])) // state ppid pgrp session tty tpgid flags ...
+		if len(f) < 7 {
+			return false
+		}
+		flags, _ := strconv.ParseUint(f[6], 10, 64)
+		if f[0] != "Z" && f[0] != "X" && flags&pfExiting == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ReadMaps reads the memory map of process pid. A process that has no
+// mappings has exited (a zombie): that is an error wrapping ESRCH, not an
+// empty map, so that callers never mistake it for a program without the
+// object they look for.
 func ReadMaps(pid int) ([]Mapping, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	f, err := os.Open(Dir(pid) + "/maps")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return ParseMaps(f)
+	maps, err := ParseMaps(f)
+	if err == nil && len(maps) == 0 {
+		err = fmt.Errorf("no memory map: %w (it exited)", syscall.ESRCH)
+	}
+	return maps, err
 }
 
 // ParseMaps parses the text of a /proc/PID/maps file.
@@ -142,7 +213,7 @@ func OpenMapped(pid int, m Mapping) (*os.File, error) {
 	if !strings.HasPrefix(m.Path, "/") {
 		return nil, fmt.Errorf("open mapped file of %#x: %w", m.Start, err)
 	}
-	f, err2 := os.Open(filepath.Join(fmt.Sprintf("/proc/%d/root", pid), m.Path))
+	f, err2 := os.Open(filepath.Join(Dir(pid), "root", m.Path))
 	if err2 != nil {
 		return nil, fmt.Errorf("open mapped file %s: %w", m.Path, err)
 	}

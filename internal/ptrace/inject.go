@@ -148,6 +148,12 @@ func (p *Process) scratch() (uint64, error) {
 func (p *Process) workThread(op string) (*thread, error) {
 	tids := p.stoppedTids()
 	if len(tids) == 0 {
+		if _, ok := p.threads[p.kept]; p.kept != 0 && !ok {
+			// A thread held in a ptrace-stop vanishes only when the
+			// process exits, is killed or execs: say so, rather than
+			// blame the caller for the threads that still run.
+			return nil, fmt.Errorf("ptrace %s pid %d: thread %d, kept stopped, is gone: %w", op, p.pid, p.kept, ErrExited)
+		}
 		if err := p.allStopped(op); err != nil {
 			return nil, err
 		}

@@ -74,6 +74,9 @@ type Process struct {
 	// untracedClones: ResumeExcept turned off clone tracing on running
 	// threads; Stop must look for threads created since.
 	untracedClones bool
+	// kept is the thread AttachOne or ResumeExcept left stopped while the
+	// others run (0: none). If it vanishes the process is exiting.
+	kept int
 }
 
 // thread is the tracer's view of one attached thread.
@@ -261,6 +264,7 @@ func (p *Process) attachOne() (err error) {
 		return fmt.Errorf("ptrace interrupt tid %d: %w", keep, err)
 	}
 	t.interrupted = true
+	p.kept = keep
 	deadline := time.Now().Add(stopTimeout)
 	for !t.stopped {
 		ev, err := p.waitAny([]int{keep}, deadline)
@@ -545,6 +549,7 @@ func (p *Process) Stop() error {
 // arrived while it was stopped. A process in group-stop stays stopped.
 func (p *Process) Resume() error {
 	return p.do("resume", func() error {
+		p.kept = 0
 		var first error
 		for _, tid := range p.stoppedTids() {
 			if err := p.resumeThread(p.threads[tid]); err != nil && first == nil {
@@ -564,6 +569,7 @@ func (p *Process) ResumeExcept(keep int) error {
 		if _, err := p.stoppedThread("resume", keep); err != nil {
 			return err
 		}
+		p.kept = keep
 		var first error
 		for _, tid := range p.stoppedTids() {
 			if tid == keep {

@@ -25,7 +25,7 @@ const MappingName = "livesplice-state"
 // Size is the size of the record's mapping.
 const Size = 1 << 20
 
-// HeaderSize is the size of the fixed header before the JSON body.
+// HeaderSize is the size of the fixed header at the start of the mapping.
 const HeaderSize = 32
 
 // ErrCorrupt is wrapped when the record cannot be decoded.
@@ -137,43 +137,65 @@ func (r *Record) Trampoline(addr uint64) *Patched {
 	return nil
 }
 
-// Encode lays out the record: magic, version (u32), body length (u32),
-// 8 reserved bytes, then the JSON body.
-func Encode(r *Record) ([]byte, error) {
-	body, err := json.Marshal(r)
+// The mapping holds the header and two body slots. A new body is written
+// into the slot the header does not point at, then one write of the header
+// switches to it: a livesplice killed between any two writes leaves the
+// old record or the new one, never a torn one.
+const (
+	slotBase = 4096
+	SlotSize = (Size - slotBase) / 2
+)
+
+// SlotOffset is where body slot i (0 or 1) starts in the mapping.
+func SlotOffset(i int) uint64 { return slotBase + uint64(i)*SlotSize }
+
+// Encode lays out the record for body slot slot: the header (magic,
+// version u32, body length u32, body offset u64) and the JSON body.
+func Encode(r *Record, slot int) (header, body []byte, err error) {
+	body, err = json.Marshal(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if HeaderSize+len(body) > Size {
-		return nil, fmt.Errorf("state record too large (%d bytes)", len(body))
+	if len(body) > SlotSize {
+		return nil, nil, fmt.Errorf("state record too large (%d bytes)", len(body))
 	}
-	b := make([]byte, HeaderSize, HeaderSize+len(body))
-	copy(b, Magic)
-	binary.LittleEndian.PutUint32(b[16:], Version)
-	binary.LittleEndian.PutUint32(b[20:], uint32(len(body)))
-	return append(b, body...), nil
+	header = make([]byte, HeaderSize)
+	copy(header, Magic)
+	binary.LittleEndian.PutUint32(header[16:], Version)
+	binary.LittleEndian.PutUint32(header[20:], uint32(len(body)))
+	binary.LittleEndian.PutUint64(header[24:], SlotOffset(slot))
+	return header, body, nil
 }
 
-// DecodeHeader returns the body length from a record header, or 0 for an
-// empty (never written) record.
-func DecodeHeader(h []byte) (int, error) {
+// DecodeHeader returns the body's offset and length from a record header;
+// length 0 for an empty (never written) record.
+func DecodeHeader(h []byte) (off uint64, n int, err error) {
 	if len(h) < HeaderSize {
-		return 0, fmt.Errorf("%w: short header", ErrCorrupt)
+		return 0, 0, fmt.Errorf("%w: short header", ErrCorrupt)
 	}
 	if bytes.Equal(h[:HeaderSize], make([]byte, HeaderSize)) {
-		return 0, nil
+		return SlotOffset(1), 0, nil
 	}
 	if string(h[:16]) != Magic {
-		return 0, fmt.Errorf("%w: bad magic", ErrCorrupt)
+		return 0, 0, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	if v := binary.LittleEndian.Uint32(h[16:]); v != Version {
-		return 0, fmt.Errorf("state record version %d not supported (this livesplice reads %d)", v, Version)
+		return 0, 0, fmt.Errorf("state record version %d not supported (this livesplice reads %d)", v, Version)
 	}
-	n := int(binary.LittleEndian.Uint32(h[20:]))
-	if n > Size-HeaderSize {
-		return 0, fmt.Errorf("%w: body length %d", ErrCorrupt, n)
+	n = int(binary.LittleEndian.Uint32(h[20:]))
+	off = binary.LittleEndian.Uint64(h[24:])
+	if (off != SlotOffset(0) && off != SlotOffset(1)) || n > SlotSize {
+		return 0, 0, fmt.Errorf("%w: body at %d, length %d", ErrCorrupt, off, n)
 	}
-	return n, nil
+	return off, n, nil
+}
+
+// Slot returns the slot index of a body offset.
+func Slot(off uint64) int {
+	if off == SlotOffset(0) {
+		return 0
+	}
+	return 1
 }
 
 // DecodeBody decodes the JSON body.

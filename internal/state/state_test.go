@@ -8,15 +8,15 @@ import (
 func TestRoundTrip(t *testing.T) {
 	r := &Record{Updates: []Applied{{ID: "a", Targets: []string{"/bin/x"}, Regions: []Region{{Addr: 0x1000, Size: 0x2000, Text: 16}},
 		Funcs: []Patched{{Name: "f", Addr: 0x500, New: 0x1000, Saved: []byte{1, 2, 3, 4, 5}, Jump: []byte{0xe9, 0, 0, 0, 0}}}}}}
-	b, err := Encode(r)
+	h, b, err := Encode(r, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := DecodeHeader(b)
-	if err != nil || n != len(b)-HeaderSize {
-		t.Fatalf("header: %d %v", n, err)
+	off, n, err := DecodeHeader(h)
+	if err != nil || n != len(b) || off != SlotOffset(1) || Slot(off) != 1 {
+		t.Fatalf("header: %d %d %v", off, n, err)
 	}
-	got, err := DecodeBody(b[HeaderSize:])
+	got, err := DecodeBody(b)
 	if err != nil || got.Updates[0].Funcs[0].Saved[4] != 5 {
 		t.Fatalf("body: %+v %v", got, err)
 	}
@@ -26,12 +26,17 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestRefusesDamage(t *testing.T) {
-	if n, err := DecodeHeader(make([]byte, HeaderSize)); n != 0 || err != nil {
+	if _, n, err := DecodeHeader(make([]byte, HeaderSize)); n != 0 || err != nil {
 		t.Fatalf("empty record: %d %v", n, err)
 	}
 	h := make([]byte, HeaderSize)
 	copy(h, "NOT-THE-MAGIC!!!")
-	if _, err := DecodeHeader(h); !errors.Is(err, ErrCorrupt) {
+	if _, _, err := DecodeHeader(h); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("bad magic: %v", err)
+	}
+	good, _, _ := Encode(&Record{}, 0)
+	good[24] = 7 // body offset outside both slots
+	if _, _, err := DecodeHeader(good); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("bad magic: %v", err)
 	}
 	if _, err := DecodeBody([]byte("{bad")); !errors.Is(err, ErrCorrupt) {
@@ -40,13 +45,11 @@ func TestRefusesDamage(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	b, _ := Encode(&Record{Updates: []Applied{{ID: "x"}}})
-	f.Add(b)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		n, err := DecodeHeader(data)
-		if err != nil || n > len(data)-HeaderSize {
-			return
+	h, b, _ := Encode(&Record{Updates: []Applied{{ID: "x"}}}, 0)
+	f.Add(h, b)
+	f.Fuzz(func(t *testing.T, h, body []byte) {
+		if _, n, err := DecodeHeader(h); err == nil && n <= len(body) {
+			DecodeBody(body[:n])
 		}
-		DecodeBody(data[HeaderSize : HeaderSize+n])
 	})
 }

@@ -1,0 +1,189 @@
+package process
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"livesplice/internal/procfs"
+	"livesplice/internal/state"
+	"livesplice/internal/update"
+)
+
+// Outcome is what happened to one process in a fleet-wide operation.
+type Outcome struct {
+	Pid    int    `json:"pid"`
+	Result string `json:"result"` // "patched", "unpatched", "skipped" or "failed"
+	Reason string `json:"reason,omitempty"`
+}
+
+// pids lists every process but this one (and PID 1: a fleet operation
+// never touches init; name it with --pid to patch it).
+func pids() []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && pid != self && pid != 1 {
+			out = append(out, pid)
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
+// mapsAny reports whether a process maps an object with one of names as
+// its file name.
+func mapsAny(pid int, names map[string]bool) bool {
+	maps, err := procfs.ReadMaps(pid)
+	if err != nil {
+		return false
+	}
+	for _, m := range maps {
+		if fileMapped(m) && names[filepath.Base(m.Path)] {
+			return true
+		}
+	}
+	return false
+}
+
+// targetNames are the file names an update's targets may be mapped as.
+func targetNames(f *update.File) map[string]bool {
+	names := map[string]bool{}
+	for _, t := range f.Targets {
+		names[filepath.Base(t.Path)] = true
+		if t.Soname != "" {
+			names[t.Soname] = true
+		}
+	}
+	return names
+}
+
+// forEach runs op on pids, a few at a time.
+func forEach(pids []int, op func(pid int) Outcome) []Outcome {
+	out := make([]Outcome, len(pids))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < 2*runtime.NumCPU(); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				out[i] = op(pids[i])
+			}
+		}()
+	}
+	for i := range pids {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return out
+}
+
+// ApplyAll applies an update to every process that maps one of its
+// targets (by file name or soname; run-pre matching decides whether it is
+// the code the update was built for). A process that cannot be patched is
+// reported with the reason and the others go on.
+func ApplyAll(f *update.File, opt Options) []Outcome {
+	names := targetNames(f)
+	var cands []int
+	for _, pid := range pids() {
+		if mapsAny(pid, names) {
+			cands = append(cands, pid)
+		}
+	}
+	return forEach(cands, func(pid int) Outcome {
+		err := Apply(pid, f, opt)
+		switch {
+		case err == nil:
+			return Outcome{Pid: pid, Result: "patched"}
+		case errors.Is(err, ErrAlreadyApplied), errors.Is(err, ErrNotMapped):
+			return Outcome{Pid: pid, Result: "skipped", Reason: oneLine(err)}
+		case procfs.Exiting(pid):
+			return Outcome{Pid: pid, Result: "skipped", Reason: "exited"}
+		}
+		return Outcome{Pid: pid, Result: "failed", Reason: oneLine(err)}
+	})
+}
+
+// UndoAll takes an update out of every process that has it applied.
+func UndoAll(id string, opt Options) []Outcome {
+	var cands []int
+	for _, pid := range pids() {
+		if rec, err := Show(pid); err == nil {
+			for _, u := range rec {
+				if u.ID == id {
+					cands = append(cands, pid)
+					break
+				}
+			}
+		}
+	}
+	return forEach(cands, func(pid int) Outcome {
+		if err := Undo(pid, id, opt); err != nil {
+			if procfs.Exiting(pid) {
+				return Outcome{Pid: pid, Result: "skipped", Reason: "exited"}
+			}
+			return Outcome{Pid: pid, Result: "failed", Reason: oneLine(err)}
+		}
+		return Outcome{Pid: pid, Result: "unpatched"}
+	})
+}
+
+// Patched is one process's applied updates, for show --all.
+type Patched struct {
+	Pid     int     `json:"pid"`
+	Comm    string  `json:"comm"`
+	Updates []Shown `json:"updates"`
+}
+
+// ShowAll lists every process that holds a livesplice state record with
+// at least one update.
+func ShowAll() []Patched {
+	out := []Patched{}
+	want := "/memfd:" + state.MappingName + " (deleted)"
+	for _, pid := range pids() {
+		maps, err := procfs.ReadMaps(pid)
+		if err != nil {
+			continue
+		}
+		has := false
+		for _, m := range maps {
+			has = has || m.Path == want
+		}
+		if !has {
+			continue
+		}
+		shown, err := Show(pid)
+		if err != nil || len(shown) == 0 {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		out = append(out, Patched{Pid: pid, Comm: strings.TrimSpace(string(comm)), Updates: shown})
+	}
+	return out
+}
+
+// Summary counts outcomes: "patched 3, skipped 1, failed 0".
+func Summary(outs []Outcome) (string, int) {
+	count := map[string]int{}
+	for _, o := range outs {
+		count[o.Result]++
+	}
+	done := count["patched"] + count["unpatched"]
+	verb := "patched"
+	if count["unpatched"] > 0 {
+		verb = "unpatched"
+	}
+	return fmt.Sprintf("%s %d, skipped %d, failed %d", verb, done, count["skipped"], count["failed"]), count["failed"]
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
