@@ -2,6 +2,10 @@ package process
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
 	"time"
 
 	"livesplice/internal/unwind"
@@ -33,48 +37,72 @@ func inSpans(spans []span, pc uint64) (string, bool) {
 // stack word pointing into a span counts as busy.
 func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 	s.cache.reset() // threads may have run since the last check
-	var out []busy
 	all, err := s.p.AllRegs()
 	if err != nil {
 		return nil, err
 	}
-	for _, tid := range s.p.Threads() {
-		regs, ok := all[tid]
-		if !ok {
-			continue
-		}
-		frames, uerr := u.Unwind(&regs, 512)
-		b := busy{tid: tid}
-		hit := false
-		for i, f := range frames {
-			pc := f.PC
-			if i > 0 {
-				pc--
-			}
-			if name, ok := inSpans(spans, pc); ok {
-				hit = true
-				b.name = name
-			}
-		}
-		if uerr != nil {
-			if name, ok := inSpans(spans, regs.Rip); ok {
-				hit, b.name = true, name
-			}
-			words, werr := u.StackWords(&regs)
-			if werr != nil {
-				return nil, fmt.Errorf("thread %d: %w", tid, werr)
-			}
-			for _, w := range words {
-				if name, ok := inSpans(spans, w); ok {
-					hit, b.name = true, name
+	tids := s.p.Threads()
+	// The world is stopped, so every core is free: unwind in parallel.
+	results := make([]busy, len(tids))
+	errs := make([]error, len(tids))
+	var wg sync.WaitGroup
+	next := make(chan int, len(tids))
+	for i := range tids {
+		next <- i
+	}
+	close(next)
+	for w := 0; w < min(runtime.NumCPU(), len(tids)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if regs, ok := all[tids[i]]; ok {
+					results[i], errs[i] = checkThread(u, spans, tids[i], &regs)
 				}
 			}
+		}()
+	}
+	wg.Wait()
+	var out []busy
+	for i := range tids {
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		if hit {
-			out = append(out, b)
+		if results[i].name != "" {
+			out = append(out, results[i])
 		}
 	}
 	return out, nil
+}
+
+// checkThread tells whether one thread is inside a span (name empty: no).
+func checkThread(u *unwind.Unwinder, spans []span, tid int, regs *unix.PtraceRegs) (busy, error) {
+	b := busy{tid: tid}
+	frames, uerr := u.Unwind(regs, 512)
+	for i, f := range frames {
+		pc := f.PC
+		if i > 0 {
+			pc--
+		}
+		if name, ok := inSpans(spans, pc); ok {
+			b.name = name
+		}
+	}
+	if uerr != nil {
+		if name, ok := inSpans(spans, regs.Rip); ok {
+			b.name = name
+		}
+		words, werr := u.StackWords(regs)
+		if werr != nil {
+			return b, fmt.Errorf("thread %d: %w", tid, werr)
+		}
+		for _, w := range words {
+			if name, ok := inSpans(spans, w); ok {
+				b.name = name
+			}
+		}
+	}
+	return b, nil
 }
 
 // waitSafe returns with every thread stopped and none inside spans, or
@@ -117,27 +145,38 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 // the tracer thread, and the world is stopped while they happen.
 type pageCache struct {
 	mem   memReader
+	mu    sync.Mutex
 	pages map[uint64][]byte
 }
 
 const cachePage = 4096
 
-func (c *pageCache) reset() { c.pages = map[uint64][]byte{} }
+func (c *pageCache) reset() {
+	c.mu.Lock()
+	c.pages = map[uint64][]byte{}
+	c.mu.Unlock()
+}
 
 func (c *pageCache) ReadMem(addr uint64, b []byte) error {
-	if len(b) > cachePage || c.pages == nil {
+	if len(b) > cachePage {
 		return c.mem.ReadMem(addr, b)
 	}
 	for n := 0; n < len(b); {
 		a := addr + uint64(n)
 		base := a &^ (cachePage - 1)
+		c.mu.Lock()
 		pg, ok := c.pages[base]
+		c.mu.Unlock()
 		if !ok {
 			pg = make([]byte, cachePage)
 			if err := c.mem.ReadMem(base, pg); err != nil {
 				return c.mem.ReadMem(addr, b) // a page not wholly mapped
 			}
-			c.pages[base] = pg
+			c.mu.Lock()
+			if c.pages != nil {
+				c.pages[base] = pg
+			}
+			c.mu.Unlock()
 		}
 		n += copy(b[n:], pg[a-base:])
 	}

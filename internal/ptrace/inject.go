@@ -187,19 +187,8 @@ func (p *Process) Syscall(nr uint64, args ...uint64) (uint64, error) {
 	copy(a[:], args)
 	var rax uint64
 	err := p.do("syscall", func() error {
-		op := fmt.Sprintf("syscall %d", nr)
-		code := []byte{0x0f, 0x05, int3} // syscall; int3
 		var err error
-		rax, err = p.inject(op, code, syscallTimeout, func(r *unix.PtraceRegs, scratch uint64) error {
-			r.Rip = scratch
-			r.Rax = nr
-			// Not inside a system call: keeps the kernel's syscall-restart
-			// logic from rewinding rip or rewriting rax on our way out.
-			r.Orig_rax = math.MaxUint64
-			r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-			r.Eflags &^= eflagsTF
-			return nil
-		})
+		rax, err = p.injectSyscall(fmt.Sprintf("syscall %d", nr), nr, a, syscallTimeout)
 		return err
 	})
 	if err != nil {
@@ -251,6 +240,153 @@ func (p *Process) Call(fn uint64, timeout time.Duration, args ...uint64) (uint64
 	return rax, err
 }
 
+// Restart codes a system call interrupted by our stop may hold in rax.
+const (
+	erestartsys          = -512
+	erestartnointr       = -513
+	erestartnohand       = -514
+	erestartRestartblock = -516
+	sysRestartSyscall    = 219
+)
+
+// injectSyscall runs one system call on the work thread without ever
+// leaving a trap behind: the code at the scratch address is the syscall
+// followed by an epilogue that restores the thread's registers from a save
+// area just below its red zone and returns to where it was (restarting an
+// interrupted system call as the kernel would have). While livesplice
+// lives, the thread is caught at the system call's exit with
+// PTRACE_SYSCALL and its registers are put back directly, so the epilogue
+// never runs; if livesplice is killed meanwhile, the kernel lets the
+// thread go, it runs the epilogue, and the program goes on unharmed.
+func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
+	t, err := p.workThread(op)
+	if err != nil {
+		return 0, err
+	}
+	allStopped := p.allStopped(op) == nil
+	fail := func(err error) (uint64, error) { return 0, p.exitedErr(op, t.tid, err) }
+	scratch, err := p.scratch()
+	if err != nil {
+		return fail(err)
+	}
+	var saved unix.PtraceRegs
+	if err := p.getRegs(t.tid, &saved); err != nil {
+		return fail(err)
+	}
+	resumeRip, resumeRax := saved.Rip, saved.Rax
+	if int64(saved.Orig_rax) >= 0 {
+		switch int64(saved.Rax) {
+		case erestartsys, erestartnointr, erestartnohand:
+			resumeRip, resumeRax = saved.Rip-2, saved.Orig_rax
+		case erestartRestartblock:
+			resumeRip, resumeRax = saved.Rip-2, sysRestartSyscall
+		}
+	}
+	// rip sits at save+80 = rsp-136, just below the red zone: "ret $0x80"
+	// pops it and leaves rsp exactly where it was.
+	area := saved.Rsp - 216
+	save := make([]byte, 88)
+	for i, v := range []uint64{resumeRax, saved.Rcx, saved.Rdx, saved.Rsi, saved.Rdi, saved.R8, saved.R9,
+		saved.R10, saved.R11, saved.Eflags, resumeRip} {
+		binary.LittleEndian.PutUint64(save[8*i:], v)
+	}
+	code := []byte{0x0f, 0x05, 0x48, 0xbc, 0, 0, 0, 0, 0, 0, 0, 0, // syscall; movabs $area, %rsp
+		0x58, 0x59, 0x5a, 0x5e, 0x5f, // pop rax, rcx, rdx, rsi, rdi
+		0x41, 0x58, 0x41, 0x59, 0x41, 0x5a, 0x41, 0x5b, // pop r8, r9, r10, r11
+		0x9d,             // popfq
+		0xc2, 0x80, 0x00, // ret $0x80
+	}
+	binary.LittleEndian.PutUint64(code[4:], area)
+	origCode := make([]byte, len(code))
+	origSave := make([]byte, len(save))
+	if err := p.readMem(scratch, origCode); err != nil {
+		return fail(err)
+	}
+	if err := p.readMem(area, origSave); err != nil {
+		return fail(fmt.Errorf("ptrace %s tid %d: stack below %#x: %w", op, t.tid, saved.Rsp, err))
+	}
+	if err := p.writeMem(area, save); err != nil {
+		return fail(err)
+	}
+	if err := p.writeMem(scratch, code); err != nil {
+		p.writeMem(area, origSave)
+		return fail(err)
+	}
+	regs := saved
+	regs.Rip = scratch
+	regs.Rax = nr
+	regs.Orig_rax = math.MaxUint64
+	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	regs.Eflags &^= eflagsTF
+	if err := p.setRegs(t.tid, &regs); err != nil {
+		p.writeMem(scratch, origCode)
+		p.writeMem(area, origSave)
+		return fail(fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err))
+	}
+	// Two syscall stops at scratch+2: the entry, then the exit.
+	stops := 0
+	var out unix.PtraceRegs
+	runErr := p.runUntil(op, t, time.Now().Add(timeout), false, unix.PTRACE_SYSCALL,
+		func(r *unix.PtraceRegs) bool { return r.Rip == scratch+2 },
+		func(r *unix.PtraceRegs, _ bool) (bool, error) {
+			stops++
+			out = *r
+			return stops == 2, nil
+		})
+	var restoreErr error
+	if _, alive := p.threads[t.tid]; alive {
+		restoreErr = p.setRegs(t.tid, &saved)
+		if restoreErr == nil && runErr == nil {
+			// The thread sits in a syscall-exit stop, from which the
+			// kernel neither restarts the system call our stop had
+			// interrupted nor lets held signals keep their siginfo.
+			// Interrupt and continue it: it stops again on its way to
+			// user space, after the kernel's restart handling has run on
+			// the registers just restored, without running any code.
+			restoreErr = p.reStop(t, time.Now().Add(stopTimeout))
+		}
+	}
+	if err := p.writeMem(scratch, origCode); err != nil && restoreErr == nil && !errors.Is(runErr, ErrExited) {
+		restoreErr = err
+	}
+	p.writeMem(area, origSave)
+	var settleErr error
+	if allStopped {
+		settleErr = p.stopAll(time.Now().Add(stopTimeout))
+	}
+	switch {
+	case runErr != nil:
+		return 0, runErr
+	case restoreErr != nil:
+		return 0, restoreErr
+	case settleErr != nil && !errors.Is(settleErr, ErrExited):
+		return out.Rax, fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, settleErr)
+	}
+	return out.Rax, nil
+}
+
+// reStop moves a stopped thread into a fresh interrupt stop.
+func (p *Process) reStop(t *thread, deadline time.Time) error {
+	if err := ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0); err != nil {
+		return fmt.Errorf("ptrace interrupt tid %d: %w", t.tid, err)
+	}
+	t.interrupted = true
+	if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+		return err
+	}
+	for !t.stopped {
+		ev, err := p.waitAny([]int{t.tid}, deadline)
+		if err != nil {
+			return fmt.Errorf("tid %d did not stop: %w", t.tid, err)
+		}
+		p.absorb(ev)
+		if _, ok := p.threads[t.tid]; !ok {
+			return fmt.Errorf("tid %d: %w", t.tid, ErrExited)
+		}
+	}
+	return nil
+}
+
 // inject places code at the scratch address, lets setup point the work
 // thread's registers at it, runs the thread until the int3 that ends code
 // (or the one code returns to) traps, and restores memory and registers.
@@ -288,7 +424,7 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 	}
 	trap := scratch + uint64(len(code))
 	var out unix.PtraceRegs
-	runErr := p.runUntil(op, t, time.Now().Add(timeout), false, func(r *unix.PtraceRegs) bool { return r.Rip == trap },
+	runErr := p.runUntil(op, t, time.Now().Add(timeout), false, unix.PTRACE_CONT, func(r *unix.PtraceRegs) bool { return r.Rip == trap },
 		func(r *unix.PtraceRegs, _ bool) (bool, error) {
 			out = *r
 			return true, nil
@@ -327,7 +463,7 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 // the program too (it is the program's own, not our code's). At the
 // deadline the thread is interrupted and the error wraps ErrTimeout; if
 // the thread exits it wraps ErrExited. t is stopped on return unless gone.
-func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults bool,
+func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults bool, req int,
 	isOurs func(r *unix.PtraceRegs) bool,
 	onTrap func(r *unix.PtraceRegs, timedOut bool) (bool, error)) error {
 	tid := t.tid
@@ -337,7 +473,7 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults 
 		}
 		return p.exitedErr(op, tid, fmt.Errorf("ptrace %s tid %d: %w", op, tid, err))
 	}
-	if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+	if err := p.cont(t, req); err != nil {
 		return fail(err)
 	}
 	timedOut := false
@@ -379,7 +515,7 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults 
 			// Our int3 trapped, but an interrupt got in first: the SIGTRAP
 			// is still queued. Continue to take it, or the program would
 			// get it later and die.
-			if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+			if err := p.cont(t, req); err != nil {
 				return fail(err)
 			}
 			continue
@@ -397,7 +533,7 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults 
 		if timedOut {
 			return fail(ErrTimeout)
 		}
-		if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+		if err := p.cont(t, req); err != nil {
 			return fail(err)
 		}
 	}
@@ -438,7 +574,7 @@ func (p *Process) RunToReturn(tid int, retAddr, wantSP uint64, timeout time.Dura
 			planted = false
 			return nil
 		}
-		runErr := p.runUntil(op, t, time.Now().Add(timeout), true,
+		runErr := p.runUntil(op, t, time.Now().Add(timeout), true, unix.PTRACE_CONT,
 			func(r *unix.PtraceRegs) bool { return planted && r.Rip == retAddr+1 },
 			func(r *unix.PtraceRegs, timedOut bool) (bool, error) {
 				// The instruction at retAddr has not run: back up onto it.

@@ -22,6 +22,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -348,7 +349,11 @@ func (p *Process) catchAll(deadline time.Time) error {
 		if err := p.stopAll(deadline); err != nil {
 			return fmt.Errorf("ptrace attach pid %d: %w", p.pid, err)
 		}
-		if added == 0 {
+		if added == 0 && !(p.untracedClones && p.unknownTasks()) {
+			// Without clone tracing (AttachOne, ResumeExcept) a thread
+			// running until stopAll reached it may have made another one
+			// that no clone event announces: only a listing taken with
+			// every thread stopped is final.
 			break
 		}
 		if time.Now().After(deadline) {
@@ -356,6 +361,22 @@ func (p *Process) catchAll(deadline time.Time) error {
 		}
 	}
 	return nil
+}
+
+// unknownTasks reports whether the process has a thread not attached.
+func (p *Process) unknownTasks() bool {
+	tids, err := listTasks(p.pid)
+	if err != nil {
+		return false
+	}
+	for _, tid := range tids {
+		// A zombie (a leader that called pthread_exit) cannot be attached
+		// and makes no threads.
+		if _, ok := p.threads[tid]; !ok && !p.isZombie(tid) {
+			return true
+		}
+	}
+	return false
 }
 
 // openMem opens the memory file through an attached thread: the leader's
@@ -388,6 +409,17 @@ func (p *Process) openMem() error {
 // for a thread that is gone (or a zombie leader, which cannot be traced).
 func (p *Process) seize(tid int) (bool, error) {
 	err := ptrace(unix.PTRACE_SEIZE, tid, 0, unix.PTRACE_O_TRACECLONE)
+	// EPERM with no tracer named and a live thread is a permission
+	// problem, or a tracer (another livesplice) that let go between our
+	// seize and the status read: try again before calling it permissions.
+	for try := 0; err == unix.EPERM && try < 3; try++ {
+		st, serr := readStatus(fmt.Sprintf("/proc/%d/task/%d/status", p.pid, tid))
+		if serr != nil || st["TracerPid"] != "0" || strings.HasPrefix(st["State"], "Z") || strings.HasPrefix(st["State"], "X") {
+			break
+		}
+		time.Sleep(time.Millisecond)
+		err = ptrace(unix.PTRACE_SEIZE, tid, 0, unix.PTRACE_O_TRACECLONE)
+	}
 	switch err {
 	case nil:
 	case unix.ESRCH:
