@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"livesplice/internal/fault"
 )
 
 const (
@@ -323,6 +325,9 @@ func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.
 		p.writeMem(area, origSave)
 		return fail(fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err))
 	}
+	// A livesplice killed here leaves the thread to run the system call
+	// and the epilogue on its own (tested through this fault point).
+	fault.Point("ptrace:syscall")
 	// Two syscall stops at scratch+2: the entry, then the exit.
 	stops := 0
 	var out unix.PtraceRegs
