@@ -103,6 +103,9 @@ func (s *session) remove(idx int, op string) error {
 	if err := s.p.ResumeExcept(s.worker); err != nil {
 		s.opt.logf("%s %s: resume: %v", op, a.ID, err)
 	}
+	if err := s.refresh(); err != nil {
+		return err
+	}
 	for _, g := range a.Regions {
 		if s.ours(g) {
 			if err := s.munmap(g.Addr, g.Size); err != nil {

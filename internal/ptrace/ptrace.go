@@ -324,6 +324,15 @@ func (p *Process) attach() (err error) {
 // chasing threads created or ended meanwhile.
 func (p *Process) catchAll(deadline time.Time) error {
 	for {
+		// Interrupt the threads we know first, listing /proc afterwards:
+		// they stop while we look for new ones.
+		for _, t := range p.threads {
+			if !t.stopped && !t.interrupted {
+				if ptrace(unix.PTRACE_INTERRUPT, t.tid, 0, 0) == nil {
+					t.interrupted = true
+				}
+			}
+		}
 		tids, err := listTasks(p.pid)
 		if err != nil {
 			if len(p.threads) == 0 {

@@ -238,7 +238,7 @@ func (p *Process) stopAll(deadline time.Time) error {
 		}
 		// Stops after PTRACE_INTERRUPT come within microseconds: poll
 		// without sleeping for a moment before waitAny's back-off.
-		if time.Since(spinStart) < 300*time.Microsecond {
+		if time.Since(spinStart) < 3*time.Millisecond {
 			runtime.Gosched()
 			continue
 		}
