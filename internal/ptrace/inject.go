@@ -242,6 +242,45 @@ func (p *Process) Call(fn uint64, timeout time.Duration, args ...uint64) (uint64
 	return rax, err
 }
 
+// beginInject picks the thread injected code runs on and reads what
+// injection needs: whether every thread is stopped (after ResumeExcept the
+// rest of the process runs and must keep running), the scratch address and
+// the thread's registers to restore.
+func (p *Process) beginInject(op string) (*thread, bool, uint64, unix.PtraceRegs, error) {
+	var saved unix.PtraceRegs
+	t, err := p.workThread(op)
+	if err != nil {
+		return nil, false, 0, saved, err
+	}
+	allStopped := p.allStopped(op) == nil
+	scratch, err := p.scratch()
+	if err == nil {
+		err = p.getRegs(t.tid, &saved)
+	}
+	if err != nil {
+		return nil, false, 0, saved, p.exitedErr(op, t.tid, err)
+	}
+	return t, allStopped, scratch, saved, nil
+}
+
+// finishInject collects the initial stops of threads the code may have
+// created (when every thread was stopped before) and picks the error.
+func (p *Process) finishInject(op string, allStopped bool, runErr, restoreErr error, rax uint64) (uint64, error) {
+	var settleErr error
+	if allStopped {
+		settleErr = p.stopAll(time.Now().Add(stopTimeout))
+	}
+	switch {
+	case runErr != nil:
+		return 0, runErr
+	case restoreErr != nil:
+		return 0, restoreErr
+	case settleErr != nil && !errors.Is(settleErr, ErrExited):
+		return rax, fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, settleErr)
+	}
+	return rax, nil
+}
+
 // Restart codes a system call interrupted by our stop may hold in rax.
 const (
 	erestartsys          = -512
@@ -261,20 +300,11 @@ const (
 // never runs; if livesplice is killed meanwhile, the kernel lets the
 // thread go, it runs the epilogue, and the program goes on unharmed.
 func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
-	t, err := p.workThread(op)
+	t, allStopped, scratch, saved, err := p.beginInject(op)
 	if err != nil {
 		return 0, err
 	}
-	allStopped := p.allStopped(op) == nil
 	fail := func(err error) (uint64, error) { return 0, p.exitedErr(op, t.tid, err) }
-	scratch, err := p.scratch()
-	if err != nil {
-		return fail(err)
-	}
-	var saved unix.PtraceRegs
-	if err := p.getRegs(t.tid, &saved); err != nil {
-		return fail(err)
-	}
 	resumeRip, resumeRax := saved.Rip, saved.Rax
 	if int64(saved.Orig_rax) >= 0 {
 		switch int64(saved.Rax) {
@@ -355,19 +385,7 @@ func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.
 		restoreErr = err
 	}
 	p.writeMem(area, origSave)
-	var settleErr error
-	if allStopped {
-		settleErr = p.stopAll(time.Now().Add(stopTimeout))
-	}
-	switch {
-	case runErr != nil:
-		return 0, runErr
-	case restoreErr != nil:
-		return 0, restoreErr
-	case settleErr != nil && !errors.Is(settleErr, ErrExited):
-		return out.Rax, fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, settleErr)
-	}
-	return out.Rax, nil
+	return p.finishInject(op, allStopped, runErr, restoreErr, out.Rax)
 }
 
 // reStop moves a stopped thread into a fresh interrupt stop.
@@ -396,21 +414,11 @@ func (p *Process) reStop(t *thread, deadline time.Time) error {
 // thread's registers at it, runs the thread until the int3 that ends code
 // (or the one code returns to) traps, and restores memory and registers.
 func (p *Process) inject(op string, code []byte, timeout time.Duration, setup func(r *unix.PtraceRegs, scratch uint64) error) (uint64, error) {
-	t, err := p.workThread(op)
+	t, allStopped, scratch, saved, err := p.beginInject(op)
 	if err != nil {
 		return 0, err
 	}
-	// After ResumeExcept the rest of the process runs and must keep running.
-	allStopped := p.allStopped(op) == nil
 	fail := func(err error) (uint64, error) { return 0, p.exitedErr(op, t.tid, err) }
-	scratch, err := p.scratch()
-	if err != nil {
-		return fail(err)
-	}
-	var saved unix.PtraceRegs
-	if err := p.getRegs(t.tid, &saved); err != nil {
-		return fail(err)
-	}
 	orig := make([]byte, len(code))
 	if err := p.readMem(scratch, orig); err != nil {
 		return fail(err)
@@ -444,19 +452,7 @@ func (p *Process) inject(op string, code []byte, timeout time.Duration, setup fu
 		restoreErr = err
 	}
 	// Threads the code created report their initial stop now.
-	var settleErr error
-	if allStopped {
-		settleErr = p.stopAll(time.Now().Add(stopTimeout))
-	}
-	switch {
-	case runErr != nil:
-		return 0, runErr
-	case restoreErr != nil:
-		return 0, restoreErr
-	case settleErr != nil && !errors.Is(settleErr, ErrExited):
-		return out.Rax, fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, settleErr)
-	}
-	return out.Rax, nil
+	return p.finishInject(op, allStopped, runErr, restoreErr, out.Rax)
 }
 
 // runUntil continues t alone until onTrap reports it done. isOurs tells
