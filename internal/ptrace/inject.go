@@ -218,25 +218,8 @@ func (p *Process) Call(fn uint64, timeout time.Duration, args ...uint64) (uint64
 	copy(a[:], args)
 	var rax uint64
 	err := p.do("call", func() error {
-		op := fmt.Sprintf("call %#x", fn)
 		var err error
-		rax, err = p.inject(op, []byte{int3}, timeout, func(r *unix.PtraceRegs, scratch uint64) error {
-			// Below the 128-byte red zone (with margin), 16-byte aligned
-			// at the call, then the return address as a call pushes it.
-			sp := ((r.Rsp - 256) &^ 15) - 8
-			var ret [8]byte
-			binary.LittleEndian.PutUint64(ret[:], scratch)
-			if err := p.writeMem(sp, ret[:]); err != nil {
-				return err
-			}
-			r.Rsp = sp
-			r.Rip = fn
-			r.Rax = 0 // al: vector registers used, for a variadic callee
-			r.Orig_rax = math.MaxUint64
-			r.Rdi, r.Rsi, r.Rdx, r.Rcx, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-			r.Eflags &^= eflagsTF | eflagsDF
-			return nil
-		})
+		rax, err = p.injectCall(fmt.Sprintf("call %#x", fn), fn, a, timeout)
 		return err
 	})
 	return rax, err
@@ -290,16 +273,66 @@ const (
 	sysRestartSyscall    = 219
 )
 
-// injectSyscall runs one system call on the work thread without ever
-// leaving a trap behind: the code at the scratch address is the syscall
-// followed by an epilogue that restores the thread's registers from a save
-// area just below its red zone and returns to where it was (restarting an
-// interrupted system call as the kernel would have). While livesplice
-// lives, the thread is caught at the system call's exit with
-// PTRACE_SYSCALL and its registers are put back directly, so the epilogue
-// never runs; if livesplice is killed meanwhile, the kernel lets the
-// thread go, it runs the epilogue, and the program goes on unharmed.
+// injectSyscall runs one system call on the work thread (see injectSafe).
 func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
+	return p.injectSafe(op, []byte{0x0f, 0x05}, nr, timeout, // syscall
+		func(r *unix.PtraceRegs, scratch, _ uint64) error {
+			r.Rip = scratch
+			r.Rax = nr
+			r.Orig_rax = math.MaxUint64
+			r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+			r.Eflags &^= eflagsTF
+			return nil
+		},
+		func(r *unix.PtraceRegs) (uint64, error) { return r.Rax, nil })
+}
+
+// injectCall calls fn(args) on the work thread (see injectSafe): fn
+// returns into "push %rax; mov $SYS_getpid,%eax; syscall", where the result
+// is read off the stack at the system call's stop.
+func (p *Process) injectCall(op string, fn uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
+	const getpid = 39
+	prologue := []byte{0x50, 0xb8, getpid, 0, 0, 0, 0x0f, 0x05} // push %rax; mov $39,%eax; syscall
+	return p.injectSafe(op, prologue, getpid, timeout,
+		func(r *unix.PtraceRegs, scratch, area uint64) error {
+			// Below the save area, 16-byte aligned at the call, then the
+			// return address as a call pushes it.
+			sp := ((area - 64) &^ 15) - 8
+			var ret [8]byte
+			binary.LittleEndian.PutUint64(ret[:], scratch)
+			if err := p.writeMem(sp, ret[:]); err != nil {
+				return err
+			}
+			r.Rsp = sp
+			r.Rip = fn
+			r.Rax = 0 // al: vector registers used, for a variadic callee
+			r.Orig_rax = math.MaxUint64
+			r.Rdi, r.Rsi, r.Rdx, r.Rcx, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+			r.Eflags &^= eflagsTF | eflagsDF
+			return nil
+		},
+		func(r *unix.PtraceRegs) (uint64, error) {
+			var b [8]byte
+			if err := p.readMem(r.Rsp, b[:]); err != nil {
+				return 0, err
+			}
+			return binary.LittleEndian.Uint64(b[:]), nil
+		})
+}
+
+// injectSafe runs injected code on the work thread without ever leaving a
+// trap behind. The code at the scratch address is prologue, which ends
+// with a system call (number nr), followed by an epilogue that restores
+// the thread's registers from a save area just below its red zone and
+// returns to where it was (restarting a system call our stop had
+// interrupted, as the kernel would have). While livesplice lives, it
+// catches the thread at that system call's exit (PTRACE_SYSCALL with
+// TRACESYSGOOD) and puts the registers back itself, so the epilogue never
+// runs; if livesplice is killed meanwhile, the kernel lets the thread go,
+// it runs the epilogue, and the program goes on unharmed.
+func (p *Process) injectSafe(op string, prologue []byte, nr uint64, timeout time.Duration,
+	setup func(r *unix.PtraceRegs, scratch, area uint64) error,
+	result func(r *unix.PtraceRegs) (uint64, error)) (uint64, error) {
 	t, allStopped, scratch, saved, err := p.beginInject(op)
 	if err != nil {
 		return 0, err
@@ -322,54 +355,73 @@ func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.
 		saved.R10, saved.R11, saved.Eflags, resumeRip} {
 		binary.LittleEndian.PutUint64(save[8*i:], v)
 	}
-	code := []byte{0x0f, 0x05, 0x48, 0xbc, 0, 0, 0, 0, 0, 0, 0, 0, // syscall; movabs $area, %rsp
+	epilogue := []byte{0x48, 0xbc, 0, 0, 0, 0, 0, 0, 0, 0, // movabs $area, %rsp
 		0x58, 0x59, 0x5a, 0x5e, 0x5f, // pop rax, rcx, rdx, rsi, rdi
 		0x41, 0x58, 0x41, 0x59, 0x41, 0x5a, 0x41, 0x5b, // pop r8, r9, r10, r11
 		0x9d,             // popfq
 		0xc2, 0x80, 0x00, // ret $0x80
 	}
-	binary.LittleEndian.PutUint64(code[4:], area)
+	binary.LittleEndian.PutUint64(epilogue[2:], area)
+	code := append(append([]byte{}, prologue...), epilogue...)
+	catch := scratch + uint64(len(prologue)) // rip at the system call's stops
+	// Below the save area: the stack a called function may use.
+	low := area - 256
 	origCode := make([]byte, len(code))
-	origSave := make([]byte, len(save))
+	origStack := make([]byte, area+uint64(len(save))-low)
 	if err := p.readMem(scratch, origCode); err != nil {
 		return fail(err)
 	}
-	if err := p.readMem(area, origSave); err != nil {
+	if err := p.readMem(low, origStack); err != nil {
 		return fail(fmt.Errorf("ptrace %s tid %d: stack below %#x: %w", op, t.tid, saved.Rsp, err))
+	}
+	restoreMem := func() {
+		p.writeMem(scratch, origCode)
+		p.writeMem(low, origStack)
 	}
 	if err := p.writeMem(area, save); err != nil {
 		return fail(err)
 	}
 	if err := p.writeMem(scratch, code); err != nil {
-		p.writeMem(area, origSave)
+		restoreMem()
 		return fail(err)
 	}
 	regs := saved
-	regs.Rip = scratch
-	regs.Rax = nr
-	regs.Orig_rax = math.MaxUint64
-	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	regs.Eflags &^= eflagsTF
-	if err := p.setRegs(t.tid, &regs); err != nil {
-		p.writeMem(scratch, origCode)
-		p.writeMem(area, origSave)
+	err = setup(&regs, scratch, area)
+	if err == nil {
+		err = p.setRegs(t.tid, &regs)
+	}
+	opts := unix.PTRACE_O_TRACECLONE
+	if p.untracedClones {
+		opts = 0
+	}
+	if err == nil {
+		err = ptrace(unix.PTRACE_SETOPTIONS, t.tid, 0, uintptr(opts|unix.PTRACE_O_TRACESYSGOOD))
+	}
+	if err != nil {
+		p.setRegs(t.tid, &saved)
+		restoreMem()
 		return fail(fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err))
 	}
-	// A livesplice killed here leaves the thread to run the system call
-	// and the epilogue on its own (tested through this fault point).
+	// A livesplice killed here leaves the thread to run the code and the
+	// epilogue on its own (tested through this fault point).
 	fault.Point("ptrace:syscall")
-	// Two syscall stops at scratch+2: the entry, then the exit.
+	// Two syscall stops at catch: the entry, then the exit.
 	stops := 0
-	var out unix.PtraceRegs
+	var rax uint64
 	runErr := p.runUntil(op, t, time.Now().Add(timeout), false, unix.PTRACE_SYSCALL,
-		func(r *unix.PtraceRegs) bool { return r.Rip == scratch+2 },
+		func(r *unix.PtraceRegs) bool { return r.Rip == catch && r.Orig_rax == nr },
 		func(r *unix.PtraceRegs, _ bool) (bool, error) {
 			stops++
-			out = *r
-			return stops == 2, nil
+			if stops < 2 {
+				return false, nil
+			}
+			v, err := result(r)
+			rax = v
+			return true, err
 		})
 	var restoreErr error
 	if _, alive := p.threads[t.tid]; alive {
+		ptrace(unix.PTRACE_SETOPTIONS, t.tid, 0, uintptr(opts))
 		restoreErr = p.setRegs(t.tid, &saved)
 		if restoreErr == nil && runErr == nil {
 			// The thread sits in a syscall-exit stop, from which the
@@ -381,11 +433,8 @@ func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.
 			restoreErr = p.reStop(t, time.Now().Add(stopTimeout))
 		}
 	}
-	if err := p.writeMem(scratch, origCode); err != nil && restoreErr == nil && !errors.Is(runErr, ErrExited) {
-		restoreErr = err
-	}
-	p.writeMem(area, origSave)
-	return p.finishInject(op, allStopped, runErr, restoreErr, out.Rax)
+	restoreMem()
+	return p.finishInject(op, allStopped, runErr, restoreErr, rax)
 }
 
 // reStop moves a stopped thread into a fresh interrupt stop.
@@ -408,51 +457,6 @@ func (p *Process) reStop(t *thread, deadline time.Time) error {
 		}
 	}
 	return nil
-}
-
-// inject places code at the scratch address, lets setup point the work
-// thread's registers at it, runs the thread until the int3 that ends code
-// (or the one code returns to) traps, and restores memory and registers.
-func (p *Process) inject(op string, code []byte, timeout time.Duration, setup func(r *unix.PtraceRegs, scratch uint64) error) (uint64, error) {
-	t, allStopped, scratch, saved, err := p.beginInject(op)
-	if err != nil {
-		return 0, err
-	}
-	fail := func(err error) (uint64, error) { return 0, p.exitedErr(op, t.tid, err) }
-	orig := make([]byte, len(code))
-	if err := p.readMem(scratch, orig); err != nil {
-		return fail(err)
-	}
-	if err := p.writeMem(scratch, code); err != nil {
-		return fail(err)
-	}
-	regs := saved
-	err = setup(&regs, scratch)
-	if err == nil {
-		err = p.setRegs(t.tid, &regs)
-	}
-	if err != nil {
-		p.writeMem(scratch, orig)
-		return fail(fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err))
-	}
-	trap := scratch + uint64(len(code))
-	var out unix.PtraceRegs
-	runErr := p.runUntil(op, t, time.Now().Add(timeout), false, unix.PTRACE_CONT, func(r *unix.PtraceRegs) bool { return r.Rip == trap },
-		func(r *unix.PtraceRegs, _ bool) (bool, error) {
-			out = *r
-			return true, nil
-		})
-
-	// Put everything back, whatever happened, unless the thread is gone.
-	var restoreErr error
-	if _, alive := p.threads[t.tid]; alive {
-		restoreErr = p.setRegs(t.tid, &saved)
-	}
-	if err := p.writeMem(scratch, orig); err != nil && restoreErr == nil && !errors.Is(runErr, ErrExited) {
-		restoreErr = err
-	}
-	// Threads the code created report their initial stop now.
-	return p.finishInject(op, allStopped, runErr, restoreErr, out.Rax)
 }
 
 // runUntil continues t alone until onTrap reports it done. isOurs tells
@@ -504,6 +508,18 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults 
 			return fail(err)
 		}
 		switch {
+		case kind == kindSyscall:
+			// Ours ends the run; the called function's own system calls
+			// just go on.
+			if isOurs(&r) {
+				done, err := onTrap(&r, timedOut)
+				if err != nil {
+					return fail(err)
+				}
+				if done {
+					return nil
+				}
+			}
 		case kind == kindSignal && sig == int(unix.SIGTRAP) && isOurs(&r):
 			done, err := onTrap(&r, timedOut)
 			if err != nil {

@@ -124,11 +124,12 @@ func (p *Process) isZombie(tid int) bool {
 type stopKind int
 
 const (
-	kindNone   stopKind = iota // not a stop (e.g. a continue report)
-	kindExit                   // the thread is gone
-	kindSignal                 // signal-delivery-stop
-	kindClone                  // PTRACE_EVENT_CLONE stop
-	kindEvent                  // PTRACE_EVENT_STOP: interrupt, group-stop, initial stop
+	kindNone    stopKind = iota // not a stop (e.g. a continue report)
+	kindExit                    // the thread is gone
+	kindSignal                  // signal-delivery-stop
+	kindClone                   // PTRACE_EVENT_CLONE stop
+	kindEvent                   // PTRACE_EVENT_STOP: interrupt, group-stop, initial stop
+	kindSyscall                 // syscall-entry or -exit stop (only while injecting)
 )
 
 // note records what ev says about its thread and classifies it. It does
@@ -149,6 +150,9 @@ func (p *Process) note(ev event) (stopKind, int) {
 	sig := int(ev.ws.StopSignal())
 	switch int(ev.ws>>16) & 0xff {
 	case 0:
+		if sig == int(unix.SIGTRAP)|0x80 {
+			return kindSyscall, sig // PTRACE_O_TRACESYSGOOD: a syscall stop
+		}
 		t.sigStop = true
 		return kindSignal, sig
 	case unix.PTRACE_EVENT_CLONE:
