@@ -164,6 +164,25 @@ func (p *prog) alive() {
 	}
 }
 
+// mappings lists a process's mappings, without those that change on their
+// own (heap, stack) and livesplice's state record. A case that expects a
+// refused apply should not have threads that map memory meanwhile.
+func mappings(t testing.TB, pid string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + pid + "/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasSuffix(l, "[heap]") || strings.HasSuffix(l, "[stack]") || strings.Contains(l, "/memfd:livesplice-state") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n")
+}
+
 // caseSpec is a case's case.json.
 type caseSpec struct {
 	Build   string   `json:"build"`   // ordinary build (default make)
@@ -270,7 +289,15 @@ func runCase(t *testing.T, name string, extraBuild string) {
 			if f == "" {
 				f = filepath.Join(caseDir, s.Apply)
 			}
+			before := mappings(t, p.pid())
 			r = run(t, "apply", "--pid", p.pid(), f)
+			if r.exit != 0 {
+				// A refused apply leaves no memory behind (the state
+				// record, once made, stays by design).
+				if after := mappings(t, p.pid()); after != before {
+					t.Fatalf("step %d: refused apply changed the mappings:\nbefore:\n%s\nafter:\n%s", i, before, after)
+				}
+			}
 		case s.Undo != "":
 			r = run(t, "undo", "--pid", p.pid(), s.Undo)
 		case s.Show != nil:

@@ -106,7 +106,12 @@ func Observe(pre, run []byte, off uint64, typ uint32, p uint64, a int64, mem Mem
 	}
 	v32 := int64(int32(binary.LittleEndian.Uint32(run[off:])))
 	switch elf.R_X86_64(typ) {
-	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
+	case elf.R_X86_64_PC32:
+		if s, n, ok, err := observeViaGOT(pre, run, int(off), p, a, mem); ok || err != nil {
+			return s, n, err
+		}
+		return uint64(int64(p) + v32 - a), 0, nil
+	case elf.R_X86_64_PLT32:
 		return uint64(int64(p) + v32 - a), 0, nil
 	case elf.R_X86_64_PC64:
 		return uint64(int64(p) + int64(binary.LittleEndian.Uint64(run[off:])) - a), 0, nil

@@ -152,3 +152,53 @@ func GateStub(at, flag, newFn, orig uint64, displaced []byte) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// ShortEntry is Displaced for a function shorter than need bytes: code is
+// the function's size bytes followed by what lies between it and the next
+// symbol. The jump may cover that tail only if it is alignment padding
+// (nops, int3) that nothing executes: the function's last instruction must
+// never fall through (ret, jmp, ud2, hlt, int3), no symbol's code starts
+// there, and nothing branches into the middle of a padding instruction.
+func ShortEntry(code []byte, size, need int) (int, error) {
+	if size <= 0 || size > len(code) {
+		return 0, fmt.Errorf("%w: shorter than a %d-byte jump", ErrNotSpliceable, need)
+	}
+	var last x86asm.Inst
+	off := 0
+	for off < size {
+		inst, err := x86asm.Decode(code[off:size], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: cannot decode at +%#x: %v", ErrNotSpliceable, off, err)
+		}
+		last, off = inst, off+inst.Len
+	}
+	switch last.Op {
+	case x86asm.RET, x86asm.LRET, x86asm.JMP, x86asm.UD2, x86asm.HLT:
+	case x86asm.INT:
+		if code[size-1] != 0xcc {
+			return 0, fmt.Errorf("%w: shorter than a %d-byte jump, and its last instruction (%v) may return into the bytes after it", ErrNotSpliceable, need, last.Op)
+		}
+	default:
+		return 0, fmt.Errorf("%w: shorter than a %d-byte jump, and its last instruction (%v) may fall through into the bytes after it", ErrNotSpliceable, need, last.Op)
+	}
+	for off < need {
+		if off >= len(code) {
+			return 0, fmt.Errorf("%w: shorter than a %d-byte jump, with only %d bytes of padding after it before the next symbol", ErrNotSpliceable, need, len(code)-size)
+		}
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil || !(inst.Op == x86asm.NOP || (inst.Op == x86asm.INT && code[off] == 0xcc) || (inst.Op == x86asm.XCHG && isNopXchg(code[off:off+inst.Len]))) {
+			return 0, fmt.Errorf("%w: shorter than a %d-byte jump, and the bytes after it (% x) are not padding", ErrNotSpliceable, need, code[off:min(len(code), off+8)])
+		}
+		off += inst.Len
+	}
+	return off, nil
+}
+
+// isNopXchg reports xchg %ax,%ax (66 90, possibly with more 66 prefixes):
+// the two-byte nop assemblers pad with.
+func isNopXchg(b []byte) bool {
+	for len(b) > 1 && b[0] == 0x66 {
+		b = b[1:]
+	}
+	return len(b) == 1 && b[0] == 0x90
+}

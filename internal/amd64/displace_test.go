@@ -97,3 +97,37 @@ func TestGateStub(t *testing.T) {
 		t.Errorf("jump back to %#x, want %#x", got, orig+8)
 	}
 }
+
+func TestShortEntry(t *testing.T) {
+	ret3 := []byte{0x89, 0xf8, 0xc3} // mov %edi,%eax; ret
+	cases := []struct {
+		name string
+		code []byte
+		size int
+		want int // 0: refused
+	}{
+		{"multi-byte nop", append(ret3, 0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0, 0x66, 0x90), 3, 14},
+		{"nops", append(ret3, 0x90, 0x90, 0x90), 3, 5},
+		{"int3", append(ret3, 0xcc, 0xcc), 3, 5},
+		{"xchg ax", append(ret3, 0x66, 0x90), 3, 5},
+		{"no room", ret3, 3, 0},
+		{"too little", append(ret3, 0x90), 3, 0},
+		{"code after", append(ret3, 0x8d, 0x04, 0x3f, 0xc3), 3, 0},
+		{"zeros", append(ret3, 0, 0, 0), 3, 0},
+		{"falls through", []byte{0x89, 0xf8, 0x90, 0x90, 0x90, 0x90}, 2, 0},
+		{"indirect call", []byte{0xff, 0xd7, 0x90, 0x90, 0x90, 0x90}, 2, 0},
+		{"tail jump", []byte{0xff, 0xe7, 0x90, 0x90, 0x90, 0x90}, 2, 5},
+	}
+	for _, c := range cases {
+		n, err := ShortEntry(append([]byte{}, c.code...), c.size, NearJumpSize)
+		if c.want == 0 {
+			if !errors.Is(err, ErrNotSpliceable) {
+				t.Errorf("%s: got %d, %v; want a refusal", c.name, n, err)
+			}
+			continue
+		}
+		if err != nil || n != c.want {
+			t.Errorf("%s: got %d, %v; want %d", c.name, n, err, c.want)
+		}
+	}
+}

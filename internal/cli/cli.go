@@ -70,7 +70,7 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, runpre.ErrMismatch), errors.Is(err, runpre.ErrNotFound), errors.Is(err, runpre.ErrAmbiguous), errors.Is(err, process.ErrNotMapped):
 		return ExitMismatch
-	case errors.Is(err, process.ErrBusy):
+	case errors.Is(err, process.ErrBusy), errors.Is(err, process.ErrLocked):
 		return ExitBusy
 	case errors.Is(err, create.ErrNoChange), errors.Is(err, objdiff.ErrUnsupported):
 		return ExitRefused

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Sym is one defined symbol.
@@ -35,6 +36,8 @@ type Table struct {
 	globals   map[string][]Sym
 	Loads     []elf.ProgHeader
 	TLS       *elf.ProgHeader
+	starts    []uint64    // every defined symbol's address, sorted
+	code      [][2]uint64 // executable sections: [start, end)
 }
 
 // ErrNotFound is returned for a symbol the file does not define.
@@ -72,10 +75,16 @@ func Load(r io.ReaderAt) (*Table, error) {
 	if libs, err := f.DynString(elf.DT_SONAME); err == nil && len(libs) > 0 {
 		t.Soname = libs[0]
 	}
+	for _, sec := range f.Sections {
+		if sec.Flags&elf.SHF_EXECINSTR != 0 && sec.Flags&elf.SHF_ALLOC != 0 {
+			t.code = append(t.code, [2]uint64{sec.Addr, sec.Addr + sec.Size})
+		}
+	}
 	syms, err := f.Symbols()
 	if err != nil {
 		t.Stripped = true
 	}
+	defer func() { slices.Sort(t.starts) }()
 	file := ""
 	for _, s := range syms {
 		typ := elf.ST_TYPE(s.Info)
@@ -88,6 +97,9 @@ func Load(r io.ReaderAt) (*Table, error) {
 			continue
 		}
 		y := Sym{Name: s.Name, Value: s.Value, Size: s.Size, Type: typ, Bind: bind}
+		if s.Section != elf.SHN_ABS && typ != elf.STT_TLS {
+			t.starts = append(t.starts, s.Value)
+		}
 		if bind == elf.STB_LOCAL {
 			y.File = file
 			t.locals[file+"\x00"+s.Name] = append(t.locals[file+"\x00"+s.Name], y)
@@ -136,6 +148,28 @@ func le32(b []byte) uint64 {
 	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
 }
 func align4(n uint64) uint64 { return (n + 3) &^ 3 }
+
+// Room returns how many bytes from address v (link-time) up to the next
+// symbol or the end of v's executable section, whichever comes first: the
+// bytes after a function that no other symbol's code can start in. It is 0
+// for a file without .symtab (its local functions are unknown) or outside
+// any executable section.
+func (t *Table) Room(v uint64) uint64 {
+	if t.Stripped {
+		return 0
+	}
+	for _, c := range t.code {
+		if v >= c[0] && v < c[1] {
+			end := c[1]
+			i, _ := slices.BinarySearch(t.starts, v+1)
+			if i < len(t.starts) && t.starts[i] < end {
+				end = t.starts[i]
+			}
+			return end - v
+		}
+	}
+	return 0
+}
 
 // Local returns the static symbols called name in source file file (any
 // file when file is empty).

@@ -35,6 +35,7 @@ type plan struct {
 	partOff [3]uint64
 	applied state.Applied
 	deps    map[string]bool
+	busy    []span // more places that count as inside a replaced function
 }
 
 // Apply applies an update to a running process: all or nothing.
@@ -72,7 +73,7 @@ func apply(pid int, f *update.File, opt Options) error {
 		}
 		if err != nil {
 			rollback()
-			return fmt.Errorf("apply %s to process %d: %w", f.ID, pid, err)
+			return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 		}
 	}
 	var spans []span
@@ -83,6 +84,7 @@ func apply(pid int, f *update.File, opt Options) error {
 				spans = append(spans, span{m.Addr, m.Addr + m.Size, fn.Name})
 			}
 		}
+		spans = append(spans, p.busy...)
 	}
 	if err := s.ensureState(plans[0].region.Addr + plans[0].region.Size - 64); err != nil {
 		rollback()
@@ -254,8 +256,15 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 		size[k] += sec.Size
 	}
 	stubs, gots := map[int]uint64{}, map[int]uint64{}
-	for _, sec := range t.Sections {
-		for _, r := range sec.Relocs {
+	// A PC32 data reference of new code may find its variable beyond 2 GiB
+	// (a library's, which the program has no copy relocation for): it then
+	// goes through a GOT slot and, for a load, a thunk (amd64.ViaGOT).
+	// Room for both is set aside for every such reference.
+	type site struct{ sec, reloc int }
+	thunks := map[site]uint64{}
+	var thunkSites []site
+	for si, sec := range t.Sections {
+		for ri, r := range sec.Relocs {
 			if update.RelocIsGOT(r.Type) {
 				if _, ok := gots[r.Symbol]; !ok {
 					gots[r.Symbol] = 0
@@ -264,6 +273,10 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 				if _, ok := stubs[r.Symbol]; !ok {
 					stubs[r.Symbol] = 0
 				}
+				if elf.R_X86_64(r.Type) == elf.R_X86_64_PC32 && t.Symbols[r.Symbol].Type != "func" {
+					gots[r.Symbol] = 0
+					thunkSites = append(thunkSites, site{si, ri})
+				}
 			}
 		}
 	}
@@ -271,6 +284,10 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 	for _, k := range sortedKeys(stubs) {
 		stubs[k] = size[0]
 		size[0] += amd64.StubSize
+	}
+	for _, k := range thunkSites {
+		thunks[k] = size[0]
+		size[0] += amd64.ThunkSize
 	}
 	gateOff := size[0]
 	for _, fn := range t.Functions {
@@ -319,7 +336,7 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 		k := part(sec.Kind)
 		img := p.images[k][p.offsets[i] : p.offsets[i]+sec.Size]
 		copy(img, sec.Data)
-		for _, r := range sec.Relocs {
+		for ri, r := range sec.Relocs {
 			sv, err := resolve(r.Symbol)
 			if err != nil {
 				return p, err
@@ -330,8 +347,15 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 				got = addr + p.partOff[1] + gots[r.Symbol]
 				binary.LittleEndian.PutUint64(p.images[1][gots[r.Symbol]:], sv)
 			} else if so, ok := stubs[r.Symbol]; ok && sec.Kind == update.KindText && !amd64.FitsRel32(place+4, uint64(int64(sv)+r.Addend+4)) {
-				if elf.R_X86_64(r.Type) != elf.R_X86_64_PLT32 && t.Symbols[r.Symbol].Type != "func" {
-					return p, fmt.Errorf("%s: new code refers directly to %s, which lies beyond 2 GiB of the new code (no copy relocation for it in %s)", sec.Name, t.Symbols[r.Symbol].Name, mod.path)
+				if to, ok := thunks[site{i, ri}]; ok {
+					got = addr + p.partOff[1] + gots[r.Symbol]
+					binary.LittleEndian.PutUint64(p.images[1][gots[r.Symbol]:], sv)
+					thunk, err := amd64.ViaGOT(img, secAddr(i), int(r.Offset), r.Addend, got, addr+to)
+					if err != nil {
+						return p, fmt.Errorf("%s: new code refers directly to %s, which lies beyond 2 GiB of the new code (no copy relocation for it in %s), and cannot go through a GOT slot: %w", sec.Name, t.Symbols[r.Symbol].Name, mod.path, err)
+					}
+					copy(p.images[0][to:], thunk)
+					continue
 				}
 				copy(p.images[0][so:], amd64.FarJump(sv))
 				sv = addr + so
@@ -361,13 +385,32 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 		to := secAddr(fn.Section)
 		stubAddr := addr + gate
 		jump := amd64.Jump(m.Addr, stubAddr)
-		code := make([]byte, m.Size)
+		size := m.Size
+		if size < uint64(len(jump)) {
+			// A function shorter than the jump (mov %edi,%eax; ret): the
+			// jump may also cover the alignment padding after it, up to
+			// the next symbol, if nothing can run there (ShortEntry).
+			size = max(size, min(mod.table.Room(m.Addr-mod.bias), 64))
+		}
+		code := make([]byte, size)
 		if err := s.p.ReadMem(m.Addr, code); err != nil {
 			return p, fmt.Errorf("read %s: %w", fn.Name, err)
 		}
-		n, err := amd64.Displaced(code, len(jump))
+		var n int
+		if m.Size < uint64(len(jump)) {
+			n, err = amd64.ShortEntry(code, int(m.Size), len(jump))
+		} else {
+			n, err = amd64.Displaced(code, len(jump))
+		}
 		if err != nil {
 			return p, fmt.Errorf("%s (%d bytes): %w", fn.Name, m.Size, err)
+		}
+		// A function an earlier update placed may jump out to its ViaGOT
+		// thunks and back: a thread in one is inside the function.
+		for _, to := range amd64.JumpsOut(code[:m.Size], m.Addr) {
+			if s.rec.Owner(to) != nil {
+				p.busy = append(p.busy, span{to, to + amd64.ThunkSize, fn.Name})
+			}
 		}
 		if off, bad := amd64.BranchesInto(code, m.Addr, 0, n); bad {
 			return p, fmt.Errorf("%s: %w: the instruction at +%#x branches into its first %d bytes", fn.Name, amd64.ErrNotSpliceable, off, n)
@@ -461,7 +504,7 @@ func (s *session) mapNear(mod *module, size uint64) (uint64, error) {
 		// for it) means trying the next one; anything else (the process
 		// exited, ptrace failed) ends the search with its own error, not
 		// a misleading "no room".
-		if err != nil && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOMEM) {
+		if e := syscallErrno(err); err != nil && e != unix.EEXIST && e != unix.ENOMEM {
 			return 0, fmt.Errorf("map new code near %s: %w", mod.path, err)
 		}
 		lastErr = err
@@ -531,5 +574,5 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 	if d := s.rec.Defined("", y.Name); len(d) > 0 {
 		return d[len(d)-1].Addr, nil
 	}
-	return 0, fmt.Errorf("symbol %s not found in %s or any loaded library", y.Name, p.mod.path)
+	return 0, fmt.Errorf("symbol %s not found in %s or any loaded library (the new code needs a library the process has not loaded)", y.Name, p.mod.path)
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -65,6 +66,7 @@ type session struct {
 	worker    int // the thread kept stopped for system calls
 	slot      int // the state record's body slot the header points at
 	cache     *pageCache
+	lock      *os.File // per-process lock (lockTarget), held until detach
 }
 
 // attach seizes every thread of pid but stops only one, kept for remote
@@ -72,22 +74,27 @@ type session struct {
 // new code) costs the program no pause; stopWorld stops it all for the
 // safety check and the splice.
 func attach(pid int, opt Options) (*session, error) {
-	p, err := ptrace.AttachOne(pid)
+	lock, err := lockTarget(pid, opt.deadline())
 	if err != nil {
 		return nil, err
 	}
-	s := &session{pid: pid, p: p, opt: opt, worker: p.Threads()[0]}
+	p, err := ptrace.AttachOne(pid)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s := &session{pid: pid, p: p, opt: opt, worker: p.Threads()[0], lock: lock}
 	if err := s.refresh(); err != nil {
-		p.Detach()
+		s.detach()
 		return nil, err
 	}
 	s.rec, s.stateAddr, s.slot, err = readState(p, s.maps)
 	if err != nil {
-		p.Detach()
+		s.detach()
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	if err := s.recoverInterrupted(); err != nil {
-		p.Detach()
+		s.detach()
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	return s, nil
@@ -127,11 +134,61 @@ func (s *session) detach() {
 		s.p.Detach()
 		s.p = nil
 	}
+	if s.lock != nil {
+		s.lock.Close() // drops the flock: the next livesplice may go
+		s.lock = nil
+	}
 }
 
 // syscall runs a system call in the target.
 func (s *session) syscall(nr uint64, args ...uint64) (uint64, error) {
-	return s.p.Syscall(nr, args...)
+	rax, err := s.p.Syscall(nr, args...)
+	if r := int64(rax); err != nil && r >= -4095 && r <= -1 && errors.Is(err, unix.Errno(-r)) {
+		return rax, &SyscallError{Nr: nr, Errno: unix.Errno(-r)}
+	}
+	return rax, err
+}
+
+// SyscallError is a system call that livesplice ran inside the target and
+// the target's kernel refused: a limit of the target itself (its seccomp
+// filter, rlimits, memory). It deliberately does not unwrap to its errno: an
+// EPERM here is not a permission to trace the process (exit 7, "run as
+// root"), which a seccomp filter returning EPERM would otherwise be taken for.
+type SyscallError struct {
+	Nr    uint64
+	Errno unix.Errno
+}
+
+func (e *SyscallError) Error() string {
+	name := fmt.Sprintf("system call %d", e.Nr)
+	switch e.Nr {
+	case unix.SYS_MMAP:
+		name = "mmap"
+	case unix.SYS_MPROTECT:
+		name = "mprotect"
+	case unix.SYS_MUNMAP:
+		name = "munmap"
+	case unix.SYS_MEMFD_CREATE:
+		name = "memfd_create"
+	case unix.SYS_FTRUNCATE:
+		name = "ftruncate"
+	case unix.SYS_CLOSE:
+		name = "close"
+	}
+	msg := fmt.Sprintf("%s in the process failed: %v", name, e.Errno)
+	if e.Errno == unix.EPERM || e.Errno == unix.EACCES || e.Errno == unix.ENOSYS {
+		msg += " (refused by the process's seccomp filter or security policy)"
+	}
+	return msg
+}
+
+// syscallErrno is the errno of a refused system call in the target, or 0.
+func syscallErrno(err error) unix.Errno {
+	var se *SyscallError
+	if errors.As(err, &se) {
+		return se.Errno
+	}
+	return 0
 }
 
 func (s *session) munmap(addr, size uint64) error {
