@@ -125,6 +125,7 @@ func apply(pid int, f *update.File, opt Options) error {
 		s.writeState()
 		rollback()
 	}
+	s.precheck(u, spans)
 	if err := s.stopWorld(); err != nil {
 		undoPrepared()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 	"time"
 
+	"livesplice/internal/procfs"
 	"livesplice/internal/unwind"
 )
 
@@ -41,7 +42,12 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 	if err != nil {
 		return nil, err
 	}
-	tids := s.p.Threads()
+	var tids []int
+	for _, tid := range s.p.Threads() {
+		if !s.clean[tid] {
+			tids = append(tids, tid)
+		}
+	}
 	// The world is stopped, so every core is free: unwind in parallel.
 	results := make([]busy, len(tids))
 	errs := make([]error, len(tids))
@@ -73,6 +79,33 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 		}
 	}
 	return out, nil
+}
+
+// precheck stops the threads that sleep in a system call (the program
+// cannot see that) and checks their stacks while the rest still runs. A
+// stopped thread's stack cannot change, so the threads found clean need no
+// second look once the world is stopped: the stop window is then as short
+// as the few threads that were running.
+func (s *session) precheck(u *unwind.Unwinder, spans []span) {
+	s.clean = map[int]bool{}
+	blocked := procfs.Blocked(s.pid)
+	if len(blocked) == 0 || s.p.StopSome(blocked) != nil {
+		return
+	}
+	all, err := s.p.AllRegs()
+	if err != nil {
+		return
+	}
+	s.cache.reset()
+	for _, tid := range blocked {
+		regs, ok := all[tid]
+		if !ok {
+			continue
+		}
+		if b, err := checkThread(u, spans, tid, &regs); err == nil && b.name == "" {
+			s.clean[tid] = true
+		}
+	}
 }
 
 // checkThread tells whether one thread is inside a span (name empty: no).
@@ -125,6 +158,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline())
 		}
+		s.clean = nil // every thread runs again: check all next time
 		if err := s.p.Resume(); err != nil {
 			return err
 		}

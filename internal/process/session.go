@@ -66,7 +66,8 @@ type session struct {
 	worker    int // the thread kept stopped for system calls
 	slot      int // the state record's body slot the header points at
 	cache     *pageCache
-	lock      *os.File // per-process lock (lockTarget), held until detach
+	clean     map[int]bool // threads checked while stopped since (precheck)
+	lock      *os.File     // per-process lock (lockTarget), held until detach
 }
 
 // attach seizes every thread of pid but stops only one, kept for remote

@@ -55,6 +55,7 @@ func (s *session) remove(idx int, op string) error {
 		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + a.ID})
 	}
 	u := s.unwinder()
+	s.precheck(u, spans)
 	if err := s.stopWorld(); err != nil {
 		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
 	}

@@ -219,3 +219,17 @@ func OpenMapped(pid int, m Mapping) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// Blocked lists the threads of pid that sleep inside a system call
+// (/proc/PID/task/TID/syscall starts with the call's number).
+func Blocked(pid int) []int {
+	tids, _ := Tasks(pid)
+	var out []int
+	for _, tid := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+		if err == nil && len(b) > 0 && b[0] >= '0' && b[0] <= '9' {
+			out = append(out, tid)
+		}
+	}
+	return out
+}

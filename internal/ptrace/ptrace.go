@@ -631,6 +631,42 @@ func (p *Process) ResumeExcept(keep int) error {
 	})
 }
 
+// StopSome interrupts the given running threads only and waits until they
+// are stopped (threads already stopped or gone are skipped). The live
+// patcher stops threads that sleep in a system call early, which the
+// program cannot see, and checks their stacks before stopping the rest.
+func (p *Process) StopSome(tids []int) error {
+	return p.do("stop", func() error {
+		deadline := time.Now().Add(stopTimeout)
+		for _, tid := range tids {
+			t, ok := p.threads[tid]
+			if !ok || t.stopped {
+				continue
+			}
+			if !t.interrupted {
+				if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil && err != unix.ESRCH {
+					return fmt.Errorf("ptrace interrupt tid %d: %w", tid, err)
+				}
+				t.interrupted = true
+			}
+		}
+		for _, tid := range tids {
+			for {
+				t, ok := p.threads[tid]
+				if !ok || t.stopped {
+					break
+				}
+				ev, err := p.waitAny([]int{tid}, deadline)
+				if err != nil {
+					return fmt.Errorf("ptrace stop tid %d: %w", tid, err)
+				}
+				p.absorb(ev)
+			}
+		}
+		return nil
+	})
+}
+
 // Detach stops the process if it runs, then detaches every thread,
 // delivering its held-back signals; the process continues. The Process
 // cannot be used afterwards.

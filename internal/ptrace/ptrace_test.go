@@ -791,3 +791,49 @@ func TestAttachOne(t *testing.T) {
 	pr.drain()
 	pr.waitFor("iter", 5*time.Second)
 }
+
+// StopSome stops just the threads named, the rest run on; Stop then
+// stops the rest.
+func TestStopSome(t *testing.T) {
+	bin := build(t, "threads")
+	pr := start(t, bin)
+	pr.waitFor("iter", 5*time.Second)
+	pid := pr.pid()
+	p, err := AttachOne(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Detach() })
+	kept := p.Threads()[0]
+	var some []int
+	for _, tid := range tasks(t, pid) {
+		if tid != kept && tid != pid && len(some) < 3 {
+			some = append(some, tid)
+		}
+	}
+	if err := p.StopSome(some); err != nil {
+		t.Fatal(err)
+	}
+	got := p.Threads()
+	if len(got) != len(some)+1 {
+		t.Fatalf("stopped %v, want %v and the kept %d", got, some, kept)
+	}
+	for _, tid := range some {
+		if s := threadState(pid, tid); s != "t (tracing stop)" {
+			t.Fatalf("tid %d state %q", tid, s)
+		}
+	}
+	if kept != pid {
+		pr.drain()
+		pr.waitFor("iter", 5*time.Second) // the leader still runs
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Threads()) != len(tasks(t, pid)) {
+		t.Fatalf("after Stop: %d stopped, %d tasks", len(p.Threads()), len(tasks(t, pid)))
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+}
