@@ -160,7 +160,7 @@ func apply(pid int, f *update.File, opt Options) error {
 		{"apply:flipped", flagWrites(a.Flags, 1)},
 		{"apply:recorded", applied},
 	}
-	if err := s.run(steps); err != nil {
+	if err := s.run(steps, true); err != nil {
 		// Put everything back as it was: flags, entries, record, regions.
 		var back []ptrace.Write
 		back = append(back, flagWrites(a.Flags, 0)...)

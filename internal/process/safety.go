@@ -3,6 +3,7 @@ package process
 import (
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -38,16 +39,21 @@ func inSpans(spans []span, pc uint64) (string, bool) {
 // stack word pointing into a span counts as busy.
 func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 	s.cache.reset() // threads may have run since the last check
-	all, err := s.p.AllRegs()
-	if err != nil {
-		return nil, err
+	all := s.regs   // read by stopWorld, if it just ran
+	s.regs = nil
+	if all == nil {
+		var err error
+		if all, err = s.p.AllRegs(); err != nil {
+			return nil, err
+		}
 	}
 	var tids []int
-	for _, tid := range s.p.Threads() {
+	for tid := range all {
 		if !s.clean[tid] {
 			tids = append(tids, tid)
 		}
 	}
+	sort.Ints(tids)
 	// The world is stopped, so every core is free: unwind in parallel.
 	results := make([]busy, len(tids))
 	errs := make([]error, len(tids))
@@ -164,7 +170,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 		}
 		time.Sleep(backoff)
 		backoff = min(backoff*2, 100*time.Millisecond)
-		if err := s.p.Stop(); err != nil {
+		if err := s.stopWorld(); err != nil {
 			return err
 		}
 		if err := s.refresh(); err != nil {

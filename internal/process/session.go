@@ -66,8 +66,9 @@ type session struct {
 	worker    int // the thread kept stopped for system calls
 	slot      int // the state record's body slot the header points at
 	cache     *pageCache
-	clean     map[int]bool // threads checked while stopped since (precheck)
-	lock      *os.File     // per-process lock (lockTarget), held until detach
+	clean     map[int]bool            // threads checked while stopped since (precheck)
+	regs      map[int]unix.PtraceRegs // read by stopWorld, for the next check
+	lock      *os.File                // per-process lock (lockTarget), held until detach
 }
 
 // attach seizes every thread of pid but stops only one, kept for remote
@@ -117,7 +118,9 @@ func exited(pid int, err error) error {
 // memory map is not read again here: the world is stopped from now on, and
 // nothing in the check depends on mappings made since the unwinder was.
 func (s *session) stopWorld() error {
-	return s.p.Stop()
+	regs, err := s.p.StopRegs()
+	s.regs = regs
+	return err
 }
 
 func (s *session) refresh() error {
@@ -234,14 +237,27 @@ type step struct {
 // fault-injection build writes them one by one instead and may die after
 // any single write ("point:K" after the K-th write of a step, from 1, and
 // "point" after the whole step).
-func (s *session) run(steps []step) error {
+func (s *session) run(steps []step, detach bool) error {
 	if !fault.Enabled {
 		var all []ptrace.Write
 		for _, st := range steps {
 			all = append(all, st.writes...)
 		}
-		_, err := s.p.WriteMems(all)
-		return err
+		if !detach {
+			_, err := s.p.WriteMems(all)
+			return err
+		}
+		// The last act: write and let go in one trip to the tracer.
+		n, err := s.p.WriteMemsDetach(all)
+		if n < len(all) {
+			return err
+		}
+		if err != nil {
+			s.opt.logf("detach: %v", err)
+		}
+		s.p = nil
+		s.detach()
+		return nil
 	}
 	for _, st := range steps {
 		for k, w := range st.writes {

@@ -85,7 +85,7 @@ func (s *session) remove(idx int, op string) error {
 		{op + ":flipped", s.mappedFlags(a, 0)},
 		{op + ":entry", restore},
 	}
-	if err := s.run(steps); err != nil {
+	if err := s.run(steps, false); err != nil {
 		// Back to applied: entries to the gates, flags as they were.
 		var back []ptrace.Write
 		for _, f := range a.Funcs {

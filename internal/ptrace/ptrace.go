@@ -568,7 +568,50 @@ func (p *Process) SetRegs(tid int, r *unix.PtraceRegs) error {
 // Threads created meanwhile are stopped too; threads that exited are
 // dropped. It returns an error wrapping ErrExited if no thread is left.
 func (p *Process) Stop() error {
-	return p.do("stop", func() error {
+	return p.do("stop", p.stopLocked)
+}
+
+// StopRegs is Stop followed by AllRegs, in one trip to the tracer thread:
+// the live patcher's stop window is made of such trips.
+func (p *Process) StopRegs() (map[int]unix.PtraceRegs, error) {
+	out := map[int]unix.PtraceRegs{}
+	err := p.do("stop", func() error {
+		if err := p.stopLocked(); err != nil {
+			return err
+		}
+		for _, tid := range p.stoppedTids() {
+			var r unix.PtraceRegs
+			if err := p.exitedErr("getregs", tid, p.getRegs(tid, &r)); err != nil {
+				return err
+			}
+			out[tid] = r
+		}
+		return nil
+	})
+	return out, err
+}
+
+// WriteMemsDetach performs writes in order and, if all succeed, detaches
+// (as Detach), in one trip to the tracer thread. On a failed write it
+// returns how many completed and stays attached.
+func (p *Process) WriteMemsDetach(ws []Write) (int, error) {
+	done := 0
+	err := p.do("write memory", func() error {
+		for _, w := range ws {
+			if err := p.writeMem(w.Addr, w.Data); err != nil {
+				return err
+			}
+			done++
+		}
+		err := p.detachAll()
+		p.shutdown()
+		return err
+	})
+	return done, err
+}
+
+func (p *Process) stopLocked() error {
+	{
 		if !p.untracedClones {
 			if err := p.stopAll(time.Now().Add(stopTimeout)); err != nil {
 				return fmt.Errorf("ptrace stop pid %d: %w", p.pid, err)
@@ -583,7 +626,7 @@ func (p *Process) Stop() error {
 			return fmt.Errorf("ptrace stop pid %d: %w", p.pid, err)
 		}
 		return nil
-	})
+	}
 }
 
 // Resume continues every stopped thread, delivering the signals that
