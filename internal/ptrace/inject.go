@@ -40,16 +40,18 @@ type Write struct {
 // returns how many completed.
 func (p *Process) WriteMems(ws []Write) (int, error) {
 	done := 0
-	err := p.do("write memory", func() error {
-		for _, w := range ws {
-			if err := p.writeMem(w.Addr, w.Data); err != nil {
-				return err
-			}
-			done++
-		}
-		return nil
-	})
+	err := p.do("write memory", func() error { return p.writeMemsLocked(ws, &done) })
 	return done, err
+}
+
+func (p *Process) writeMemsLocked(ws []Write, done *int) error {
+	for _, w := range ws {
+		if err := p.writeMem(w.Addr, w.Data); err != nil {
+			return err
+		}
+		*done++
+	}
+	return nil
 }
 
 // WriteMem writes b at addr through /proc/PID/mem. Unlike

@@ -536,18 +536,24 @@ func (p *Process) GetRegs(tid int) (unix.PtraceRegs, error) {
 // the tracer thread (the live patcher reads them all while the world is
 // stopped).
 func (p *Process) AllRegs() (map[int]unix.PtraceRegs, error) {
-	out := map[int]unix.PtraceRegs{}
-	err := p.do("getregs", func() error {
-		for _, tid := range p.stoppedTids() {
-			var r unix.PtraceRegs
-			if err := p.exitedErr("getregs", tid, p.getRegs(tid, &r)); err != nil {
-				return err
-			}
-			out[tid] = r
-		}
-		return nil
+	var out map[int]unix.PtraceRegs
+	err := p.do("getregs", func() (err error) {
+		out, err = p.allRegsLocked()
+		return err
 	})
 	return out, err
+}
+
+func (p *Process) allRegsLocked() (map[int]unix.PtraceRegs, error) {
+	out := map[int]unix.PtraceRegs{}
+	for _, tid := range p.stoppedTids() {
+		var r unix.PtraceRegs
+		if err := p.exitedErr("getregs", tid, p.getRegs(tid, &r)); err != nil {
+			return nil, err
+		}
+		out[tid] = r
+	}
+	return out, nil
 }
 
 // SetRegs sets the registers of a stopped thread.
@@ -574,19 +580,13 @@ func (p *Process) Stop() error {
 // StopRegs is Stop followed by AllRegs, in one trip to the tracer thread:
 // the live patcher's stop window is made of such trips.
 func (p *Process) StopRegs() (map[int]unix.PtraceRegs, error) {
-	out := map[int]unix.PtraceRegs{}
-	err := p.do("stop", func() error {
+	var out map[int]unix.PtraceRegs
+	err := p.do("stop", func() (err error) {
 		if err := p.stopLocked(); err != nil {
 			return err
 		}
-		for _, tid := range p.stoppedTids() {
-			var r unix.PtraceRegs
-			if err := p.exitedErr("getregs", tid, p.getRegs(tid, &r)); err != nil {
-				return err
-			}
-			out[tid] = r
-		}
-		return nil
+		out, err = p.allRegsLocked()
+		return err
 	})
 	return out, err
 }
@@ -597,11 +597,8 @@ func (p *Process) StopRegs() (map[int]unix.PtraceRegs, error) {
 func (p *Process) WriteMemsDetach(ws []Write) (int, error) {
 	done := 0
 	err := p.do("write memory", func() error {
-		for _, w := range ws {
-			if err := p.writeMem(w.Addr, w.Data); err != nil {
-				return err
-			}
-			done++
+		if err := p.writeMemsLocked(ws, &done); err != nil {
+			return err
 		}
 		err := p.detachAll()
 		p.shutdown()
