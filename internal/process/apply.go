@@ -119,25 +119,12 @@ func apply(pid int, f *update.File, opt Options) error {
 	fault.Point("apply:prepared")
 	u := s.unwinder()
 	opt.logf("matched and placed the new code in %v", time.Since(t0))
-	start := time.Now()
 	undoPrepared := func() {
 		s.rec = old
 		s.writeState()
 		rollback()
 	}
-	s.precheck(u, spans)
-	if err := s.stopWorld(); err != nil {
-		undoPrepared()
-		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
-	}
-	fault.Point("apply:stopped")
-	if err := s.waitSafe(u, spans); err != nil {
-		undoPrepared()
-		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
-	}
-	// Every thread is stopped and outside the old code. Redirect the
-	// entries to the gates (no change in behaviour), then set the commit
-	// flags: the moment the new code runs. Journal before and after.
+	// Everything written in the stop is made now, before it.
 	s.rec.Updates[last].Status = state.StatusCommitting
 	committing, err := s.stateWrites()
 	if err != nil {
@@ -154,6 +141,20 @@ func apply(pid int, f *update.File, opt Options) error {
 	for _, fp := range a.Funcs {
 		entries = append(entries, ptrace.Write{Addr: fp.Addr, Data: fp.Jump})
 	}
+	s.precheck(u, spans)
+	start := time.Now()
+	if err := s.stopWorld(); err != nil {
+		undoPrepared()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
+	fault.Point("apply:stopped")
+	if err := s.waitSafe(u, spans); err != nil {
+		undoPrepared()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
+	// Every thread is stopped and outside the old code. Redirect the
+	// entries to the gates (no change in behaviour), then set the commit
+	// flags: the moment the new code runs. Journal before and after.
 	steps := []step{
 		{"apply:committing", committing},
 		{"apply:entry", entries},

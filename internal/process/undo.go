@@ -54,6 +54,26 @@ func (s *session) remove(idx int, op string) error {
 	for _, g := range a.Regions {
 		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + a.ID})
 	}
+	// Everything written in the stop is made now, before it: the record,
+	// the flags and the entries that still hold our jump (an interrupted
+	// apply may not have written them all; nothing else writes them while
+	// we hold the process's lock).
+	prev := a.Status
+	s.rec.Updates[idx].Status = state.StatusUndoing
+	undoing, err := s.stateWrites()
+	s.rec.Updates[idx].Status = prev
+	if err != nil {
+		return err
+	}
+	var restore []ptrace.Write
+	for i := len(a.Funcs) - 1; i >= 0; i-- {
+		f := a.Funcs[i]
+		cur := make([]byte, len(f.Jump))
+		if s.p.ReadMem(f.Addr, cur) == nil && bytes.Equal(cur, f.Jump) {
+			restore = append(restore, ptrace.Write{Addr: f.Addr, Data: f.Saved})
+		}
+	}
+	clear, set := s.mappedFlags(a, 0), s.mappedFlags(a, 1)
 	u := s.unwinder()
 	s.precheck(u, spans)
 	if err := s.stopWorld(); err != nil {
@@ -63,26 +83,10 @@ func (s *session) remove(idx int, op string) error {
 	if err := s.waitSafe(u, spans); err != nil {
 		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
 	}
-	prev := a.Status
 	s.rec.Updates[idx].Status = state.StatusUndoing
-	undoing, err := s.stateWrites()
-	if err != nil {
-		s.rec.Updates[idx].Status = prev
-		return err
-	}
-	var restore []ptrace.Write
-	for i := len(a.Funcs) - 1; i >= 0; i-- {
-		f := a.Funcs[i]
-		// Only entries that still hold our jump: an interrupted apply may
-		// not have written them all.
-		cur := make([]byte, len(f.Jump))
-		if s.p.ReadMem(f.Addr, cur) == nil && bytes.Equal(cur, f.Jump) {
-			restore = append(restore, ptrace.Write{Addr: f.Addr, Data: f.Saved})
-		}
-	}
 	steps := []step{
 		{op + ":undoing", undoing},
-		{op + ":flipped", s.mappedFlags(a, 0)},
+		{op + ":flipped", clear},
 		{op + ":entry", restore},
 	}
 	if err := s.run(steps, false); err != nil {
@@ -92,7 +96,7 @@ func (s *session) remove(idx int, op string) error {
 			back = append(back, ptrace.Write{Addr: f.Addr, Data: f.Jump})
 		}
 		if prev == state.StatusApplied {
-			back = append(back, s.mappedFlags(a, 1)...)
+			back = append(back, set...)
 		}
 		s.p.WriteMems(back)
 		s.rec.Updates[idx].Status = prev
