@@ -14,7 +14,6 @@ import (
 )
 
 const (
-	int3 = 0xcc
 	// eflags bits: the SysV ABI wants DF clear at a call; TF would trap.
 	eflagsTF = 0x100
 	eflagsDF = 0x400
@@ -166,8 +165,8 @@ func (p *Process) workThread(op string) (*thread, error) {
 	return p.threads[tids[0]], nil
 }
 
-// allStopped checks that no thread runs: a running thread could reach an
-// int3 we plant, or see memory we change for a moment.
+// allStopped checks that no thread runs (then injected code may have made
+// threads whose first stops must be collected).
 func (p *Process) allStopped(op string) error {
 	if len(p.threads) == 0 {
 		return fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, ErrExited)
@@ -410,7 +409,7 @@ func (p *Process) injectSafe(op string, prologue []byte, nr uint64, timeout time
 	// Two syscall stops at catch: the entry, then the exit.
 	stops := 0
 	var rax uint64
-	runErr := p.runUntil(op, t, time.Now().Add(timeout), false, unix.PTRACE_SYSCALL,
+	runErr := p.runUntil(op, t, time.Now().Add(timeout), unix.PTRACE_SYSCALL,
 		func(r *unix.PtraceRegs) bool { return r.Rip == catch && r.Orig_rax == nr },
 		func(r *unix.PtraceRegs, _ bool) (bool, error) {
 			stops++
@@ -461,16 +460,16 @@ func (p *Process) reStop(t *thread, deadline time.Time) error {
 	return nil
 }
 
-// runUntil continues t alone until onTrap reports it done. isOurs tells
-// whether registers at a stop show one of our int3 just executed;
-// onTrap then handles that trap (its second argument says the deadline
-// passed, in which case it must not plan to continue). Other signals are
-// held back for the program; clone and event stops are continued. A
-// fault ends the run with an error; keepFaults holds its signal back for
-// the program too (it is the program's own, not our code's). At the
-// deadline the thread is interrupted and the error wraps ErrTimeout; if
-// the thread exits it wraps ErrExited. t is stopped on return unless gone.
-func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults bool, req int,
+// runUntil continues t alone (with req: PTRACE_SYSCALL) until onTrap
+// reports it done. isOurs tells whether registers at a syscall stop are at
+// our injected system call; onTrap then handles that stop (its second
+// argument says the deadline passed, in which case it must not plan to
+// continue). Other signals are held back for the program; clone and event
+// stops are continued. A fault in injected code ends the run with an error
+// (it never happened once the registers are restored). At the deadline the
+// thread is interrupted and the error wraps ErrTimeout; if the thread
+// exits it wraps ErrExited. t is stopped on return unless gone.
+func (p *Process) runUntil(op string, t *thread, deadline time.Time, req int,
 	isOurs func(r *unix.PtraceRegs) bool,
 	onTrap func(r *unix.PtraceRegs, timedOut bool) (bool, error)) error {
 	tid := t.tid
@@ -522,29 +521,10 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults 
 					return nil
 				}
 			}
-		case kind == kindSignal && sig == int(unix.SIGTRAP) && isOurs(&r):
-			done, err := onTrap(&r, timedOut)
-			if err != nil {
-				return fail(err)
-			}
-			if done {
-				return nil
-			}
-		case kind != kindSignal && isOurs(&r):
-			// Our int3 trapped, but an interrupt got in first: the SIGTRAP
-			// is still queued. Continue to take it, or the program would
-			// get it later and die.
-			if err := p.cont(t, req); err != nil {
-				return fail(err)
-			}
-			continue
 		case kind == kindSignal && isFault(tid, sig):
 			// Ignoring a fault would re-execute the faulting instruction
-			// for ever. Injected code's faults never happened once its
-			// registers are restored; the program's own are kept for it.
-			if keepFaults {
-				p.recordSignal(t, sig)
-			}
+			// for ever; injected code's faults never happened once its
+			// registers are restored.
 			return fail(fmt.Errorf("%s at %#x", unix.SignalName(unix.Signal(sig)), r.Rip))
 		case kind == kindSignal:
 			p.recordSignal(t, sig)
@@ -556,110 +536,4 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, keepFaults 
 			return fail(err)
 		}
 	}
-}
-
-// RunToReturn lets thread tid alone run until it executes the instruction
-// at retAddr with rsp == wantSP, i.e. until it returns from the function
-// whose return address is retAddr and whose frame ends at wantSP. The
-// thread is left stopped with rip == retAddr. Traps at retAddr in deeper
-// recursive frames are stepped over. On timeout the thread is stopped
-// where it is and the error wraps ErrTimeout. The int3 planted at
-// retAddr is always removed.
-func (p *Process) RunToReturn(tid int, retAddr, wantSP uint64, timeout time.Duration) error {
-	return p.do("run to return", func() error {
-		op := fmt.Sprintf("run to return %#x", retAddr)
-		t, err := p.stoppedThread(op, tid)
-		if err != nil {
-			return err
-		}
-		if err := p.allStopped(op); err != nil {
-			return err
-		}
-		var orig [1]byte
-		if err := p.readMem(retAddr, orig[:]); err != nil {
-			return p.exitedErr(op, tid, err)
-		}
-		if err := p.writeMem(retAddr, []byte{int3}); err != nil {
-			return p.exitedErr(op, tid, err)
-		}
-		planted := true
-		unplant := func() error {
-			if !planted {
-				return nil
-			}
-			if err := p.writeMem(retAddr, orig[:]); err != nil {
-				return err
-			}
-			planted = false
-			return nil
-		}
-		runErr := p.runUntil(op, t, time.Now().Add(timeout), true, unix.PTRACE_CONT,
-			func(r *unix.PtraceRegs) bool { return planted && r.Rip == retAddr+1 },
-			func(r *unix.PtraceRegs, timedOut bool) (bool, error) {
-				// The instruction at retAddr has not run: back up onto it.
-				if err := unplant(); err != nil {
-					return false, err
-				}
-				r.Rip = retAddr
-				if err := p.setRegs(tid, r); err != nil {
-					return false, err
-				}
-				if r.Rsp == wantSP || timedOut {
-					return r.Rsp == wantSP, nil
-				}
-				// A deeper (recursive) frame returned here: execute the
-				// original instruction, then plant again.
-				if err := p.stepFrom(t, retAddr); err != nil {
-					return false, err
-				}
-				if err := p.writeMem(retAddr, []byte{int3}); err != nil {
-					return false, err
-				}
-				planted = true
-				return false, nil
-			})
-		restoreErr := unplant()
-		// Threads the thread created report their initial stop now.
-		settleErr := p.stopAll(time.Now().Add(stopTimeout))
-		switch {
-		case runErr != nil:
-			return runErr
-		case restoreErr != nil:
-			return restoreErr
-		case settleErr != nil && !errors.Is(settleErr, ErrExited):
-			return fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, settleErr)
-		}
-		return nil
-	})
-}
-
-// stepFrom single-steps t until its rip leaves addr.
-func (p *Process) stepFrom(t *thread, addr uint64) error {
-	for i := 0; i < 16; i++ {
-		if err := p.cont(t, unix.PTRACE_SINGLESTEP); err != nil {
-			return err
-		}
-		ev, err := p.waitAny([]int{t.tid}, time.Now().Add(stopTimeout))
-		if err != nil {
-			return fmt.Errorf("single-step: %w", err)
-		}
-		kind, sig := p.note(ev)
-		if kind == kindExit {
-			return fmt.Errorf("single-step: %w", ErrExited)
-		}
-		var r unix.PtraceRegs
-		if err := p.getRegs(t.tid, &r); err != nil {
-			return err
-		}
-		if kind == kindSignal && sig != int(unix.SIGTRAP) {
-			if isFault(t.tid, sig) {
-				return fmt.Errorf("single-step: %s at %#x", unix.SignalName(unix.Signal(sig)), r.Rip)
-			}
-			p.recordSignal(t, sig)
-		}
-		if r.Rip != addr {
-			return nil
-		}
-	}
-	return fmt.Errorf("single-step does not leave %#x", addr)
 }

@@ -340,7 +340,7 @@ func (p *Process) takeSignals(t *thread) int {
 	if t.sigStop && len(pend) > 0 {
 		first := pend[0]
 		pend = pend[1:]
-		// The current stop may be another signal (our int3's SIGTRAP):
+		// The current stop may be for another signal:
 		// give back the original siginfo so the handler sees it.
 		if first.ok {
 			setSiginfo(t.tid, &first.info)
