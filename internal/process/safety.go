@@ -54,7 +54,22 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 		}
 	}
 	sort.Ints(tids)
-	// The world is stopped, so every core is free: unwind in parallel.
+	results, errs := checkThreads(u, spans, all, tids)
+	var out []busy
+	for i := range tids {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		if results[i].name != "" {
+			out = append(out, results[i])
+		}
+	}
+	return out, nil
+}
+
+// checkThreads checks the threads tids (their registers in all) in
+// parallel: the threads are stopped, so the cores are free.
+func checkThreads(u *unwind.Unwinder, spans []span, all map[int]unix.PtraceRegs, tids []int) ([]busy, []error) {
 	results := make([]busy, len(tids))
 	errs := make([]error, len(tids))
 	var wg sync.WaitGroup
@@ -70,21 +85,14 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 			for i := range next {
 				if regs, ok := all[tids[i]]; ok {
 					results[i], errs[i] = checkThread(u, spans, tids[i], &regs)
+				} else {
+					errs[i] = fmt.Errorf("thread %d: no registers", tids[i])
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	var out []busy
-	for i := range tids {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
-		if results[i].name != "" {
-			out = append(out, results[i])
-		}
-	}
-	return out, nil
+	return results, errs
 }
 
 // precheck stops the threads that sleep in a system call (the program
@@ -103,12 +111,9 @@ func (s *session) precheck(u *unwind.Unwinder, spans []span) {
 		return
 	}
 	s.cache.reset()
-	for _, tid := range blocked {
-		regs, ok := all[tid]
-		if !ok {
-			continue
-		}
-		if b, err := checkThread(u, spans, tid, &regs); err == nil && b.name == "" {
+	results, errs := checkThreads(u, spans, all, blocked)
+	for i, tid := range blocked {
+		if errs[i] == nil && results[i].name == "" {
 			s.clean[tid] = true
 		}
 	}
