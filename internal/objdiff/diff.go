@@ -354,7 +354,7 @@ func (d *differ) sameSection(a, b *section) bool {
 	if b.typ == elf.SHT_NOBITS {
 		return true
 	}
-	ma, mb := masked(a), masked(b)
+	ma, mb := a.masked(), b.masked()
 	if string(ma) != string(mb) {
 		return false
 	}
@@ -370,8 +370,12 @@ func (d *differ) sameSection(a, b *section) bool {
 	return true
 }
 
-// masked returns the section's bytes with every relocation field zeroed.
-func masked(s *section) []byte {
+// masked returns the section's bytes with every relocation field zeroed,
+// computed once: the fixed-point comparison asks again on every pass.
+func (s *section) masked() []byte {
+	if s.mask != nil || s.data == nil {
+		return s.mask
+	}
 	m := append([]byte(nil), s.data...)
 	for _, r := range s.relocs {
 		w := uint64(update.RelocWidth(r.typ))
@@ -382,6 +386,7 @@ func masked(s *section) []byte {
 			m[i] = 0
 		}
 	}
+	s.mask = m
 	return m
 }
 

@@ -30,6 +30,7 @@ type section struct {
 	data   []byte // nil for NOBITS
 	relocs []reloc
 	syms   []*symbol // symbols defined in it, by value
+	mask   []byte    // data with relocation fields zeroed (masked)
 }
 
 type symbol struct {
