@@ -75,7 +75,7 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(patch)
-	f := &update.File{ID: o.ID, Kind: "process", Patch: hex.EncodeToString(sum[:])}
+	f := &update.File{ID: o.ID, Kind: update.KindProcess, Patch: hex.EncodeToString(sum[:])}
 	preOut := map[string]build.Output{}
 	for _, out := range res.Pre.Outputs {
 		preOut[out.Rel] = out

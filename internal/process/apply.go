@@ -44,7 +44,7 @@ func Apply(pid int, f *update.File, opt Options) error {
 }
 
 func apply(pid int, f *update.File, opt Options) error {
-	if f.Kind != "process" {
+	if f.Kind != update.KindProcess {
 		return fmt.Errorf("update %s is a %s update, not for a process", f.ID, f.Kind)
 	}
 	t0 := time.Now()

@@ -28,11 +28,33 @@ var ErrCorrupt = errors.New("corrupt update file")
 
 // File is one update: an ID and the changes to each ELF output it touches.
 type File struct {
-	Format  int      `json:"format"`
-	ID      string   `json:"id"`
-	Kind    string   `json:"kind"`         // "process" (kernel later)
-	Patch   string   `json:"patch_sha256"` // hash of the source patch
+	Format int    `json:"format"`
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`         // KindProcess or KindKernel
+	Patch  string `json:"patch_sha256"` // hash of the source patch
+	// Requires lists the ids of the updates whose code this one was built
+	// on (they must be applied first, and undone after it).
+	Requires []string `json:"requires,omitempty"`
+	// Kernel holds what only a kernel update has: the livepatch module.
+	Kernel  *Kernel  `json:"kernel,omitempty"`
 	Targets []Target `json:"targets"`
+}
+
+// Update kinds.
+const (
+	KindProcess = "process" // executables and shared libraries, spliced with ptrace
+	KindKernel  = "kernel"  // the running Linux kernel, through a livepatch module
+)
+
+// Kernel is the kernel-only part of an update. Its Targets are one per
+// patched kernel object ("vmlinux" or a module's name); their Functions are
+// the replaced functions with their pre code (run-pre matched against the
+// running kernel before the module is loaded); their Sections are empty
+// and Function.Section is -1, because the new code lives in Module.
+type Kernel struct {
+	Release    string `json:"release"`     // uname -r of the kernel the update was built for
+	ModuleName string `json:"module_name"` // module and /sys/kernel/livepatch/<name>
+	Module     []byte `json:"module"`      // the livepatch module (.ko)
 }
 
 // Target holds the changes to one ELF output (executable or shared library).
@@ -206,8 +228,22 @@ func (f *File) Validate() error {
 	if !ValidID(f.ID) {
 		return fmt.Errorf("bad update id %q (letters, digits, '.', '_', '-'; at most 64)", f.ID)
 	}
-	if f.Kind != "process" {
+	switch f.Kind {
+	case KindProcess:
+		if f.Kernel != nil {
+			return errors.New("a process update has a kernel part")
+		}
+	case KindKernel:
+		if f.Kernel == nil || len(f.Kernel.Module) == 0 || f.Kernel.Release == "" || !ValidID(f.Kernel.ModuleName) {
+			return errors.New("kernel update without module, release or module name")
+		}
+	default:
 		return fmt.Errorf("unknown update kind %q", f.Kind)
+	}
+	for _, r := range f.Requires {
+		if !ValidID(r) || r == f.ID {
+			return fmt.Errorf("bad required update id %q", r)
+		}
 	}
 	for ti := range f.Targets {
 		t := &f.Targets[ti]
@@ -258,7 +294,9 @@ func (f *File) Validate() error {
 			}
 		}
 		for _, fn := range t.Functions {
-			if fn.Section < 0 || fn.Section >= len(t.Sections) || t.Sections[fn.Section].Kind != KindText {
+			if f.Kind == KindKernel && fn.Section == -1 && fn.Status == StatusReplaced {
+				// the new code is in the module
+			} else if fn.Section < 0 || fn.Section >= len(t.Sections) || t.Sections[fn.Section].Kind != KindText {
 				return fmt.Errorf("target %s: function %s: bad code section", t.Path, fn.Name)
 			}
 			switch fn.Status {
