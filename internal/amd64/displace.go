@@ -133,8 +133,35 @@ func GateStub(at, flag, newFn, orig uint64, displaced []byte) ([]byte, error) {
 		return nil, fmt.Errorf("commit flag out of reach of the stub")
 	}
 	binary.LittleEndian.PutUint32(b[2:], uint32(int32(d)))
+	return gateTail(b, at, newFn, orig, displaced)
+}
+
+// IndirectGateStub is GateStub for a commit flag out of rip-relative reach
+// (an update's other objects, more than 2 GiB from the first): the flag's
+// address is read from ptr, an 8-byte slot near the stub. %rax is saved on
+// the stack around the test; at a function's entry the callee's red zone
+// is not in use yet, and pop leaves the flags of the compare intact, so
+// again only the flags are clobbered.
+func IndirectGateStub(at, ptr, newFn, orig uint64, displaced []byte) ([]byte, error) {
+	b := []byte{
+		0x50,                         // push %rax
+		0x48, 0x8b, 0x05, 0, 0, 0, 0, // mov disp32(%rip), %rax
+		0x80, 0x38, 0x00, // cmpb $0x0, (%rax)
+		0x58, // pop %rax
+	}
+	d := int64(ptr) - int64(at+8)
+	if d < math.MinInt32 || d > math.MaxInt32 {
+		return nil, fmt.Errorf("commit flag pointer out of reach of the stub")
+	}
+	binary.LittleEndian.PutUint32(b[4:], uint32(int32(d)))
+	return gateTail(b, at, newFn, orig, displaced)
+}
+
+// gateTail appends to a stub's flag test (b, at address at) the jne to the
+// new code, the displaced instructions and the jump back to the old code.
+func gateTail(b []byte, at, newFn, orig uint64, displaced []byte) ([]byte, error) {
 	jne := []byte{0x0f, 0x85, 0, 0, 0, 0}
-	d = int64(newFn) - int64(at+13)
+	d := int64(newFn) - int64(at+uint64(len(b))+6)
 	if d < math.MinInt32 || d > math.MaxInt32 {
 		return nil, fmt.Errorf("new code out of reach of the stub")
 	}

@@ -3,6 +3,7 @@ package amd64
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -94,6 +95,36 @@ func TestGateStub(t *testing.T) {
 		t.Errorf("displaced instructions changed: % x", b[13:21])
 	}
 	if got, ok := JumpTarget(at+21, b[21:]); !ok || got != orig+8 {
+		t.Errorf("jump back to %#x, want %#x", got, orig+8)
+	}
+}
+
+func TestIndirectGateStub(t *testing.T) {
+	const at, ptr, newFn, orig = 0x7000, 0x8000, 0x9000, 0x1000
+	disp := []byte{0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10}
+	b, err := IndirectGateStub(at, ptr, newFn, orig, disp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"PUSH RAX", "MOV RAX, [RIP+", "CMP ", "POP RAX", "JNE "}
+	off := 0
+	for _, w := range want {
+		inst, err := x86asm.Decode(b[off:], 64)
+		if err != nil || !strings.HasPrefix(inst.String(), w) {
+			t.Fatalf("+%d: %v %v, want %s", off, inst, err, w)
+		}
+		off += inst.Len
+	}
+	if got := target(t, b[1:], at+1); got != ptr {
+		t.Errorf("mov reads %#x, want the pointer slot %#x", got, ptr)
+	}
+	if got := target(t, b[12:], at+12); got != newFn {
+		t.Errorf("jne goes to %#x, want %#x", got, newFn)
+	}
+	if string(b[18:26]) != string(disp) {
+		t.Errorf("displaced instructions changed: % x", b[18:26])
+	}
+	if got, ok := JumpTarget(at+26, b[26:]); !ok || got != orig+8 {
 		t.Errorf("jump back to %#x, want %#x", got, orig+8)
 	}
 }

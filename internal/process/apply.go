@@ -66,14 +66,18 @@ func apply(pid int, f *update.File, opt Options) error {
 			}
 		}
 	}
+	var flag uint64 // the update's one commit flag, in the first target's region
 	for i := range f.Targets {
-		p, err := s.plan(&f.Targets[i])
+		p, err := s.plan(&f.Targets[i], flag)
 		if p != nil {
 			plans = append(plans, p)
 		}
 		if err != nil {
 			rollback()
 			return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+		}
+		if flag == 0 {
+			flag = p.applied.Flags[0]
 		}
 	}
 	var spans []span
@@ -225,7 +229,10 @@ func (f finder) Follow(addr uint64) (uint64, uint64, bool) {
 
 // plan matches, places and relocates one target's code in the target
 // process; the only change it makes is the new (not yet reachable) region.
-func (s *session) plan(t *update.Target) (*plan, error) {
+// The gates test the update's commit flag: the one at flag, or, for the
+// first target (flag 0), a new one in this region, so that one byte
+// switches every object of the update at once.
+func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	mod, err := findModule(s.pid, s.mods, t.Path, t.Soname)
 	if err != nil {
 		return nil, err
@@ -371,8 +378,18 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 	// stub that runs the new code once the update's flag is set, and the
 	// old code (its displaced first instructions, then the rest) until
 	// then. Decided now, written once every thread is out of the way.
-	flag := addr + p.partOff[1]
-	p.applied = state.Applied{Targets: []string{mod.path}, Regions: []state.Region{p.region}, Flags: []uint64{flag}}
+	slot := addr + p.partOff[1] // the flag, or a pointer to it
+	p.applied = state.Applied{Targets: []string{mod.path}, Regions: []state.Region{p.region}}
+	gateStub := amd64.GateStub
+	switch {
+	case flag == 0:
+		flag = slot
+		p.applied.Flags = []uint64{flag}
+	case !amd64.FitsRel32(addr, flag) || !amd64.FitsRel32(slot, flag):
+		binary.LittleEndian.PutUint64(p.images[1], flag)
+		flag = slot
+		gateStub = amd64.IndirectGateStub
+	}
 	for i, sec := range t.Sections {
 		for _, d := range sec.Defs {
 			p.applied.Defs = append(p.applied.Defs, state.Def{Name: d.Name, File: d.File, Addr: secAddr(i) + d.Offset, Size: d.Size, Func: d.Func})
@@ -417,7 +434,7 @@ func (s *session) plan(t *update.Target) (*plan, error) {
 		if off, bad := amd64.BranchesInto(code, m.Addr, 0, n); bad {
 			return p, fmt.Errorf("%s: %w: the instruction at +%#x branches into its first %d bytes", fn.Name, amd64.ErrNotSpliceable, off, n)
 		}
-		stub, err := amd64.GateStub(stubAddr, flag, to, m.Addr, code[:n])
+		stub, err := gateStub(stubAddr, flag, to, m.Addr, code[:n])
 		if err != nil {
 			return p, fmt.Errorf("%s: %w", fn.Name, err)
 		}

@@ -51,7 +51,7 @@ const (
 type Applied struct {
 	ID        string    `json:"id"`
 	Status    string    `json:"status"`
-	Flags     []uint64  `json:"flags"`   // commit flag bytes, one per target object: 1 = new code runs
+	Flags     []uint64  `json:"flags"`   // the commit flag byte (1 = new code runs); records of earlier versions: one per object
 	Targets   []string  `json:"targets"` // paths of the patched objects as mapped
 	AppliedAt string    `json:"applied_at"`
 	Regions   []Region  `json:"regions"` // memory holding the update's code and data
