@@ -42,6 +42,10 @@ func funcs(t *update.Target) (replaced, added []string) {
 	return
 }
 
+const ipaPre = `static __attribute__((noinline)) int leaf(int x) { return x * 3; }
+int caller(int a, int b, int c, int d) { int t = a * 7 + b, u = c * d + a; return leaf(a) + t + leaf(u) * u + t; }
+int other(int a) { return a + 1; }`
+
 func TestDiff(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -58,6 +62,16 @@ func TestDiff(t *testing.T) {
 			pre:   "static inline int h(int x){return x+1;} int f(int x){return h(x)*3;} int g(int x){return h(x)-1;} int k(int x){return x;}",
 			post:  "static inline int h(int x){return x+5;} int f(int x){return h(x)*3;} int g(int x){return h(x)-1;} int k(int x){return x;}",
 			flags: "-O2", replaced: "f,g"},
+		// -fipa-ra (on at -O2): the pre caller keeps values in
+		// call-clobbered registers that the pre leaf leaves alone; the
+		// post leaf writes them. The post caller, compiled knowing that,
+		// allocates other registers, so it differs and is replaced too.
+		// Whole-unit rebuilds make this hold for every caller in the unit,
+		// the only place IPA-RA looks (docs/reliability.md).
+		{name: "ipa-ra: callers of a leaf that writes more registers",
+			pre:   ipaPre,
+			post:  strings.Replace(ipaPre, "return x * 3;", "int s = 0; for (int i = 0; i < x; i++) s += i * x; return x * 3 + s;", 1),
+			flags: "-O2", replaced: "caller,leaf"},
 		{name: "changed string literal",
 			pre:  `const char *f(void){return "old";} const char *g(void){return "same";}`,
 			post: `const char *f(void){return "new";} const char *g(void){return "same";}`, replaced: "f"},
