@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"livesplice/include"
 )
 
 // Options says what to build and where.
@@ -60,6 +62,7 @@ const (
 	envSrc     = "LIVESPLICE_SRC"
 	envRealCC  = "LIVESPLICE_REAL_CC"
 	envRealCXX = "LIVESPLICE_REAL_CXX"
+	envInclude = "LIVESPLICE_INCLUDE" // directory holding livesplice.h
 )
 
 // wrapperNames are the names under which the wrapper is installed in bin/.
@@ -142,6 +145,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := makeBin(bin, self); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
+	incDir := filepath.Join(work, "include")
+	if err := writeHeader(incDir); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
 
 	trees := []struct {
 		name, root string
@@ -162,7 +169,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			log := filepath.Join(work, t.name+".log")
 			// A log from an earlier run in the same WorkDir must not leak in.
 			os.Remove(log)
-			env := buildEnv(bin, t.root, src, realCC, realCXX, log)
+			env := append(buildEnv(bin, t.root, src, realCC, realCXX, log), envInclude+"="+incDir)
 			t.err = runBuild(bctx, t.root, o.BuildCmd, env, filepath.Join(work, t.name+".out"))
 			if t.err != nil {
 				// Killed because the other build failed: only the first
@@ -262,6 +269,14 @@ func makeBin(bin, self string) error {
 		}
 	}
 	return nil
+}
+
+// writeHeader puts livesplice.h, for patches with custom code, into dir.
+func writeHeader(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, include.HeaderName), include.Header, 0o644)
 }
 
 func buildEnv(bin, root, src, realCC, realCXX, log string) []string {

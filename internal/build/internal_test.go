@@ -43,7 +43,7 @@ func TestParseArgs(t *testing.T) {
 }
 
 func TestWrappedArgs(t *testing.T) {
-	flags := []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/pre=/src"}
+	flags := []string{"-ffunction-sections", "-fdata-sections", "-g", "-ffile-prefix-map=/w/pre=/src"}
 	for _, tc := range []struct{ args, want string }{
 		{"-E x.c", "-E x.c"},
 		{"-c x.c", "-c x.c " + strings.Join(flags, " ")},

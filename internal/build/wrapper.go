@@ -291,12 +291,18 @@ func parseArgs(args []string) *invocation {
 }
 
 // compileFlags are what the differ needs from every object: one section per
-// function and datum, and the paths of the original tree, so that pre and
-// post objects only differ where the patch changed something.
+// function and datum, debug information (the layouts of types, compared
+// pre against post; it changes no code), the paths of the original tree,
+// so that pre and post objects only differ where the patch changed
+// something, and livesplice.h on the include path, after the project's own
+// directories.
 func compileFlags(tree, src string) []string {
-	f := []string{"-ffunction-sections", "-fdata-sections"}
+	f := []string{"-ffunction-sections", "-fdata-sections", "-g"}
 	if tree != "" && src != "" {
 		f = append(f, "-ffile-prefix-map="+tree+"="+src)
+	}
+	if dir := os.Getenv(envInclude); dir != "" {
+		f = append(f, "-idirafter", dir)
 	}
 	return f
 }

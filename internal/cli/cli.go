@@ -14,7 +14,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"livesplice/internal/agent"
 	"livesplice/internal/create"
+	"livesplice/internal/kernel"
 	"livesplice/internal/objdiff"
 	"livesplice/internal/process"
 	"livesplice/internal/ptrace"
@@ -33,6 +35,8 @@ const (
 	ExitRefused    = 5 // create: the patch changes no code, or a change cannot be spliced
 	ExitState      = 6 // already applied, not applied, or a later update depends on it
 	ExitPermission = 7 // not allowed to attach (permissions, another tracer)
+	ExitHook       = 8 // a hook of the update vetoed, failed or did not return in time
+	ExitVerify     = 9 // update stream: a signature, expiry, version, length or hash check failed
 )
 
 type usageError struct{ error }
@@ -68,16 +72,23 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue):
 		return ExitUsage
-	case errors.Is(err, runpre.ErrMismatch), errors.Is(err, runpre.ErrNotFound), errors.Is(err, runpre.ErrAmbiguous), errors.Is(err, process.ErrNotMapped):
+	case errors.Is(err, runpre.ErrMismatch), errors.Is(err, runpre.ErrNotFound), errors.Is(err, runpre.ErrAmbiguous), errors.Is(err, process.ErrNotMapped),
+		errors.Is(err, kernel.ErrWrongKernel):
 		return ExitMismatch
-	case errors.Is(err, process.ErrBusy), errors.Is(err, process.ErrLocked):
+	case errors.Is(err, process.ErrBusy), errors.Is(err, process.ErrLocked), errors.Is(err, kernel.ErrBusy):
 		return ExitBusy
 	case errors.Is(err, create.ErrNoChange), errors.Is(err, objdiff.ErrUnsupported):
 		return ExitRefused
-	case errors.Is(err, process.ErrAlreadyApplied), errors.Is(err, process.ErrNotApplied), errors.Is(err, process.ErrDependent):
+	case errors.Is(err, process.ErrAlreadyApplied), errors.Is(err, process.ErrNotApplied), errors.Is(err, process.ErrDependent),
+		errors.Is(err, kernel.ErrApplied), errors.Is(err, kernel.ErrNotApplied), errors.Is(err, kernel.ErrDependent):
 		return ExitState
-	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM), errors.Is(err, process.ErrNotPermitted):
+	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM), errors.Is(err, process.ErrNotPermitted),
+		errors.Is(err, kernel.ErrNotRoot), errors.Is(err, kernel.ErrRejected):
 		return ExitPermission
+	case errors.Is(err, process.ErrHook):
+		return ExitHook
+	case errors.Is(err, agent.ErrVerify):
+		return ExitVerify
 	}
 	return ExitError
 }
@@ -91,6 +102,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(createCmd(stderr), applyCmd(stdout, stderr), undoCmd(stdout, stderr), showCmd(stdout), infoCmd(stdout))
+	root.AddCommand(streamCmds(stdout, stderr)...)
+	root.AddCommand(watchCmd(stdout, stderr))
 	return root
 }
 
@@ -188,6 +201,7 @@ func reportAll(op string, outs []process.Outcome, asJSON bool, stdout, stderr io
 
 func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 	var pid int
+	var kern bool
 	var all, asJSON bool
 	var opt process.Options
 	var verbose bool
@@ -196,6 +210,9 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Apply an update to a running process, or to every process that runs its target",
 		Args:  args(1, "one update FILE"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if kern {
+				return applyKernel(a[0], pid, all, opt, verbose, stderr)
+			}
 			if (pid <= 0) == !all {
 				return usageError{errors.New("apply: give --pid PID or --all")}
 			}
@@ -213,6 +230,7 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to patch")
+	c.Flags().BoolVar(&kern, "kernel", false, "patch the running kernel (a kernel update: livepatch module)")
 	c.Flags().BoolVar(&all, "all", false, "every process that maps a target of FILE (never PID 1)")
 	c.Flags().BoolVar(&asJSON, "json", false, "with --all: machine-readable outcome")
 	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
@@ -222,6 +240,7 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 
 func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 	var pid int
+	var kern bool
 	var all, asJSON bool
 	var opt process.Options
 	c := &cobra.Command{
@@ -229,6 +248,9 @@ func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Take an applied update out of a running process, or out of every process that has it",
 		Args:  args(1, "one update ID"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if kern {
+				return undoKernel(a[0], pid, all, opt, stderr)
+			}
 			if (pid <= 0) == !all {
 				return usageError{errors.New("undo: give --pid PID or --all")}
 			}
@@ -239,6 +261,7 @@ func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to unpatch")
+	c.Flags().BoolVar(&kern, "kernel", false, "take a kernel update out of the running kernel")
 	c.Flags().BoolVar(&all, "all", false, "every process that has the update applied")
 	c.Flags().BoolVar(&asJSON, "json", false, "with --all: machine-readable outcome")
 	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
@@ -253,12 +276,21 @@ type ShowJSON struct {
 
 func showCmd(stdout io.Writer) *cobra.Command {
 	var pid int
-	var all, asJSON bool
+	var kern bool
+	var all, asJSON, available bool
+	var gdbDir string
+	var set settings
 	c := &cobra.Command{
-		Use:   "show (--pid PID | --all) [--json]",
-		Short: "List the updates applied to a running process (oldest first), or to every process",
+		Use:   "show (--pid PID | --all | --available) [--json]",
+		Short: "List the updates applied to a running process (oldest first), or to every process, or those the stream offers",
 		Args:  args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if available {
+				return showAvailable(cmd, &set, asJSON, stdout)
+			}
+			if kern {
+				return showKernel(pid, all, asJSON, stdout)
+			}
 			if (pid <= 0) == !all {
 				return usageError{errors.New("show: give --pid PID or --all")}
 			}
@@ -272,6 +304,14 @@ func showCmd(stdout io.Writer) *cobra.Command {
 						fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\n", p.Pid, p.Comm, u.ID, u.Status, u.Running)
 					}
 				}
+				return nil
+			}
+			if gdbDir != "" {
+				script, err := process.GDBSymbols(pid, gdbDir)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "gdb -p %d -x %s\n", pid, script)
 				return nil
 			}
 			shown, err := process.Show(pid)
@@ -296,7 +336,11 @@ func showCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to inspect")
+	c.Flags().BoolVar(&kern, "kernel", false, "the livesplice updates loaded into the running kernel")
 	c.Flags().BoolVar(&all, "all", false, "every process livesplice has patched")
+	c.Flags().StringVar(&gdbDir, "gdb", "", "with --pid: write symbol files of the patched code and a gdb script into `DIR`")
+	c.Flags().BoolVar(&available, "available", false, "the updates of the stream (--repo) or the agent's cache, and where they run")
+	set.flags(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
 	return c
 }

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
+	"livesplice/include"
 	"livesplice/internal/build"
 	"livesplice/internal/elfsym"
 	"livesplice/internal/objdiff"
@@ -89,7 +91,7 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 		if !ok {
 			continue // a new output: nothing runs it yet
 		}
-		t, err := diffOutput(res, pre, out, preObj)
+		t, err := diffOutput(res, pre, out, preObj, work)
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +105,7 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 	return f, nil
 }
 
-func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool) (*update.Target, error) {
+func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool, work string) (*update.Target, error) {
 	pf, err := os.Open(filepath.Join(res.Pre.Root, pre.Rel))
 	if err != nil {
 		return nil, err
@@ -132,8 +134,59 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 			return nil, err
 		}
 	}
+	if err := b.LayoutErr(); err != nil {
+		return nil, err
+	}
+	if usesShadows(b) {
+		obj, err := shadowRuntime(work)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.AddObject(include.ShadowRuntimeName, nil, obj); err != nil {
+			return nil, fmt.Errorf("shadow variable runtime: %w", err)
+		}
+	}
 	if !b.Changed() {
 		return nil, nil
 	}
 	return b.Target(), nil
+}
+
+// shadowFuncs are the functions of the shadow-variable runtime (livesplice.h).
+var shadowFuncs = []string{"livesplice_shadow_get", "livesplice_shadow_get_or_alloc",
+	"livesplice_shadow_free", "livesplice_shadow_free_all"}
+
+func usesShadows(b *objdiff.Builder) bool {
+	for _, n := range shadowFuncs {
+		if b.References(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// shadowRuntime compiles the shadow-variable runtime into an object that
+// the update carries as new code, in a directory of its own under work.
+func shadowRuntime(work string) ([]byte, error) {
+	dir, err := os.MkdirTemp(work, "shadow-")
+	if err != nil {
+		return nil, err
+	}
+	src := filepath.Join(dir, include.ShadowRuntimeName)
+	obj := filepath.Join(dir, "livesplice_shadow.o")
+	if err := os.WriteFile(filepath.Join(dir, include.HeaderName), include.Header, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(src, include.ShadowRuntime, 0o644); err != nil {
+		return nil, err
+	}
+	// Position-independent, no stack protector (no TLS canary), one
+	// section per function and datum as the differ wants.
+	cmd := exec.Command("gcc", "-O2", "-fPIC", "-fno-stack-protector", "-fcf-protection=none",
+		"-ffunction-sections", "-fdata-sections", "-c", include.ShadowRuntimeName, "-o", obj)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("compile the shadow variable runtime: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return os.ReadFile(obj)
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"livesplice/internal/layout"
 	"livesplice/internal/update"
 )
 
@@ -33,17 +34,26 @@ func (e *RefusedError) Unwrap() error { return ErrUnsupported }
 
 // Builder collects the changes of every object linked into one ELF output.
 type Builder struct {
-	t    update.Target
-	keys map[string]int // symbol identity -> index in t.Symbols
-	defs map[string]int // global names defined by carried sections -> symbol index
+	t       update.Target
+	keys    map[string]int  // symbol identity -> index in t.Symbols
+	defs    map[string]int  // global names defined by carried sections -> symbol index
+	handled map[string]bool // types marked LIVESPLICE_LAYOUT_HANDLED
+	layouts []layoutChange  // layout changes seen, judged by LayoutErr
+}
+
+// layoutChange is a changed type layout that changed code of file uses.
+type layoutChange struct {
+	file string
+	c    layout.Change
 }
 
 // NewBuilder starts the target for the output at path (relative to the tree).
 func NewBuilder(path, soname, preBuildID string) *Builder {
 	return &Builder{
-		t:    update.Target{Path: path, Soname: soname, PreBuildID: preBuildID},
-		keys: map[string]int{},
-		defs: map[string]int{},
+		t:       update.Target{Path: path, Soname: soname, PreBuildID: preBuildID},
+		keys:    map[string]int{},
+		defs:    map[string]int{},
+		handled: map[string]bool{},
 	}
 }
 
@@ -65,17 +75,46 @@ func (b *Builder) Target() *update.Target {
 	return &t
 }
 
-// Changed reports whether any function was added or replaced.
-func (b *Builder) Changed() bool { return len(b.t.Functions) > 0 }
+// Changed reports whether any function was added or replaced, or the
+// update has hooks (custom code only is a valid update).
+func (b *Builder) Changed() bool { return len(b.t.Functions) > 0 || len(b.t.Hooks) > 0 }
+
+// References reports whether carried code refers to the global name, which
+// nothing carried defines yet.
+func (b *Builder) References(name string) bool {
+	if _, ok := b.defs[name]; ok {
+		return false
+	}
+	_, ok := b.keys[symbolKey(update.Symbol{Kind: update.SymGlobal, Name: name})]
+	return ok
+}
+
+// LayoutErr refuses the first layout change of a struct or union that
+// changed code uses, unless the patch marked it handled
+// (LIVESPLICE_LAYOUT_HANDLED, in any of the output's objects).
+func (b *Builder) LayoutErr() error {
+	for _, l := range b.layouts {
+		if b.handled[l.c.Type] || b.handled[strings.TrimPrefix(strings.TrimPrefix(l.c.Type, "struct "), "union ")] {
+			continue
+		}
+		return &RefusedError{File: l.file, Symbol: l.c.Type, Reason: fmt.Sprintf("%s; objects of it in the running program have the old layout: keep new fields in a shadow variable (livesplice_shadow_get_or_alloc) and leave the type as it is, or convert existing objects in hooks and mark the change with LIVESPLICE_LAYOUT_HANDLED(%s) (docs/custom-code.md)",
+			strings.TrimPrefix(l.c.String(), l.c.Type+": "), l.c.Type)}
+	}
+	return nil
+}
 
 func (b *Builder) symbol(y update.Symbol) int {
-	key := fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", y.Kind, y.Name, y.File, y.Section, y.Offset)
+	key := symbolKey(y)
 	if i, ok := b.keys[key]; ok {
 		return i
 	}
 	b.t.Symbols = append(b.t.Symbols, y)
 	b.keys[key] = len(b.t.Symbols) - 1
 	return len(b.t.Symbols) - 1
+}
+
+func symbolKey(y update.Symbol) string {
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", y.Kind, y.Name, y.File, y.Section, y.Offset)
 }
 
 // differ compares one object pair.
@@ -86,6 +125,7 @@ type differ struct {
 	rename    map[*symbol]*symbol   // post local symbol -> pre symbol
 	different map[*section]bool     // post sections that differ from their pre pair
 	carried   map[*section]int      // post section -> index in the update's sections
+	changed   []string              // names of the replaced and new functions
 	b         *Builder
 }
 
@@ -106,12 +146,27 @@ func (b *Builder) AddObject(rel string, pre, post []byte) error {
 	} else {
 		d.pre = &object{path: rel, file: d.post.file, byName: map[string][]*section{}}
 	}
+	for _, s := range d.post.sections {
+		if strings.HasPrefix(s.name, ".gnu.lto_") {
+			return d.refuse(s.name, "object built with -flto: its code is made at link time, across units, so no unit can be diffed or spliced; build without -flto")
+		}
+	}
 	d.correlate()
 	d.compare()
 	if err := d.checkData(); err != nil {
 		return err
 	}
-	return d.emit()
+	if err := d.emit(); err != nil {
+		return err
+	}
+	if err := d.hooks(); err != nil {
+		return err
+	}
+	d.frames()
+	if pre != nil && len(d.changed) > 0 {
+		return d.checkLayout(pre, post)
+	}
+	return nil
 }
 
 func (d *differ) fileName() string {
@@ -494,6 +549,7 @@ func (d *differ) emit() error {
 		}
 	}
 	for _, f := range fns {
+		d.changed = append(d.changed, f.sym.name)
 		uf := update.Function{Name: f.sym.name, Status: f.status, Section: d.carried[f.sym.sec], Size: f.sym.size}
 		if f.sym.bind == elf.STB_LOCAL {
 			uf.File = d.fileName()

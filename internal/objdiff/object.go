@@ -154,7 +154,7 @@ func ignoredSection(s *section) bool {
 		return true
 	}
 	n := s.name
-	return n == ".comment" || n == ".eh_frame" || strings.HasPrefix(n, ".debug") ||
+	return n == ".comment" || n == ".eh_frame" || strings.HasPrefix(n, ".debug") || strings.HasPrefix(n, customPrefix) ||
 		strings.HasPrefix(n, ".note") || n == ".note.GNU-stack" || !s.alloc()
 }
 

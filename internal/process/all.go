@@ -39,21 +39,6 @@ func pids() []int {
 	return out
 }
 
-// mapsAny reports whether a process maps an object with one of names as
-// its file name.
-func mapsAny(pid int, names map[string]bool) bool {
-	maps, err := procfs.ReadMaps(pid)
-	if err != nil {
-		return false
-	}
-	for _, m := range maps {
-		if fileMapped(m) && names[filepath.Base(m.Path)] {
-			return true
-		}
-	}
-	return false
-}
-
 // targetNames are the file names an update's targets may be mapped as.
 func targetNames(f *update.File) map[string]bool {
 	names := map[string]bool{}
@@ -89,14 +74,13 @@ func forEach(pids []int, op func(pid int) Outcome) []Outcome {
 }
 
 // ApplyAll applies an update to every process that maps one of its
-// targets (by file name or soname; run-pre matching decides whether it is
-// the code the update was built for). A process that cannot be patched is
-// reported with the reason and the others go on.
+// targets (by build-id, file name or soname: discover.go; run-pre matching
+// decides whether it is the code the update was built for). A process
+// that cannot be patched is reported with the reason and the others go on.
 func ApplyAll(f *update.File, opt Options) []Outcome {
-	names := targetNames(f)
 	var cands []int
 	for _, pid := range pids() {
-		if mapsAny(pid, names) {
+		if mapsTarget(pid, f) {
 			cands = append(cands, pid)
 		}
 	}

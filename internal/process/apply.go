@@ -35,7 +35,8 @@ type plan struct {
 	partOff [3]uint64
 	applied state.Applied
 	deps    map[string]bool
-	busy    []span // more places that count as inside a replaced function
+	busy    []span       // more places that count as inside a replaced function
+	hooks   []state.Hook // the update's hooks, resolved in the target
 }
 
 // Apply applies an update to a running process: all or nothing.
@@ -80,6 +81,19 @@ func apply(pid int, f *update.File, opt Options) error {
 			flag = p.applied.Flags[0]
 		}
 	}
+	// The update's code is in place but unreachable: its PRE_APPLY hooks
+	// may veto it now. From here on, an abandoned apply calls its
+	// FAIL_APPLY hooks before that code goes.
+	var hooks []state.Hook
+	for _, p := range plans {
+		hooks = append(hooks, p.hooks...)
+	}
+	abandon := func() { s.failHooks(hooks, update.HookFailApply) }
+	if err := s.preHooks(hooks, update.HookPreApply); err != nil {
+		abandon()
+		rollback()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
 	var spans []span
 	for _, p := range plans {
 		for i, fn := range p.t.Functions {
@@ -91,6 +105,7 @@ func apply(pid int, f *update.File, opt Options) error {
 		spans = append(spans, p.busy...)
 	}
 	if err := s.ensureState(plans[0].region.Addr + plans[0].region.Size - 64); err != nil {
+		abandon()
 		rollback()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
@@ -104,6 +119,8 @@ func apply(pid int, f *update.File, opt Options) error {
 		a.Flags = append(a.Flags, p.applied.Flags...)
 		a.Funcs = append(a.Funcs, p.applied.Funcs...)
 		a.Defs = append(a.Defs, p.applied.Defs...)
+		a.Frames = append(a.Frames, p.applied.Frames...)
+		a.Hooks = append(a.Hooks, p.applied.Hooks...)
 		for d := range p.deps {
 			deps[d] = true
 		}
@@ -116,6 +133,7 @@ func apply(pid int, f *update.File, opt Options) error {
 	s.rec.Updates = append(s.rec.Updates, a)
 	last := len(s.rec.Updates) - 1
 	if err := s.writeState(); err != nil {
+		abandon()
 		s.rec = old
 		rollback()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
@@ -124,6 +142,7 @@ func apply(pid int, f *update.File, opt Options) error {
 	u := s.unwinder()
 	opt.logf("matched and placed the new code in %v", time.Since(t0))
 	undoPrepared := func() {
+		abandon()
 		s.rec = old
 		s.writeState()
 		rollback()
@@ -156,6 +175,10 @@ func apply(pid int, f *update.File, opt Options) error {
 		undoPrepared()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
+	if err := s.callHooks(hooks, update.HookCheckApply); err != nil {
+		undoPrepared()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
 	// Every thread is stopped and outside the old code. Redirect the
 	// entries to the gates (no change in behaviour), then set the commit
 	// flags: the moment the new code runs. Journal before and after.
@@ -165,8 +188,8 @@ func apply(pid int, f *update.File, opt Options) error {
 		{"apply:flipped", flagWrites(a.Flags, 1)},
 		{"apply:recorded", applied},
 	}
-	if err := s.run(steps, true); err != nil {
-		// Put everything back as it was: flags, entries, record, regions.
+	// Put everything back as it was: flags, entries, record, regions.
+	putBack := func() {
 		var back []ptrace.Write
 		back = append(back, flagWrites(a.Flags, 0)...)
 		for _, fp := range a.Funcs {
@@ -174,7 +197,18 @@ func apply(pid int, f *update.File, opt Options) error {
 		}
 		s.p.WriteMems(back)
 		undoPrepared()
+	}
+	later := len(hooksOf(hooks, update.HookApply))+len(hooksOf(hooks, update.HookPostApply)) > 0
+	if err := s.run(steps, !later); err != nil {
+		putBack()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
+	if err := s.callHooks(hooks, update.HookApply); err != nil {
+		putBack()
+		return fmt.Errorf("apply %s to process %d: %w; the update was taken out again", f.ID, pid, err)
+	}
+	if err := s.postHooks(hooks, update.HookPostApply); err != nil {
+		return fmt.Errorf("apply %s to process %d: the update is applied, but %w", f.ID, pid, err)
 	}
 	s.detach()
 	opt.logf("applied %s to process %d (stopped for %v, total %v)", f.ID, pid, time.Since(start), time.Since(t0))
@@ -233,7 +267,7 @@ func (f finder) Follow(addr uint64) (uint64, uint64, bool) {
 // first target (flag 0), a new one in this region, so that one byte
 // switches every object of the update at once.
 func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
-	mod, err := findModule(s.pid, s.mods, t.Path, t.Soname)
+	mod, err := findTarget(s.pid, s.mods, t)
 	if err != nil {
 		return nil, err
 	}
@@ -393,6 +427,21 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	for i, sec := range t.Sections {
 		for _, d := range sec.Defs {
 			p.applied.Defs = append(p.applied.Defs, state.Def{Name: d.Name, File: d.File, Addr: secAddr(i) + d.Offset, Size: d.Size, Func: d.Func})
+		}
+		if sec.Name == update.EHFrameName && sec.Kind == update.KindRodata {
+			p.applied.Frames = append(p.applied.Frames, state.Region{Addr: secAddr(i), Size: sec.Size})
+		}
+	}
+	for _, h := range t.Hooks {
+		v, err := resolve(h.Symbol)
+		if err != nil {
+			return p, fmt.Errorf("%s hook %s: %w", h.Kind, h.Name, err)
+		}
+		sh := state.Hook{Kind: h.Kind, Name: h.Name, Addr: v}
+		p.hooks = append(p.hooks, sh)
+		switch h.Kind {
+		case update.HookPreUndo, update.HookCheckUndo, update.HookUndo, update.HookPostUndo, update.HookFailUndo:
+			p.applied.Hooks = append(p.applied.Hooks, sh)
 		}
 	}
 	gate := gateOff

@@ -27,6 +27,10 @@ type Options struct {
 	Deadline time.Duration
 	// Log receives progress lines (nil: quiet).
 	Log io.Writer
+	// HookTimeout bounds each call of an update's hook in the target
+	// (default 5 s); a hook that runs longer is interrupted and the
+	// operation abandoned.
+	HookTimeout time.Duration
 }
 
 // Sentinel errors that callers and tests match with errors.Is.

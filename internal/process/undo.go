@@ -8,6 +8,7 @@ import (
 	"livesplice/internal/fault"
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
+	"livesplice/internal/update"
 )
 
 // Undo takes an applied update out of a running process: all or nothing.
@@ -48,8 +49,18 @@ func undo(pid int, id string, opt Options) error {
 // undo. With every thread stopped and none in the update's code or gates,
 // it clears the commit flags (the moment the old code runs again),
 // restores the entries, then gives the memory back and drops the record.
+// An undo calls the update's undo hooks; a clean-up calls none (the
+// update's custom code may never have run).
 func (s *session) remove(idx int, op string) error {
 	a := s.rec.Updates[idx]
+	var hooks []state.Hook
+	if op == "undo" {
+		hooks = a.Hooks
+	}
+	if err := s.preHooks(hooks, update.HookPreUndo); err != nil {
+		s.failHooks(hooks, update.HookFailUndo)
+		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
+	}
 	var spans []span
 	for _, g := range a.Regions {
 		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + a.ID})
@@ -77,10 +88,16 @@ func (s *session) remove(idx int, op string) error {
 	u := s.unwinder()
 	s.precheck(u, spans)
 	if err := s.stopWorld(); err != nil {
+		s.failHooks(hooks, update.HookFailUndo)
 		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
 	}
 	fault.Point(op + ":stopped")
 	if err := s.waitSafe(u, spans); err != nil {
+		s.failHooks(hooks, update.HookFailUndo)
+		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
+	}
+	if err := s.callHooks(hooks, update.HookCheckUndo); err != nil {
+		s.failHooks(hooks, update.HookFailUndo)
 		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
 	}
 	s.rec.Updates[idx].Status = state.StatusUndoing
@@ -89,7 +106,14 @@ func (s *session) remove(idx int, op string) error {
 		{op + ":flipped", clear},
 		{op + ":entry", restore},
 	}
-	if err := s.run(steps, false); err != nil {
+	err = s.run(steps, false)
+	if err == nil {
+		// Stopped, the old code in charge again: the UNDO hooks.
+		if err = s.callHooks(hooks, update.HookUndo); err != nil {
+			s.opt.logf("%s %s: %v; putting the update back", op, a.ID, err)
+		}
+	}
+	if err != nil {
 		// Back to applied: entries to the gates, flags as they were.
 		var back []ptrace.Write
 		for _, f := range a.Funcs {
@@ -101,6 +125,7 @@ func (s *session) remove(idx int, op string) error {
 		s.p.WriteMems(back)
 		s.rec.Updates[idx].Status = prev
 		s.writeState()
+		s.failHooks(hooks, update.HookFailUndo)
 		return fmt.Errorf("%s %s from process %d: %w; nothing was changed", op, a.ID, s.pid, err)
 	}
 	// Nothing runs or enters the update's memory any more: let the process
@@ -108,6 +133,9 @@ func (s *session) remove(idx int, op string) error {
 	if err := s.p.ResumeExcept(s.worker); err != nil {
 		s.opt.logf("%s %s: resume: %v", op, a.ID, err)
 	}
+	// The process runs the old code; the update's memory is still there
+	// for its POST_UNDO hooks (freeing shadow variables, say).
+	postErr := s.postHooks(hooks, update.HookPostUndo)
 	if err := s.refresh(); err != nil {
 		return err
 	}
@@ -124,6 +152,9 @@ func (s *session) remove(idx int, op string) error {
 		return fmt.Errorf("%s %s: %w", op, a.ID, err)
 	}
 	fault.Point(op + ":recorded")
+	if postErr != nil {
+		return fmt.Errorf("%s %s: the update is undone, but %w", op, a.ID, postErr)
+	}
 	return nil
 }
 

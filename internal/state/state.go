@@ -57,7 +57,16 @@ type Applied struct {
 	Regions   []Region  `json:"regions"` // memory holding the update's code and data
 	Funcs     []Patched `json:"funcs"`
 	DependsOn []string  `json:"depends_on,omitempty"`
-	Defs      []Def     `json:"defs,omitempty"` // symbols the update defined, where they live
+	Defs      []Def     `json:"defs,omitempty"`   // symbols the update defined, where they live
+	Frames    []Region  `json:"frames,omitempty"` // the update's .eh_frame copies (call frame information of its code)
+	Hooks     []Hook    `json:"hooks,omitempty"`  // the update's undo hooks, for undo to call
+}
+
+// Hook is a hook of an applied update: undo calls it (docs/custom-code.md).
+type Hook struct {
+	Kind string `json:"kind"` // update.Hook* kinds: pre_undo, check_undo, undo, post_undo, fail_undo
+	Name string `json:"name"`
+	Addr uint64 `json:"addr"`
 }
 
 // Def is a symbol an applied update defined.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -65,6 +66,43 @@ type Target struct {
 	Sections   []Section  `json:"sections"`  // code and data carried by the update
 	Symbols    []Symbol   `json:"symbols"`   // every relocation target, in symbolic form
 	Functions  []Function `json:"functions"` // replaced and new functions
+	// Hooks are the custom code apply and undo call in the target
+	// (livesplice.h), per kind in the order the patch defines them.
+	Hooks []Hook `json:"hooks,omitempty"`
+}
+
+// Hook kinds: when apply and undo call a hook (docs/custom-code.md).
+const (
+	HookPreApply   = "pre_apply"   // int fn(void): before anything changes; non-zero vetoes
+	HookCheckApply = "check_apply" // int fn(void): world stopped, before the commit; non-zero vetoes
+	HookApply      = "apply"       // void fn(void): world stopped, after the commit
+	HookPostApply  = "post_apply"  // void fn(void): after the target resumed
+	HookFailApply  = "fail_apply"  // void fn(void): the apply was abandoned after PRE_APPLY
+	HookPreUndo    = "pre_undo"
+	HookCheckUndo  = "check_undo"
+	HookUndo       = "undo"
+	HookPostUndo   = "post_undo"
+	HookFailUndo   = "fail_undo"
+)
+
+// HookKinds lists every hook kind.
+var HookKinds = []string{HookPreApply, HookCheckApply, HookApply, HookPostApply, HookFailApply,
+	HookPreUndo, HookCheckUndo, HookUndo, HookPostUndo, HookFailUndo}
+
+// HookVetoes reports whether a hook of kind returns int, non-zero to veto.
+func HookVetoes(kind string) bool {
+	switch kind {
+	case HookPreApply, HookCheckApply, HookPreUndo, HookCheckUndo:
+		return true
+	}
+	return false
+}
+
+// Hook is a function apply or undo calls in the target.
+type Hook struct {
+	Kind   string `json:"kind"`   // one of HookKinds
+	Name   string `json:"name"`   // the function's name, for messages
+	Symbol int    `json:"symbol"` // index into Target.Symbols: where the function is
 }
 
 // Section kinds.
@@ -85,6 +123,12 @@ type Section struct {
 	Relocs []Reloc `json:"relocs,omitempty"`
 	Defs   []Def   `json:"defs,omitempty"` // named symbols defined in the section
 }
+
+// EHFrameName names a rodata section that holds the call frame information
+// (.eh_frame format: CIEs, FDEs, a zero terminator) of one object's carried
+// code. apply records where it lies so that unwinders (gdb through
+// `show --gdb`) can walk through new code.
+const EHFrameName = ".eh_frame"
 
 // Def names a symbol an update defines, so that a later update built on
 // this one can find it in the running process.
@@ -291,6 +335,14 @@ func (f *File) Validate() error {
 				}
 			default:
 				return fmt.Errorf("target %s: symbol %d: unknown kind %q", t.Path, yi, y.Kind)
+			}
+		}
+		for hi, h := range t.Hooks {
+			if !slices.Contains(HookKinds, h.Kind) {
+				return fmt.Errorf("target %s: hook %d: unknown kind %q", t.Path, hi, h.Kind)
+			}
+			if h.Symbol < 0 || h.Symbol >= len(t.Symbols) || t.Symbols[h.Symbol].Kind == SymAnon {
+				return fmt.Errorf("target %s: hook %d (%s): bad symbol", t.Path, hi, h.Name)
 			}
 		}
 		for _, fn := range t.Functions {

@@ -1,0 +1,160 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// patchDir is /sys/kernel/livepatch/<name>.
+func (h *Host) patchDir(name string) string {
+	return filepath.Join(h.Sys, "kernel", "livepatch", name)
+}
+
+// readFlag reads a 0/1 sysfs file of a patch.
+func (h *Host) readFlag(name, file string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(h.patchDir(name), file))
+	if err != nil {
+		return false, err
+	}
+	v := strings.TrimSpace(string(b))
+	return v == "1", nil
+}
+
+func (h *Host) writeFlag(name, file, v string) error {
+	return os.WriteFile(filepath.Join(h.patchDir(name), file), []byte(v), 0)
+}
+
+// patchLoaded reports whether a livepatch called name exists.
+func (h *Host) patchLoaded(name string) bool {
+	_, err := os.Stat(h.patchDir(name))
+	return err == nil
+}
+
+// patchFuncs lists the functions a loaded livepatch replaces, from its
+// sysfs tree (<patch>/<object>/<function,sympos>).
+func (h *Host) patchFuncs(name string) []PatchedFunc {
+	var out []PatchedFunc
+	objs, _ := os.ReadDir(h.patchDir(name))
+	for _, o := range objs {
+		if !o.IsDir() {
+			continue
+		}
+		fns, _ := os.ReadDir(filepath.Join(h.patchDir(name), o.Name()))
+		for _, f := range fns {
+			fn, pos, ok := strings.Cut(f.Name(), ",")
+			if !f.IsDir() || !ok {
+				continue
+			}
+			n, _ := strconv.Atoi(pos)
+			out = append(out, PatchedFunc{Object: o.Name(), Name: fn, Sympos: n})
+		}
+	}
+	return out
+}
+
+// waitTransition follows /sys/kernel/livepatch/<name>/transition until it
+// reads 0. Tasks that stay behind are signalled (a fake signal that makes a
+// sleeping task switch at its return to user space) after a second, and
+// again every few seconds. It returns ErrBusy naming the tasks still not
+// switched if the deadline passes first.
+func (h *Host) waitTransition(name string, deadline time.Duration, patching bool) error {
+	start := time.Now()
+	nextSignal := time.Second
+	for {
+		tr, err := h.readFlag(name, "transition")
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && !patching {
+				return nil // a disabled patch is freed at the end of its transition
+			}
+			return fmt.Errorf("livepatch %s: %w", name, err)
+		}
+		if !tr {
+			return nil
+		}
+		el := time.Since(start)
+		if el >= deadline {
+			return fmt.Errorf("livepatch %s: transition not finished after %v; tasks not switched: %s: %w",
+				name, deadline.Round(time.Second), h.stragglers(patching), ErrBusy)
+		}
+		if el >= nextSignal {
+			_ = h.writeFlag(name, "signal", "1") // best effort: absent on old kernels
+			nextSignal += 3 * time.Second
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stragglers names the tasks whose patch_state is not yet the target state
+// of the transition (1 when patching, 0 when unpatching).
+func (h *Host) stragglers(patching bool) string {
+	want := "1"
+	if !patching {
+		want = "0"
+	}
+	var names []string
+	paths, _ := filepath.Glob(filepath.Join(h.Proc, "[0-9]*", "task", "[0-9]*", "patch_state"))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if st := strings.TrimSpace(string(b)); st == want || st == "-1" {
+			continue
+		}
+		tdir := filepath.Dir(p)
+		comm, _ := os.ReadFile(filepath.Join(tdir, "comm"))
+		names = append(names, fmt.Sprintf("%s(%s)", filepath.Base(tdir), strings.TrimSpace(string(comm))))
+		if len(names) == 20 {
+			names = append(names, "...")
+			break
+		}
+	}
+	if len(names) == 0 {
+		return "none found"
+	}
+	return strings.Join(names, " ")
+}
+
+// loadModule loads a module image, explaining the refusals users meet.
+func loadModule(ko []byte) error {
+	err := unix.InitModule(ko, "")
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EKEYREJECTED), errors.Is(err, unix.ENOKEY):
+		return fmt.Errorf("load livepatch module: %v: the kernel only loads signed modules (module.sig_enforce=1): sign the module with a key the kernel trusts (scripts/sign-file, or a MOK key under Secure Boot), or boot without module.sig_enforce: %w", err, ErrRejected)
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("load livepatch module: %v: the kernel refuses unsigned modules under lockdown (Secure Boot, lockdown=integrity) or module loading is disabled (kernel.modules_disabled): sign the module with an enrolled key: %w", err, ErrRejected)
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("load livepatch module: a module of the same name is already loaded: %w", ErrApplied)
+	case errors.Is(err, unix.ENOEXEC):
+		return fmt.Errorf("load livepatch module: %w: the module was built for another kernel (vermagic or symbol versions differ): %w", err, ErrWrongKernel)
+	}
+	return fmt.Errorf("load livepatch module: %w (see dmesg)", err)
+}
+
+// unloadModule removes a module, retrying while its last reference goes
+// away (livepatch drops it when the disabled patch is freed).
+func unloadModule(name string, deadline time.Duration) error {
+	start := time.Now()
+	for {
+		err := unix.DeleteModule(name, unix.O_NONBLOCK)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("unload module %s: %w", name, err)
+		}
+		if time.Since(start) > deadline {
+			return fmt.Errorf("unload module %s: still in use after %v: %w", name, deadline, ErrBusy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,345 @@
+package kernel
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"livesplice/internal/runpre"
+	"livesplice/internal/update"
+)
+
+// The kernel rewrites its own text at boot and while it runs, so run-pre
+// matching compares the pre code with the running code instruction by
+// instruction and accepts, at the places the kernel rewrites, what the
+// rewrite may have left there:
+//
+//   - `call __fentry__` (or the 5-byte nop objtool puts there): a 5-byte nop,
+//     or a call/jmp to an ftrace trampoline while the function is traced or
+//     livepatched;
+//   - `jmp __x86_return_thunk`: `ret` padded with int3, or a jump to the
+//     return thunk the CPU needs (RETHUNK);
+//   - `call/jmp __x86_indirect_thunk_REG`: the thunk, or `call/jmp *%REG`
+//     padded with nops, maybe after an lfence (RETPOLINE);
+//   - `call __SCT__*` (static calls): a direct call, a nop, or `ret`;
+//   - `call *pv_ops+N(%rip)` (paravirt): the native instructions;
+//   - a nop or a jmp (static keys, jump labels, alternatives padding): nops,
+//     a jmp, or one of the few instructions alternatives put in such places
+//     (lfence, clac/stac, rdtsc(p)), as long as the rewritten stretch ends on
+//     an instruction boundary of the pre code.
+//
+// Everywhere else the bytes must be equal outside relocation fields, and a
+// relocation field read from the running code must point at the kallsyms
+// address of its symbol (globals: any definition of the name; statics of the
+// patched object: one of its definitions, and the same in every function).
+
+// matcher compares pre code against one candidate place.
+type matcher struct {
+	ks     *Kallsyms
+	syms   []update.Symbol
+	module string // the patched object: "" for vmlinux
+	known  map[int]uint64
+}
+
+// match compares pre with the running code run at addr and returns the
+// addresses of static symbols it learned.
+func (m *matcher) match(pre *update.Code, addr uint64, run []byte) (map[int]uint64, error) {
+	p := pre.Data
+	n := len(p)
+	if len(run) < n {
+		return nil, fmt.Errorf("at %#x: only %d bytes readable, pre code has %d", addr, len(run), n)
+	}
+	learned := map[int]uint64{}
+	for i := 0; i < n; {
+		l := insnLen(p[i:])
+		rs := relocsIn(pre.Relocs, i, i+l)
+		if len(rs) > 0 {
+			if err := m.relocated(p, run, i, l, rs, addr, learned); err != nil {
+				return nil, fmt.Errorf("at %#x (+%#x): %w", addr, i, err)
+			}
+			i += l
+			continue
+		}
+		if bytes.Equal(p[i:i+l], run[i:i+l]) {
+			i += l
+			continue
+		}
+		// fentry site converted to a nop at build time, traced now.
+		if (i == 0 || (i == 4 && isEndbr(p))) && isNop5(p[i:i+l]) && (run[i] == 0xe8 || run[i] == 0xe9) {
+			i += l
+			continue
+		}
+		end, err := rewritten(p, run, i, n, pre.Relocs)
+		if err != nil {
+			return nil, fmt.Errorf("at %#x: code differs at +%#x (running % x, expected % x): %w", addr, i, run[i:min(i+l, n)], p[i:i+l], err)
+		}
+		i = end
+	}
+	return learned, nil
+}
+
+// relocated checks an instruction of the pre code holding relocations.
+func (m *matcher) relocated(p, run []byte, i, l int, rs []update.Reloc, addr uint64, learned map[int]uint64) error {
+	for _, r := range rs {
+		y := m.syms[r.Symbol]
+		switch name := y.Name; {
+		case name == "__fentry__":
+			if isNop5(run[i:i+l]) || run[i] == 0xe8 || run[i] == 0xe9 {
+				return nil
+			}
+			return fmt.Errorf("ftrace site rewritten in an unknown way (running % x)", run[i:i+l])
+		case name == "__x86_return_thunk":
+			if run[i] == 0xc3 || (p[i] == 0x0f && run[i]&0xf0 == 0x70) {
+				return nil // ret (+int3 padding), or jcc.d8 to a ret
+			}
+			if t, ok := m.target(run, i, l, r, addr); ok && strings.Contains(t, "return_thunk") {
+				return nil
+			}
+			return fmt.Errorf("return thunk site rewritten in an unknown way (running % x)", run[i:i+l])
+		case strings.HasPrefix(name, "__x86_indirect_thunk_"):
+			if t, ok := m.target(run, i, l, r, addr); ok && t == name {
+				return nil
+			}
+			if indirectThunkRewrite(run[i : i+l]) {
+				return nil
+			}
+			return fmt.Errorf("retpoline site rewritten in an unknown way (running % x)", run[i:i+l])
+		case strings.HasPrefix(name, "__SCT__"):
+			if isNop5(run[i:i+l]) || run[i] == 0xe8 || run[i] == 0xe9 || run[i] == 0xc3 {
+				return nil
+			}
+			return fmt.Errorf("static call site rewritten in an unknown way (running % x)", run[i:i+l])
+		case name == "pv_ops":
+			return nil // paravirt: patched with native instructions at boot
+		}
+	}
+	// An ordinary instruction: equal outside the fields, fields point where
+	// kallsyms says.
+	skip := make([]bool, l)
+	for _, r := range rs {
+		w := update.RelocWidth(r.Type)
+		s, err := observe(run, r, addr)
+		if err != nil {
+			return err
+		}
+		for k := int(r.Offset); k < int(r.Offset)+w; k++ {
+			if k >= i && k < i+l {
+				skip[k-i] = true
+			}
+		}
+		if err := m.check(r.Symbol, s, learned); err != nil {
+			return err
+		}
+	}
+	for k := 0; k < l; k++ {
+		if !skip[k] && p[i+k] != run[i+k] {
+			return fmt.Errorf("code differs at +%#x (running %#02x, expected %#02x)", i+k, run[i+k], p[i+k])
+		}
+	}
+	return nil
+}
+
+// check verifies that symbol index yi really is at s.
+func (m *matcher) check(yi int, s uint64, learned map[int]uint64) error {
+	y := m.syms[yi]
+	switch y.Kind {
+	case update.SymGlobal:
+		defs := m.ks.Any(y.Name)
+		if len(defs) == 0 {
+			return nil // not in kallsyms (e.g. a linker-script symbol): nothing to check against
+		}
+		for _, d := range defs {
+			if d.Addr == s {
+				return nil
+			}
+		}
+		got := "an unknown address"
+		if at, ok := m.ks.At(s); ok {
+			got = fmt.Sprintf("%s+%#x", at.Name, s-at.Addr)
+		}
+		return fmt.Errorf("refers to %s where the update expects %s", got, y.Name)
+	case update.SymLocal:
+		if v, ok := m.known[yi]; ok && v != s {
+			return fmt.Errorf("%s is at %#x here but at %#x in another function", y.Name, s, v)
+		}
+		if v, ok := learned[yi]; ok && v != s {
+			return fmt.Errorf("%s seen at %#x and %#x", y.Name, s, v)
+		}
+		defs := m.ks.Lookup(y.Name, m.module)
+		if len(defs) > 0 {
+			ok := false
+			for _, d := range defs {
+				ok = ok || d.Addr == s
+			}
+			if !ok {
+				return fmt.Errorf("refers to %#x, where no %s of this object is", s, y.Name)
+			}
+		}
+		learned[yi] = s
+	}
+	return nil // section and anonymous targets: nothing to learn
+}
+
+// target names the symbol a rel32 call/jmp/jcc at run[i:i+l] goes to.
+func (m *matcher) target(run []byte, i, l int, r update.Reloc, addr uint64) (string, bool) {
+	if int(r.Offset)+4 != i+l || update.RelocWidth(r.Type) != 4 {
+		return "", false
+	}
+	end := addr + uint64(i+l)
+	dest := end + uint64(int64(int32(binary.LittleEndian.Uint32(run[i+l-4:]))))
+	s, ok := m.ks.At(dest)
+	if !ok || s.Addr != dest {
+		return "", false
+	}
+	return s.Name, true
+}
+
+// observe reads the symbol address a relocation field of the running code
+// at addr resolved to (S in the psABI's formulas).
+func observe(run []byte, r update.Reloc, addr uint64) (uint64, error) {
+	off := r.Offset
+	if w := uint64(update.RelocWidth(r.Type)); w == 0 || off > uint64(len(run)) || uint64(len(run))-off < w {
+		return 0, fmt.Errorf("relocation at +%#x outside the code", off)
+	}
+	p := addr + off
+	switch elf.R_X86_64(r.Type) {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
+		return uint64(int64(p) + int64(int32(binary.LittleEndian.Uint32(run[off:]))) - r.Addend), nil
+	case elf.R_X86_64_PC64:
+		return uint64(int64(p) + int64(binary.LittleEndian.Uint64(run[off:])) - r.Addend), nil
+	case elf.R_X86_64_32:
+		return uint64(binary.LittleEndian.Uint32(run[off:])) - uint64(r.Addend), nil
+	case elf.R_X86_64_32S:
+		return uint64(int64(int32(binary.LittleEndian.Uint32(run[off:]))) - r.Addend), nil
+	case elf.R_X86_64_64:
+		return binary.LittleEndian.Uint64(run[off:]) - uint64(r.Addend), nil
+	}
+	return 0, fmt.Errorf("relocation type %v at +%#x does not occur in kernel code", elf.R_X86_64(r.Type), off)
+}
+
+// relocsIn returns the relocations whose field starts in [from, to).
+func relocsIn(rs []update.Reloc, from, to int) []update.Reloc {
+	var out []update.Reloc
+	for _, r := range rs {
+		if int(r.Offset) >= from && int(r.Offset) < to {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// rewritten accepts a stretch of running code that differs from the pre
+// code at i, if both sides are things the kernel puts in patched places,
+// and returns where the stretch ends (an instruction boundary of both).
+func rewritten(p, run []byte, i, n int, rs []update.Reloc) (int, error) {
+	pe := i // end of the pre stretch
+	re := i // end of the running stretch
+	for {
+		if pe <= re {
+			if pe >= n {
+				return 0, fmt.Errorf("rewritten code runs past the end of the function")
+			}
+			l, ok := patchable(p[pe:])
+			if !ok || len(relocsIn(rs, pe, pe+l)) > 0 {
+				return 0, fmt.Errorf("not a place the kernel rewrites")
+			}
+			pe += l
+		} else {
+			l, ok := patchable(run[re:n])
+			if !ok {
+				return 0, fmt.Errorf("running code is not a known rewrite")
+			}
+			re += l
+		}
+		if pe == re && pe > i {
+			return pe, nil
+		}
+	}
+}
+
+// patchable decodes an instruction the kernel writes into a rewritable
+// place: nops, int3 padding, jumps, and the instructions alternatives
+// commonly substitute.
+func patchable(b []byte) (int, bool) {
+	if len(b) >= 3 && b[0] == 0x0f && b[1] == 0x01 && (b[2] == 0xca || b[2] == 0xcb || b[2] == 0xf9) {
+		return 3, true // clac, stac, rdtscp
+	}
+	inst, err := x86asm.Decode(b, 64)
+	if err != nil {
+		return 0, false
+	}
+	switch inst.Op {
+	case x86asm.NOP, x86asm.LFENCE, x86asm.MFENCE, x86asm.SFENCE, x86asm.RDTSC, x86asm.RDTSCP:
+		return inst.Len, true
+	case x86asm.INT:
+		return inst.Len, inst.Len == 1
+	case x86asm.JMP:
+		_, rel := inst.Args[0].(x86asm.Rel)
+		return inst.Len, rel
+	}
+	return 0, false
+}
+
+// indirectThunkRewrite accepts what RETPOLINE patching writes over a
+// 5- or 6-byte call/jmp/jcc to an indirect thunk: an optional lfence,
+// a jcc.d8 around it, call/jmp *%reg, and nop or int3 padding.
+func indirectThunkRewrite(b []byte) bool {
+	seen := false
+	for at := 0; at < len(b); {
+		inst, err := x86asm.Decode(b[at:], 64)
+		if err != nil {
+			return false
+		}
+		switch inst.Op {
+		case x86asm.CALL, x86asm.JMP:
+			if _, reg := inst.Args[0].(x86asm.Reg); !reg {
+				return false
+			}
+			seen = true
+		case x86asm.LFENCE, x86asm.NOP:
+		case x86asm.INT:
+			if inst.Len != 1 {
+				return false
+			}
+		default:
+			if inst.Len != 2 || b[at]&0xf0 != 0x70 { // jcc.d8
+				return false
+			}
+		}
+		at += inst.Len
+		if at > len(b) {
+			return false
+		}
+	}
+	return seen
+}
+
+// insnLen is the length of the pre code's instruction at b; 1 when it does
+// not decode (the byte is then compared as is).
+func insnLen(b []byte) int {
+	if len(b) >= 3 && b[0] == 0x0f && b[1] == 0x01 && (b[2] == 0xca || b[2] == 0xcb) {
+		return 3
+	}
+	inst, err := x86asm.Decode(b, 64)
+	if err != nil || inst.Len <= 0 || inst.Len > len(b) {
+		return 1
+	}
+	return inst.Len
+}
+
+func isNop5(b []byte) bool {
+	return len(b) == 5 && bytes.Equal(b, []byte{0x0f, 0x1f, 0x44, 0x00, 0x00})
+}
+
+func isEndbr(p []byte) bool {
+	return len(p) >= 4 && bytes.Equal(p[:4], []byte{0xf3, 0x0f, 0x1e, 0xfa})
+}
+
+// errMismatch wraps runpre.ErrMismatch with the function's name.
+func errMismatch(fn string, err error) error {
+	return fmt.Errorf("run-pre match %s: %w: %v", fn, runpre.ErrMismatch, err)
+}

@@ -1,0 +1,178 @@
+package process
+
+import (
+	"debug/elf"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"livesplice/internal/procfs"
+	"livesplice/internal/update"
+)
+
+// Finding a target: an update names each target by its path and soname
+// and records the GNU build-id of the pre build. The rule:
+//
+//   - a mapped file whose build-id equals the target's pre build-id is
+//     that target, whatever it is called (a renamed copy, a container's
+//     image under another path);
+//   - with no such file, the target is found by file name or soname, as
+//     the running build is usually made with other flags than the pre
+//     build and so has another build-id.
+//
+// Either way run-pre matching is the proof: a file found by name that runs
+// other code is refused function by function. Files are only ever read
+// through /proc/PID/map_files, which names the very file mapped, in any
+// mount namespace, and never follows a path the target controls.
+
+// fileKey identifies a file on this host across processes and mount
+// namespaces; ctime tells a file rewritten in place (or an inode number
+// reused) from the one read before.
+type fileKey struct {
+	dev, ino uint64
+	ctime    unix.Timespec
+}
+
+// buildIDs caches the build-id of every file read, so that a thousand
+// processes mapping one library cost one ELF read.
+var buildIDs = struct {
+	sync.Mutex
+	m map[fileKey]string
+}{m: map[fileKey]string{}}
+
+// mappedBuildID returns the GNU build-id of the file behind mapping m of
+// process pid ("" if it has none or is no ELF file).
+func mappedBuildID(pid int, m procfs.Mapping) (string, error) {
+	f, err := os.Open(fmt.Sprintf("%s/map_files/%x-%x", procfs.Dir(pid), m.Start, m.End))
+	if err != nil {
+		return "", fmt.Errorf("process %d: open mapped file %s: %w", pid, m.Path, err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "", fmt.Errorf("process %d: stat mapped file %s: %w", pid, m.Path, err)
+	}
+	key := fileKey{dev: st.Dev, ino: st.Ino, ctime: st.Ctim}
+	buildIDs.Lock()
+	id, ok := buildIDs.m[key]
+	buildIDs.Unlock()
+	if ok {
+		return id, nil
+	}
+	id = readBuildID(f)
+	buildIDs.Lock()
+	buildIDs.m[key] = id
+	buildIDs.Unlock()
+	return id, nil
+}
+
+// readBuildID reads the NT_GNU_BUILD_ID note of an ELF file ("" if none).
+func readBuildID(f *os.File) string {
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return ""
+	}
+	defer ef.Close()
+	for _, p := range ef.Progs {
+		if p.Type != elf.PT_NOTE {
+			continue
+		}
+		if id := noteBuildID(p); id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+const ntGNUBuildID = 3 // NT_GNU_BUILD_ID
+
+func noteBuildID(p *elf.Prog) string {
+	if p.Filesz > 1<<16 {
+		return ""
+	}
+	data := make([]byte, p.Filesz)
+	if _, err := p.ReadAt(data, 0); err != nil {
+		return ""
+	}
+	le := func(b []byte) uint64 { return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 }
+	align := func(n uint64) uint64 { return (n + 3) &^ 3 }
+	for len(data) >= 12 {
+		nsz, dsz, typ := le(data[0:]), le(data[4:]), le(data[8:])
+		off := 12 + align(nsz)
+		end := off + align(dsz)
+		if end > uint64(len(data)) || off+dsz > uint64(len(data)) {
+			return ""
+		}
+		if typ == ntGNUBuildID && nsz == 4 && string(data[12:15]) == "GNU" {
+			return fmt.Sprintf("%x", data[off:off+dsz])
+		}
+		data = data[end:]
+	}
+	return ""
+}
+
+// moduleBuildID is the build-id of a mapped object, read through the
+// mapping of its ELF header.
+func moduleBuildID(pid int, m *module) string {
+	for _, mp := range m.maps {
+		if mp.Offset == 0 {
+			id, _ := mappedBuildID(pid, mp)
+			return id
+		}
+	}
+	return ""
+}
+
+// findTarget finds the mapped object an update target is for: by build-id,
+// else by file name or soname (the rule above).
+func findTarget(pid int, mods []*module, t *update.Target) (*module, error) {
+	if t.PreBuildID != "" {
+		var found []*module
+		for _, m := range mods {
+			if moduleBuildID(pid, m) == t.PreBuildID {
+				found = append(found, m)
+			}
+		}
+		switch len(found) {
+		case 1:
+			return found[0], found[0].load(pid)
+		case 0:
+		default:
+			return nil, fmt.Errorf("%s: %d objects with its build-id %s are mapped in process %d", filepath.Base(t.Path), len(found), t.PreBuildID, pid)
+		}
+	}
+	return findModule(pid, mods, t.Path, t.Soname)
+}
+
+// mapsTarget reports whether process pid maps an object that is one of
+// f's targets by build-id, file name or soname: a candidate for f, which
+// run-pre matching then accepts or refuses.
+func mapsTarget(pid int, f *update.File) bool {
+	maps, err := procfs.ReadMaps(pid)
+	if err != nil {
+		return false
+	}
+	return mapsTargetIn(pid, modules(maps), f)
+}
+
+func mapsTargetIn(pid int, mods []*module, f *update.File) bool {
+	names := targetNames(f)
+	ids := map[string]bool{}
+	for _, t := range f.Targets {
+		if t.PreBuildID != "" {
+			ids[t.PreBuildID] = true
+		}
+	}
+	for _, m := range mods {
+		if names[filepath.Base(m.path)] {
+			return true
+		}
+		if len(ids) > 0 && ids[moduleBuildID(pid, m)] {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,275 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"livesplice/internal/procevents"
+	"livesplice/internal/procfs"
+	"livesplice/internal/update"
+)
+
+// WatchEvent is one process that watch patched, or tried to.
+type WatchEvent struct {
+	Pid    int    `json:"pid"`
+	Update string `json:"update"`
+	Result string `json:"result"` // "patched", "skipped" or "failed"
+	// When: "entry" (a new process, stopped before its program ran) or
+	// "running" (a process that ran already: at start, on a rescan, or
+	// caught too late at its exec).
+	When   string `json:"when"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// WatchOptions tune Watch.
+type WatchOptions struct {
+	Options
+	// Rescan, if set, also patches every running process this often: it
+	// catches libraries loaded later with dlopen and events the kernel
+	// dropped.
+	Rescan time.Duration
+	// Report receives every event, one call at a time.
+	Report func(WatchEvent)
+	// Ready is called once the exec events are subscribed to and the
+	// processes running at start have been patched.
+	Ready func()
+}
+
+// watcher is one Watch run.
+type watcher struct {
+	files []*update.File
+	opt   WatchOptions
+	self  int
+	mu    sync.Mutex
+	busy  map[int]*sync.Mutex // per-process: one handler at a time
+	repMu sync.Mutex
+}
+
+// Watch keeps applying files (in order) to every process that maps one of
+// their targets: those running when it starts, and each new one at its
+// exec, before its program runs. It returns when ctx is done, after every
+// process being handled is finished and let go; the processes stay
+// patched.
+func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
+	for _, f := range files {
+		if f.Kind != update.KindProcess {
+			return fmt.Errorf("update %s is a %s update, not for a process", f.ID, f.Kind)
+		}
+	}
+	l, err := procevents.Listen()
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	w := &watcher{files: files, opt: opt, self: os.Getpid(), busy: map[int]*sync.Mutex{}}
+	// Subscribed first, scanned second: a process exec'd in between is
+	// seen by both, and the per-process lock orders them.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.scan()
+		if opt.Ready != nil {
+			opt.Ready()
+		}
+	}()
+	var tick <-chan time.Time
+	if opt.Rescan > 0 {
+		t := time.NewTicker(opt.Rescan)
+		defer t.Stop()
+		tick = t.C
+	}
+	events := make(chan procevents.Exec, 1024)
+	overrun := make(chan struct{}, 1)
+	recvDone := make(chan error, 1)
+	go func() {
+		for {
+			ev, err := l.Next(ctx)
+			if errors.Is(err, procevents.ErrOverrun) {
+				select {
+				case overrun <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			if err != nil {
+				recvDone <- err
+				return
+			}
+			events <- ev
+		}
+	}()
+	defer wg.Wait()
+	for {
+		select {
+		case ev := <-events:
+			if ev.Tgid == w.self || ev.Tgid <= 1 {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.onExec(ev.Tgid)
+			}()
+		case <-overrun:
+			w.scan() // some execs were lost: catch them as running processes
+		case <-tick:
+			w.scan()
+		case err := <-recvDone:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// lock serialises the handling of one process.
+func (w *watcher) lock(pid int) func() {
+	w.mu.Lock()
+	m := w.busy[pid]
+	if m == nil {
+		m = &sync.Mutex{}
+		w.busy[pid] = m
+	}
+	w.mu.Unlock()
+	m.Lock()
+	return func() {
+		m.Unlock()
+		w.mu.Lock()
+		if w.busy[pid] == m && m.TryLock() {
+			delete(w.busy, pid)
+			m.Unlock()
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *watcher) report(ev WatchEvent) {
+	if w.opt.Report == nil {
+		return
+	}
+	w.repMu.Lock()
+	defer w.repMu.Unlock()
+	w.opt.Report(ev)
+}
+
+// scan applies every file to the running processes that map its targets
+// and do not have it yet.
+func (w *watcher) scan() {
+	var cands []int
+	for _, pid := range pids() {
+		for _, f := range w.files {
+			if mapsTarget(pid, f) {
+				cands = append(cands, pid)
+				break
+			}
+		}
+	}
+	forEach(cands, func(pid int) Outcome {
+		unlock := w.lock(pid)
+		defer unlock()
+		w.applyFiles(pid, "running", true)
+		return Outcome{}
+	})
+}
+
+// applyFiles applies each file that pid maps a target of. quietSkips
+// leaves out processes that have an update already (a rescan).
+func (w *watcher) applyFiles(pid int, when string, quietSkips bool) {
+	maps, err := procfs.ReadMaps(pid)
+	if err != nil {
+		return
+	}
+	mods := modules(maps)
+	for _, f := range w.files {
+		if !mapsTargetIn(pid, mods, f) {
+			continue
+		}
+		if quietSkips && hasUpdate(pid, f.ID) {
+			continue
+		}
+		ev := WatchEvent{Pid: pid, Update: f.ID, When: when, Result: "patched"}
+		err := Apply(pid, f, w.opt.Options)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrAlreadyApplied):
+			if quietSkips {
+				continue
+			}
+			ev.Result, ev.Reason = "skipped", oneLine(err)
+		case errors.Is(err, ErrNotMapped), procfs.Exiting(pid):
+			ev.Result, ev.Reason = "skipped", oneLine(err)
+		default:
+			ev.Result, ev.Reason = "failed", oneLine(err)
+		}
+		w.report(ev)
+	}
+}
+
+// hasUpdate reports whether pid's state record lists update id.
+func hasUpdate(pid int, id string) bool {
+	shown, err := Show(pid)
+	if err != nil {
+		return false
+	}
+	for _, s := range shown {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// onExec handles a process that has just exec'd: if it maps a target, or
+// is dynamically linked and a target is a library it may load, it is
+// stopped at its entry point, patched, and let go.
+func (w *watcher) onExec(pid int) {
+	unlock := w.lock(pid)
+	defer unlock()
+	maps, err := procfs.ReadMaps(pid)
+	if err != nil {
+		return // gone already
+	}
+	mods := modules(maps)
+	want := false
+	for _, f := range w.files {
+		want = want || mapsTargetIn(pid, mods, f) || (len(mods) > 1 && hasLibraryTarget(f))
+	}
+	if !want {
+		return
+	}
+	pk, err := stopAtEntry(pid, w.opt.deadline())
+	switch {
+	case err == nil:
+		w.applyFiles(pid, "entry", false)
+		if err := pk.unpark(); err != nil {
+			w.report(WatchEvent{Pid: pid, Result: "failed", When: "entry", Reason: oneLine(err)})
+		}
+	case errors.Is(err, errReExec), errors.Is(err, unix.ESRCH), procfs.Exiting(pid):
+		// Another exec has its own event; a process gone needs nothing.
+	default:
+		// Past its entry already, or it could not be stopped there (a
+		// tracer such as gdb holds it): patch it as a running process.
+		w.applyFiles(pid, "running", false)
+	}
+}
+
+// hasLibraryTarget reports whether f changes a shared library (which a
+// new process loads after its exec).
+func hasLibraryTarget(f *update.File) bool {
+	for _, t := range f.Targets {
+		if t.Soname != "" || strings.Contains(filepath.Base(t.Path), ".so") {
+			return true
+		}
+	}
+	return false
+}
