@@ -182,6 +182,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			return err
 		}
 		u = unwind.New(s.pid, s.maps, s.cache)
+		s.addFrames(u)
 	}
 }
 
@@ -228,12 +229,36 @@ func (c *pageCache) ReadMem(addr uint64, b []byte) error {
 	return nil
 }
 
+// addFrames gives u the call frame information of the code that applied
+// updates placed, so that a thread inside new code is unwound exactly
+// rather than by the conservative stack scan. Frames that cannot be read
+// are left out: the scan still covers them.
+func (s *session) addFrames(u *unwind.Unwinder) {
+	if s.rec == nil {
+		return
+	}
+	for _, a := range s.rec.Updates {
+		for _, fr := range a.Frames {
+			for _, r := range a.Regions {
+				if fr.Addr < r.Addr || fr.Addr >= r.Addr+r.Size || fr.Size > 1<<24 {
+					continue
+				}
+				b := make([]byte, fr.Size)
+				if s.p.ReadMem(fr.Addr, b) == nil {
+					u.AddFrames(a.ID, r.Addr, r.Addr+r.Text, b, fr.Addr)
+				}
+			}
+		}
+	}
+}
+
 // unwinder makes an unwinder for the current maps and loads the unwind
 // tables of the code the kept thread runs in (the executable and libc,
 // usually), so that little is left to parse while the world is stopped.
 func (s *session) unwinder() *unwind.Unwinder {
 	s.cache = &pageCache{mem: s.p}
 	u := unwind.New(s.pid, s.maps, s.cache)
+	s.addFrames(u)
 	if regs, err := s.p.GetRegs(s.worker); err == nil {
 		u.Unwind(&regs, 64)
 	}

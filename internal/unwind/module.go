@@ -46,6 +46,12 @@ func (u *Unwinder) fdeFor(pc uint64) (fde *frame.FrameDescriptionEntry, bias uin
 		name = "anonymous memory"
 	}
 	if m.Path != "[vdso]" && m.Inode == 0 {
+		if mod := u.placed(pc); mod != nil {
+			if fde, err = mod.fdes.FDEForPC(pc); err == nil && fde.CIE != nil {
+				return fde, 0, mod.name, nil
+			}
+			return nil, 0, mod.name, fmt.Errorf("no FDE for %#x", pc)
+		}
 		// JIT code, trampolines written by a patcher, ...: nothing
 		// describes how to unwind it.
 		return nil, 0, name, fmt.Errorf("no FDE: not file-backed (%s %#x-%#x)", m.Perms, m.Start, m.End)
@@ -66,6 +72,42 @@ func (u *Unwinder) fdeFor(pc uint64) (fde *frame.FrameDescriptionEntry, bias uin
 		return nil, 0, name, errors.New("FDE without CIE")
 	}
 	return fde, bias, name, nil
+}
+
+// AddFrames gives the unwinder the call frame information of code placed
+// in anonymous memory [start,end) (a live patch's new code): ehFrame is an
+// .eh_frame image as it lies at ehAddr in the target.
+func (u *Unwinder) AddFrames(name string, start, end uint64, ehFrame []byte, ehAddr uint64) error {
+	if len(ehFrame) > maxEHFrame {
+		return fmt.Errorf("%s: .eh_frame of %d bytes is too large", name, len(ehFrame))
+	}
+	fdes, err := parseEHFrame(ehFrame, ehAddr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.extra = append(u.extra, placedCode{start, end, &module{name: name, fdes: fdes}})
+	return nil
+}
+
+// placedCode is code without a file whose CFI was given with AddFrames.
+type placedCode struct {
+	start, end uint64
+	mod        *module
+}
+
+func (u *Unwinder) placed(pc uint64) *module {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, p := range u.extra {
+		if pc >= p.start && pc < p.end && len(p.mod.fdes) > 0 {
+			if _, err := p.mod.fdes.FDEForPC(pc); err == nil {
+				return p.mod
+			}
+		}
+	}
+	return nil
 }
 
 // module returns the (possibly cached) CFI of the file mapped at m.

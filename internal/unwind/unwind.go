@@ -110,9 +110,10 @@ type Unwinder struct {
 	maps []procfs.Mapping // sorted by Start
 	mem  Memory
 
-	mu   sync.Mutex
-	mods map[string]*module // by dev+inode+path, or "[vdso]@start"
-	rows map[uint64]row     // evaluated CFI by pc; never mutated once made
+	mu    sync.Mutex
+	mods  map[string]*module // by dev+inode+path, or "[vdso]@start"
+	extra []placedCode       // CFI of code in anonymous memory (AddFrames)
+	rows  map[uint64]row     // evaluated CFI by pc; never mutated once made
 }
 
 // New returns an Unwinder for process pid, whose memory map is maps and

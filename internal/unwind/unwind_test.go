@@ -2,6 +2,7 @@ package unwind
 
 import (
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -489,8 +490,7 @@ int main(void) {
 	}
 }
 
-func TestUnwindNoFDE(t *testing.T) {
-	const src = `
+const jitSrc = `
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -512,7 +512,9 @@ int main(void) {
 	return 0;
 }
 `
-	bin := compile(t, src, "-O2")
+
+func TestUnwindNoFDE(t *testing.T) {
+	bin := compile(t, jitSrc, "-O2")
 	pid := start(t, bin)
 	tids := waitBlocked(t, pid, 1)
 	regs := stop(t, tids)[pid]
@@ -554,6 +556,50 @@ int main(void) {
 	r.Rip = 8
 	if _, err := u.Unwind(&r, 0); !errors.Is(err, ErrIncomplete) {
 		t.Errorf("Unwind at rip 8: %v, want ErrIncomplete", err)
+	}
+}
+
+// Code in anonymous memory whose call frame information is given with
+// AddFrames (as livesplice does for its patches) unwinds through to main.
+func TestUnwindAddFrames(t *testing.T) {
+	bin := compile(t, jitSrc, "-O2")
+	pid := start(t, bin)
+	tids := waitBlocked(t, pid, 1)
+	regs := stop(t, tids)[pid]
+	sym := newSymbolizer(t, pid)
+	var jit procfs.Mapping
+	for _, m := range sym.maps {
+		if m.Perms == "rwxp" && m.Inode == 0 {
+			jit = m
+		}
+	}
+	if jit.Start == 0 {
+		t.Fatal("no anonymous rwx mapping")
+	}
+	// CIE: zR, code 1, data -8, RA r16, FDE pointers pcrel|sdata4;
+	// CFA = rsp+8, RA at CFA-8. FDE for the 21 bytes of JIT code: after
+	// the sub (4 bytes) CFA = rsp+16, after the add (at 20) rsp+8 again.
+	ehAddr := jit.Start + 0x800 // anywhere within reach of the code
+	eh := []byte{20, 0, 0, 0, 0, 0, 0, 0, 1, 'z', 'R', 0, 1, 0x78, 0x10, 1, 0x1b, 0x0c, 0x07, 0x08, 0x90, 0x01, 0, 0,
+		20, 0, 0, 0, 28, 0, 0, 0, 0, 0, 0, 0, 21, 0, 0, 0, 0, 0x44, 0x0e, 0x10, 0x50, 0x0e, 0x08, 0,
+		0, 0, 0, 0}
+	binary.LittleEndian.PutUint32(eh[32:], uint32(int32(int64(jit.Start)-int64(ehAddr+32))))
+
+	u := newUnwinder(t, pid)
+	if err := u.AddFrames("jit", jit.Start, jit.Start+21, eh, ehAddr); err != nil {
+		t.Fatal(err)
+	}
+	frames, err := u.Unwind(regs, 0)
+	t.Logf("frames:\n%s", sym.dump(frames))
+	if err != nil {
+		t.Fatalf("Unwind: %v", err)
+	}
+	names := sym.describe(frames)
+	if len(frames) < 4 || names[1] != "blocker" || !jit.Contains(frames[2].PC) || names[3] != "main" {
+		t.Errorf("frames %q, want read, blocker, the JIT page, main", names)
+	}
+	if err := u.AddFrames("bad", 1, 2, []byte{100, 0, 0, 0, 0, 0, 0, 0}, 8); err == nil {
+		t.Error("a damaged .eh_frame was accepted")
 	}
 }
 
