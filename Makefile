@@ -1,11 +1,12 @@
 # livesplice: make build test lint bench demo
 GO ?= go
 
-.PHONY: build test fuzz lint bench demo clean
+.PHONY: build test fuzz lint bench demo clean kernel-test
 
 # Every parser of untrusted bytes, fuzzed briefly (found crashers land in testdata/fuzz/).
 FUZZ = ./internal/update:FuzzUnmarshal ./internal/state:FuzzDecode ./internal/unwind:FuzzUnwind \
-	./internal/objdiff:FuzzLoadObject ./internal/elfsym:FuzzLoad
+	./internal/objdiff:FuzzLoadObject ./internal/elfsym:FuzzLoad ./internal/layout:FuzzLayout
+FUZZ += ./internal/kernel:FuzzKallsyms ./internal/kernel:FuzzKcore ./internal/kernel:FuzzNewFuncs
 FUZZTIME ?= 5s
 
 build:
@@ -29,6 +30,11 @@ lint:
 
 bench:
 	$(GO) run ./bench
+
+# The kernel target end to end: fetch the Debian kernel (scripts/kernel-lab.sh),
+# build updates, boot them under QEMU. Also part of `make test`.
+kernel-test:
+	$(GO) test -count=1 -timeout 40m -run 'TestKernel' -v ./e2e/
 
 demo: build
 	./scripts/demo.sh

@@ -5,6 +5,7 @@
 // wall time of apply and undo, and the cost of calling a patched function.
 //
 //	go run ./bench [-rounds 50]
+//	go run ./bench -fleet [-procs 1000]   (apply --all and undo --all over many processes)
 package main
 
 import (
@@ -24,8 +25,16 @@ import (
 
 func main() {
 	rounds := flag.Int("rounds", 50, "apply/undo rounds")
+	fleet := flag.Bool("fleet", false, "measure apply --all and undo --all over -procs processes instead")
+	procs := flag.Int("procs", 1000, "with -fleet: processes mapping the patched library")
 	flag.Parse()
-	if err := run(*rounds); err != nil {
+	var err error
+	if *fleet {
+		err = runFleet(*procs)
+	} else {
+		err = run(*rounds)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

@@ -61,8 +61,8 @@ func startWatch(t *testing.T, files ...string) *watchDaemon {
 }
 
 // next waits for the next event line for which keep is true, failing on
-// a "failed" event.
-func (w *watchDaemon) next(what string, keep func(watchLine) bool) watchLine {
+// a "failed" event of one of the test's processes (mine).
+func (w *watchDaemon) next(what string, mine []*prog, keep func(watchLine) bool) watchLine {
 	w.t.Helper()
 	for {
 		select {
@@ -70,8 +70,13 @@ func (w *watchDaemon) next(what string, keep func(watchLine) bool) watchLine {
 			if !ok {
 				w.t.Fatalf("watch exited while waiting for %s: %v", what, w.cmd.Wait())
 			}
-			if l.Event == "failed" || strings.HasPrefix(l.Event, "bad line") {
-				w.t.Fatalf("watch: %+v", l)
+			if strings.HasPrefix(l.Event, "bad line") {
+				w.t.Fatalf("watch: %s", l.Event)
+			}
+			for _, p := range mine {
+				if l.Event == "failed" && fmt.Sprint(l.Pid) == p.pid() {
+					w.t.Fatalf("watch: %+v", l)
+				}
 			}
 			if keep(l) {
 				return l
@@ -82,7 +87,7 @@ func (w *watchDaemon) next(what string, keep func(watchLine) bool) watchLine {
 	}
 }
 
-// tracerPid is the TracerPid of a process.
+// tracerPid is the TracerPid of a process: the thread that traces it.
 func tracerPid(t *testing.T, pid string) string {
 	t.Helper()
 	data, err := os.ReadFile("/proc/" + pid + "/status")
@@ -121,10 +126,10 @@ func TestWatch(t *testing.T) {
 	}
 
 	w := startWatch(t, upd)
-	w.next("patch of the running process", func(l watchLine) bool {
+	w.next("patch of the running process", []*prog{early}, func(l watchLine) bool {
 		return l.Event == "patched" && fmt.Sprint(l.Pid) == early.pid() && l.When == "running"
 	})
-	w.next("ready", func(l watchLine) bool { return l.Event == "ready" })
+	w.next("ready", []*prog{early}, func(l watchLine) bool { return l.Event == "ready" })
 	if got := early.query("x"); got != "fee=38" {
 		t.Fatalf("process running when watch started: %q", got)
 	}
@@ -133,8 +138,13 @@ func TestWatch(t *testing.T) {
 	// point) until watch has seized it, so that the check does not
 	// depend on how fast watch reacts to the exec.
 	late := start(t, run0, "env", "WATCH_GATE=1", "./watch_e2e_target")
-	daemon := fmt.Sprint(w.cmd.Process.Pid)
-	for i := 0; tracerPid(t, late.pid()) != daemon; i++ {
+	// TracerPid names the tracing thread: one of the daemon's.
+	seized := func() bool {
+		tr := tracerPid(t, late.pid())
+		_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%s", w.cmd.Process.Pid, tr))
+		return tr != "0" && err == nil
+	}
+	for i := 0; !seized(); i++ {
 		if i == 3000 {
 			t.Fatalf("watch never seized the new process %s", late.pid())
 		}
@@ -146,14 +156,14 @@ func TestWatch(t *testing.T) {
 	if got := late.line(); got != "fee=38" {
 		t.Fatalf("new process's first line under watch: %q", got)
 	}
-	w.next("patch at the entry point", func(l watchLine) bool {
+	w.next("patch at the entry point", []*prog{early, late}, func(l watchLine) bool {
 		return l.Event == "patched" && fmt.Sprint(l.Pid) == late.pid() && l.When == "entry"
 	})
 
 	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	w.next("stopped", func(l watchLine) bool { return l.Event == "stopped" })
+	w.next("stopped", []*prog{early, late}, func(l watchLine) bool { return l.Event == "stopped" })
 	if err := w.cmd.Wait(); err != nil {
 		t.Fatalf("watch after SIGTERM: %v", err)
 	}

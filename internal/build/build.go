@@ -65,8 +65,9 @@ const (
 	envInclude = "LIVESPLICE_INCLUDE" // directory holding livesplice.h
 )
 
-// wrapperNames are the names under which the wrapper is installed in bin/.
-var wrapperNames = []string{"cc", "gcc", "c++", "g++"}
+// wrapperNames are the names under which the wrapper is installed in bin/;
+// the target triplet's names are what Debian's build systems may call.
+var wrapperNames = []string{"cc", "gcc", "c++", "g++", "x86_64-linux-gnu-gcc", "x86_64-linux-gnu-g++"}
 
 // tailLines is how much of a failed build's output goes into the error.
 const tailLines = 20

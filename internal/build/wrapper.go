@@ -80,7 +80,7 @@ func WrapperMain() int {
 // realCompiler picks the compiler the wrapper stands for.
 func realCompiler(name string) (string, error) {
 	env, fallback := envRealCC, "gcc"
-	if name == "c++" || name == "g++" {
+	if strings.HasSuffix(name, "c++") || strings.HasSuffix(name, "g++") {
 		env, fallback = envRealCXX, "g++"
 	}
 	if p := os.Getenv(env); p != "" {

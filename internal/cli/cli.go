@@ -16,6 +16,7 @@ import (
 
 	"livesplice/internal/agent"
 	"livesplice/internal/create"
+	"livesplice/internal/kbuild"
 	"livesplice/internal/kernel"
 	"livesplice/internal/objdiff"
 	"livesplice/internal/process"
@@ -77,7 +78,7 @@ func ExitCode(err error) int {
 		return ExitMismatch
 	case errors.Is(err, process.ErrBusy), errors.Is(err, process.ErrLocked), errors.Is(err, kernel.ErrBusy):
 		return ExitBusy
-	case errors.Is(err, create.ErrNoChange), errors.Is(err, objdiff.ErrUnsupported):
+	case errors.Is(err, create.ErrNoChange), errors.Is(err, objdiff.ErrUnsupported), errors.Is(err, kbuild.ErrUnsupported):
 		return ExitRefused
 	case errors.Is(err, process.ErrAlreadyApplied), errors.Is(err, process.ErrNotApplied), errors.Is(err, process.ErrDependent),
 		errors.Is(err, kernel.ErrApplied), errors.Is(err, kernel.ErrNotApplied), errors.Is(err, kernel.ErrDependent):
@@ -126,25 +127,49 @@ func isTerminal(w io.Writer) bool {
 }
 
 func createCmd(stderr io.Writer) *cobra.Command {
-	var src, buildCmd, id, out string
-	var keep bool
+	var src, buildCmd, id, out, config, headers string
+	var debPkg, debVersion, debTo string
+	var keep, kern bool
 	c := &cobra.Command{
-		Use:   "create --src DIR [--build CMD] [--id ID] -o FILE PATCH",
+		Use:   "create --src DIR [--build CMD] [--id ID] -o FILE PATCH\n  create --kernel --src LINUXSRC --config CONFIG [--headers DIR] [--id ID] -o FILE PATCH\n  create --deb SRCPKG [--version V] (PATCH | --to NEWVERSION) [--id ID] -o FILE",
 		Short: "Build an update from a source patch",
-		Args:  args(1, "one PATCH"),
+		Args: func(cmd *cobra.Command, a []string) error {
+			if debTo != "" {
+				return args(0, "no PATCH with --to")(cmd, a)
+			}
+			return args(1, "one PATCH")(cmd, a)
+		},
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if debPkg != "" {
+				return createDeb(cmd, debPkg, debVersion, debTo, id, out, keep, a, stderr)
+			}
+			if debVersion != "" || debTo != "" {
+				return usageError{errors.New("create: --version and --to only go with --deb")}
+			}
 			if src == "" || out == "" {
 				return usageError{errors.New("create: --src DIR and -o FILE are required")}
+			}
+			if kern != (config != "") || (headers != "" && !kern) {
+				return usageError{errors.New("create: --kernel needs --config CONFIG; --config and --headers only go with --kernel")}
 			}
 			self, err := os.Executable()
 			if err != nil {
 				return err
 			}
-			o := create.Options{Src: src, Patch: a[0], BuildCmd: buildCmd, ID: id, Self: self, KeepWork: keep}
-			if isTerminal(stderr) {
-				o.Progress = stderr
+			var f *update.File
+			if kern {
+				o := create.KernelOptions{Src: src, Config: config, Headers: headers, Patch: a[0], ID: id, KeepWork: keep}
+				if isTerminal(stderr) {
+					o.Progress = stderr
+				}
+				f, err = create.CreateKernel(context.Background(), o)
+			} else {
+				o := create.Options{Src: src, Patch: a[0], BuildCmd: buildCmd, ID: id, Self: self, KeepWork: keep}
+				if isTerminal(stderr) {
+					o.Progress = stderr
+				}
+				f, err = create.Create(context.Background(), o)
 			}
-			f, err := create.Create(context.Background(), o)
 			if err != nil {
 				return err
 			}
@@ -164,6 +189,12 @@ func createCmd(stderr io.Writer) *cobra.Command {
 	c.Flags().StringVar(&id, "id", "", "update id (default: the patch's name without extension)")
 	c.Flags().StringVarP(&out, "output", "o", "", "update file to write")
 	c.Flags().BoolVar(&keep, "keep-work", false, "keep the pre and post build trees")
+	c.Flags().BoolVar(&kern, "kernel", false, "build a livepatch update for the running Linux kernel (docs/kernel.md)")
+	c.Flags().StringVar(&config, "config", "", "with --kernel: the kernel's config (/boot/config-RELEASE)")
+	c.Flags().StringVar(&headers, "headers", "", "with --kernel: the kernel's linux-headers directory (release, Module.symvers)")
+	c.Flags().StringVar(&debPkg, "deb", "", "build an update for the installed files of Debian source package `SRCPKG` (docs/deb.md)")
+	c.Flags().StringVar(&debVersion, "version", "", "with --deb: the source version (default: the installed one)")
+	c.Flags().StringVar(&debTo, "to", "", "with --deb: the fix is what source version `NEWVERSION` changed in code (no PATCH)")
 	return c
 }
 
@@ -234,6 +265,7 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().BoolVar(&all, "all", false, "every process that maps a target of FILE (never PID 1)")
 	c.Flags().BoolVar(&asJSON, "json", false, "with --all: machine-readable outcome")
 	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
+	c.Flags().DurationVar(&opt.HookTimeout, "hook-timeout", 0, "how long each of the update's hooks may run in the process (default 5s)")
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "report progress")
 	return c
 }
@@ -265,6 +297,7 @@ func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().BoolVar(&all, "all", false, "every process that has the update applied")
 	c.Flags().BoolVar(&asJSON, "json", false, "with --all: machine-readable outcome")
 	c.Flags().DurationVar(&opt.Deadline, "deadline", 0, "how long to wait for busy functions (default 10s)")
+	c.Flags().DurationVar(&opt.HookTimeout, "hook-timeout", 0, "how long each of the update's hooks may run in the process (default 5s)")
 	return c
 }
 
@@ -362,6 +395,13 @@ type TargetInfo struct {
 	Functions  []FuncInfo `json:"functions"`
 	CodeBytes  uint64     `json:"code_bytes"`
 	DataBytes  uint64     `json:"data_bytes"`
+	Hooks      []HookInfo `json:"hooks,omitempty"`
+}
+
+// HookInfo is one hook of an update (docs/custom-code.md), in call order.
+type HookInfo struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
 }
 
 // FuncInfo is one function of an update.
@@ -383,6 +423,9 @@ func Info(f *update.File) InfoJSON {
 			} else {
 				ti.DataBytes += s.Size
 			}
+		}
+		for _, h := range t.Hooks {
+			ti.Hooks = append(ti.Hooks, HookInfo{Kind: h.Kind, Name: h.Name})
 		}
 		for _, fn := range t.Functions {
 			ti.Functions = append(ti.Functions, FuncInfo{Name: fn.Name, File: fn.File, Status: fn.Status, Size: fn.Size})
@@ -420,6 +463,9 @@ func infoCmd(stdout io.Writer) *cobra.Command {
 						name += " (" + fn.File + ")"
 					}
 					fmt.Fprintf(stdout, "  %-8s %s, %d bytes\n", fn.Status, name, fn.Size)
+				}
+				for _, h := range t.Hooks {
+					fmt.Fprintf(stdout, "  hook     %s %s\n", h.Kind, h.Name)
 				}
 			}
 			return nil

@@ -59,7 +59,11 @@ func watchCmd(stdout, stderr io.Writer) *cobra.Command {
 				}
 				switch l.Event {
 				case "patched":
-					fmt.Fprintf(stdout, "pid %d: patched %s (%s)\n", l.Pid, l.Update, l.When)
+					when := l.When
+					if l.Reason != "" {
+						when += ": " + l.Reason
+					}
+					fmt.Fprintf(stdout, "pid %d: patched %s (%s)\n", l.Pid, l.Update, when)
 				case "skipped", "failed":
 					fmt.Fprintf(stderr, "livesplice: pid %d: %s %s: %s\n", l.Pid, l.Event, l.Update, l.Reason)
 				}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"livesplice/include"
@@ -137,7 +139,10 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 	if err := b.LayoutErr(); err != nil {
 		return nil, err
 	}
-	if usesShadows(b) {
+	// A tree whose code calls the runtime already (an earlier update's
+	// patch is in it) has its copy in the process: the new code shares its
+	// shadows, found through that update's definitions at apply.
+	if usesShadows(b) && !callsShadows(pf) {
 		obj, err := shadowRuntime(work)
 		if err != nil {
 			return nil, err
@@ -159,6 +164,22 @@ var shadowFuncs = []string{"livesplice_shadow_get", "livesplice_shadow_get_or_al
 func usesShadows(b *objdiff.Builder) bool {
 	for _, n := range shadowFuncs {
 		if b.References(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// callsShadows reports whether a linked output refers to the shadow runtime.
+func callsShadows(r io.ReaderAt) bool {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return false
+	}
+	syms, _ := f.Symbols()
+	dyn, _ := f.DynamicSymbols()
+	for _, y := range append(syms, dyn...) {
+		if slices.Contains(shadowFuncs, y.Name) {
 			return true
 		}
 	}

@@ -117,6 +117,8 @@ func CreateKernel(ctx context.Context, o KernelOptions) (*update.File, error) {
 		"Kbuild":                     []byte(kbuildFile),
 		"livesplice_stub.c":          lp.Stub,
 		"livesplice_patch.o_shipped": lp.Object,
+		// modpost reads every object's kbuild command file (source checksums)
+		".livesplice_patch.o.cmd": []byte("savedcmd_livesplice_patch.o := livesplice create\n"),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return nil, err

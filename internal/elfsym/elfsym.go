@@ -188,3 +188,32 @@ func (t *Table) Global(name string) []Sym {
 	}
 	return append(out, hidden...)
 }
+
+// WithSymbols returns a copy of t that also holds syms, as if they had
+// been in the file's .symtab: the symbol table of a stripped file,
+// recovered elsewhere. The copy counts as not stripped, so Room sees the
+// recovered functions.
+func (t *Table) WithSymbols(syms []Sym) *Table {
+	c := *t
+	c.locals = make(map[string][]Sym, len(t.locals)+2*len(syms))
+	for k, v := range t.locals {
+		c.locals[k] = slices.Clone(v)
+	}
+	c.globals = make(map[string][]Sym, len(t.globals)+len(syms))
+	for k, v := range t.globals {
+		c.globals[k] = slices.Clone(v)
+	}
+	c.starts = slices.Clone(t.starts)
+	for _, y := range syms {
+		if y.Bind == elf.STB_LOCAL {
+			c.locals[y.File+"\x00"+y.Name] = append(c.locals[y.File+"\x00"+y.Name], y)
+			c.locals["\x00"+y.Name] = append(c.locals["\x00"+y.Name], y)
+		} else {
+			c.globals[y.Name] = append(c.globals[y.Name], y)
+		}
+		c.starts = append(c.starts, y.Value)
+	}
+	slices.Sort(c.starts)
+	c.Stripped = false
+	return &c
+}

@@ -141,7 +141,7 @@ func Prepare(ctx context.Context, o Options) (*Tree, error) {
 	// that the livepatch module's symbol versions match.
 	sv, err := os.ReadFile(symvers)
 	if err != nil {
-		return nil, fmt.Errorf("Module.symvers: %w", err)
+		return nil, fmt.Errorf("read %s: %w", symvers, err)
 	}
 	if err := os.WriteFile(filepath.Join(t.Out, "Module.symvers"), sv, 0o644); err != nil {
 		return nil, err

@@ -113,8 +113,16 @@ func (t *Tree) Compile(ctx context.Context, units []string, patchFile, work stri
 		return nil, err
 	}
 	defer unlock()
-	if err := t.make(ctx, append([]string{fmt.Sprintf("-j%d", t.jobs)}, units...)...); err != nil {
-		return nil, fmt.Errorf("compile pre units: %w", err)
+	var stale []string
+	for _, u := range units {
+		if !t.preUpToDate(u) {
+			stale = append(stale, u)
+		}
+	}
+	if len(stale) > 0 {
+		if err := t.make(ctx, append([]string{fmt.Sprintf("-j%d", t.jobs)}, stale...)...); err != nil {
+			return nil, fmt.Errorf("compile pre units: %w", err)
+		}
 	}
 	var res []Unit
 	for _, u := range units {
@@ -258,4 +266,61 @@ func (t *Tree) Exports() (map[string]bool, error) {
 		ex[f[1]] = true
 	}
 	return ex, nil
+}
+
+// preUpToDate reports whether the cached pre object of unit u is newer than
+// its source and every file its last compile read (kbuild's command file),
+// and was compiled with UnitCFLAGS: then the pre make, which costs seconds
+// of kbuild's own checks even when it has nothing to do, is skipped.
+func (t *Tree) preUpToDate(u string) bool {
+	st, err := os.Stat(filepath.Join(t.Out, u))
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(t.Out, filepath.Dir(u), "."+filepath.Base(u)+".cmd"))
+	if err != nil {
+		return false
+	}
+	first, _, _ := bytes.Cut(b, []byte("\n"))
+	if !bytes.Contains(first, []byte(UnitCFLAGS)) {
+		return false
+	}
+	inDeps, sawDeps := false, false
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "source_"):
+			_, src, _ := strings.Cut(l, ":=")
+			if !notNewer(strings.TrimSpace(src), t.Out, st, false) {
+				return false
+			}
+		case strings.HasPrefix(l, "deps_"):
+			inDeps, sawDeps = true, true
+		case inDeps && l == "":
+			inDeps = false
+		case inDeps:
+			p := strings.TrimSpace(strings.TrimSuffix(l, "\\"))
+			w, isWild := strings.CutPrefix(p, "$(wildcard ")
+			if isWild {
+				p = strings.TrimSuffix(w, ")")
+			}
+			if p != "" && !notNewer(p, t.Out, st, isWild) {
+				return false
+			}
+		}
+	}
+	return sawDeps
+}
+
+// notNewer reports whether file p (relative to out unless absolute) is not
+// newer than the object; a missing file is fine only for a wildcard.
+func notNewer(p, out string, obj os.FileInfo, wildcard bool) bool {
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(out, p)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return wildcard
+	}
+	return !fi.ModTime().After(obj.ModTime())
 }

@@ -41,6 +41,9 @@ var (
 	ErrHiddenAddrs = errors.New("/proc/kallsyms shows no addresses (run as root; see /proc/sys/kernel/kptr_restrict)")
 )
 
+// stampFormat is RFC 3339 with a fixed width, so that records sort by it.
+const stampFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
 // DefaultDeadline bounds a livepatch transition.
 const DefaultDeadline = 60 * time.Second
 
@@ -189,7 +192,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 	}
 
 	rec := record{ID: f.ID, Module: mod, Release: f.Kernel.Release, Requires: f.Requires, Funcs: funcs,
-		AppliedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+		AppliedAt: time.Now().UTC().Format(stampFormat)}
 	if err := h.writeRecord(rec); err != nil {
 		return err
 	}
@@ -323,7 +326,7 @@ func (h *Host) matchFunc(m *matcher, t *update.Target, fn update.Function, ks *K
 	}
 	learned, err := m.match(fn.Pre, addr, run)
 	if err != nil {
-		return 0, errMismatch(fn.Name, fmt.Errorf("the code running in %s is not the update's pre code: %w", where, err))
+		return 0, errMismatch(fn.Name, fmt.Errorf("in %s %w", where, err))
 	}
 	for k, v := range learned {
 		m.known[k] = v

@@ -70,7 +70,7 @@ func (h *Host) waitTransition(name string, deadline time.Duration, patching bool
 	for {
 		tr, err := h.readFlag(name, "transition")
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) && !patching {
+			if (errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV)) && !patching {
 				return nil // a disabled patch is freed at the end of its transition
 			}
 			return fmt.Errorf("livepatch %s: %w", name, err)

@@ -73,9 +73,13 @@ func (m *matcher) match(pre *update.Code, addr uint64, run []byte) (map[int]uint
 			i += l
 			continue
 		}
-		end, err := rewritten(p, run, i, n, pre.Relocs)
-		if err != nil {
-			return nil, fmt.Errorf("at %#x: code differs at +%#x (running % x, expected % x): %w", addr, i, run[i:min(i+l, n)], p[i:i+l], err)
+		end, ok := rewritten(p, run, i, n, pre.Relocs)
+		if !ok {
+			k := i
+			for k < i+l && p[k] == run[k] {
+				k++
+			}
+			return nil, fmt.Errorf("at %#x: code differs at +%#x (instruction at +%#x: running % x, expected % x)", addr, k, i, run[i:i+l], p[i:i+l])
 		}
 		i = end
 	}
@@ -235,28 +239,28 @@ func relocsIn(rs []update.Reloc, from, to int) []update.Reloc {
 // rewritten accepts a stretch of running code that differs from the pre
 // code at i, if both sides are things the kernel puts in patched places,
 // and returns where the stretch ends (an instruction boundary of both).
-func rewritten(p, run []byte, i, n int, rs []update.Reloc) (int, error) {
+func rewritten(p, run []byte, i, n int, rs []update.Reloc) (int, bool) {
 	pe := i // end of the pre stretch
 	re := i // end of the running stretch
 	for {
 		if pe <= re {
 			if pe >= n {
-				return 0, fmt.Errorf("rewritten code runs past the end of the function")
+				return 0, false
 			}
 			l, ok := patchable(p[pe:])
 			if !ok || len(relocsIn(rs, pe, pe+l)) > 0 {
-				return 0, fmt.Errorf("not a place the kernel rewrites")
+				return 0, false
 			}
 			pe += l
 		} else {
 			l, ok := patchable(run[re:n])
 			if !ok {
-				return 0, fmt.Errorf("running code is not a known rewrite")
+				return 0, false
 			}
 			re += l
 		}
 		if pe == re && pe > i {
-			return pe, nil
+			return pe, true
 		}
 	}
 }

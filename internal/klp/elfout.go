@@ -116,13 +116,13 @@ func (o *outObject) bytes() []byte {
 	}
 	shstr, str := newStrtab(), newStrtab()
 	type hdr struct {
-		name                   uint32
-		typ                    elf.SectionType
-		flags                  elf.SectionFlag
-		off, size              uint64
-		link, info             uint32
-		align, entsize         uint64
-		data                   []byte
+		name           uint32
+		typ            elf.SectionType
+		flags          elf.SectionFlag
+		off, size      uint64
+		link, info     uint32
+		align, entsize uint64
+		data           []byte
 	}
 	var hdrs []hdr
 	hdrs = append(hdrs, hdr{})
@@ -215,8 +215,8 @@ func (o *outObject) bytes() []byte {
 	le.PutUint16(b[0x12:], uint16(elf.EM_X86_64))
 	le.PutUint32(b[0x14:], uint32(elf.EV_CURRENT))
 	le.PutUint64(b[0x28:], shoff)
-	le.PutUint16(b[0x34:], 64)   // ehsize
-	le.PutUint16(b[0x3a:], 64)   // shentsize
+	le.PutUint16(b[0x34:], 64) // ehsize
+	le.PutUint16(b[0x3a:], 64) // shentsize
 	le.PutUint16(b[0x3c:], uint16(len(hdrs)))
 	le.PutUint16(b[0x3e:], uint16(len(hdrs)-1))
 	return b

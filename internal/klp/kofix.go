@@ -36,8 +36,13 @@ func FixModule(ko []byte) ([]byte, error) {
 	shoff := le.Uint64(out[0x28:])
 	shnum := int(le.Uint16(out[0x3c:]))
 	shstrndx := int(le.Uint16(out[0x3e:]))
-	if shnum != len(f.Sections) || shstrndx >= shnum || le.Uint16(out[0x3a:]) != 64 {
+	if shnum != len(f.Sections) || shstrndx >= shnum || le.Uint16(out[0x3a:]) != 64 || shoff > uint64(len(out)) || uint64(len(out))-shoff < uint64(shnum)*64 {
 		return nil, fmt.Errorf("module: unexpected section header table")
+	}
+	for _, s := range f.Sections {
+		if s.Type != elf.SHT_NOBITS && (s.Offset > uint64(len(out)) || uint64(len(out))-s.Offset < s.Size) {
+			return nil, fmt.Errorf("module: section %s outside the file", s.Name)
+		}
 	}
 	symtab := -1
 	for i, s := range f.Sections {

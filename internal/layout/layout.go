@@ -44,30 +44,64 @@ func FromObject(data []byte, funcs []string) (Types, error) {
 		return nil, fmt.Errorf("read object: %w", err)
 	}
 	defer f.Close()
-	if f.Section(".debug_info") == nil {
+	info := f.Section(".debug_info")
+	if info == nil {
 		return Types{}, nil
 	}
 	d, err := f.DWARF()
 	if err != nil {
 		return nil, fmt.Errorf("read DWARF: %w", err)
 	}
-	return Read(d, funcs)
+	return read(d, funcs, int(min(info.Size, 1<<30))+1)
 }
 
 // Read reads layouts from DWARF data (see FromObject).
 func Read(d *dwarf.Data, funcs []string) (Types, error) {
+	return read(d, funcs, 1<<24)
+}
+
+// maxPasses bounds the passes that follow inlined functions into inlined
+// functions.
+const maxPasses = 8
+
+// read reads at most maxEntries entries per pass. A pass that finds
+// functions inlined into the wanted ones (whose types the changed code
+// uses too) wants them as well, and the next pass walks them.
+func read(d *dwarf.Data, funcs []string, maxEntries int) (Types, error) {
 	want := map[string]bool{}
 	for _, f := range funcs {
 		want[f] = true
 	}
 	w := &walker{d: d, out: Types{}, seen: map[dwarf.Offset]bool{}, visited: map[visit]bool{}}
-	r := d.Reader()
+	inlined := map[dwarf.Offset]bool{}
+	for pass := 0; pass < maxPasses; pass++ {
+		grew, err := w.pass(funcs == nil, want, inlined, maxEntries)
+		if err != nil {
+			return nil, err
+		}
+		if !grew {
+			break
+		}
+	}
+	return w.out, nil
+}
+
+// pass reads every entry once (see read) and reports whether it found
+// inlined functions not wanted before.
+func (w *walker) pass(all bool, want map[string]bool, inlined map[dwarf.Offset]bool, maxEntries int) (bool, error) {
+	grew := false
+	r := w.d.Reader()
 	depth := 0
 	inFunc := 0 // depth of the wanted function being walked, 0 if none
-	for {
+	for n := 0; ; n++ {
+		// Every entry takes a byte at least: damaged DWARF can make the
+		// reader go round in circles, which must end.
+		if n > maxEntries {
+			return false, fmt.Errorf("read DWARF: more than %d entries", maxEntries)
+		}
 		e, err := r.Next()
 		if err != nil {
-			return nil, fmt.Errorf("read DWARF: %w", err)
+			return false, fmt.Errorf("read DWARF: %w", err)
 		}
 		if e == nil {
 			break
@@ -83,13 +117,17 @@ func Read(d *dwarf.Data, funcs []string) (Types, error) {
 			depth = 0
 			inFunc = 0
 		}
-		take := funcs == nil && (e.Tag == dwarf.TagStructType || e.Tag == dwarf.TagUnionType || e.Tag == dwarf.TagTypedef)
+		take := all && (e.Tag == dwarf.TagStructType || e.Tag == dwarf.TagUnionType || e.Tag == dwarf.TagTypedef)
 		switch {
 		case inFunc > 0:
 			take = true
+			if o, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset); ok && e.Tag == dwarf.TagInlinedSubroutine && !inlined[o] {
+				inlined[o] = true
+				grew = true
+			}
 		case e.Tag == dwarf.TagVariable && depth == 1:
 			take = true
-		case e.Tag == dwarf.TagSubprogram && want[name(e)]:
+		case e.Tag == dwarf.TagSubprogram && (want[name(e)] || inlined[e.Offset]):
 			take = true
 			if e.Children {
 				inFunc = depth + 1
@@ -97,14 +135,14 @@ func Read(d *dwarf.Data, funcs []string) (Types, error) {
 		}
 		if take {
 			if err := w.entry(e); err != nil {
-				return nil, err
+				return false, err
 			}
 		}
 		if e.Children {
 			depth++
 		}
 	}
-	return w.out, nil
+	return grew, nil
 }
 
 func name(e *dwarf.Entry) string {

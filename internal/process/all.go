@@ -51,12 +51,17 @@ func targetNames(f *update.File) map[string]bool {
 	return names
 }
 
+// fleetWorkers is how many processes a fleet operation works on at once:
+// more than the cores, as much of an apply is waiting for the target to
+// stop or to run an injected system call.
+var fleetWorkers = 4 * runtime.NumCPU()
+
 // forEach runs op on pids, a few at a time.
 func forEach(pids []int, op func(pid int) Outcome) []Outcome {
 	out := make([]Outcome, len(pids))
 	work := make(chan int)
 	var wg sync.WaitGroup
-	for w := 0; w < 2*runtime.NumCPU(); w++ {
+	for w := 0; w < fleetWorkers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -78,9 +83,10 @@ func forEach(pids []int, op func(pid int) Outcome) []Outcome {
 // decides whether it is the code the update was built for). A process
 // that cannot be patched is reported with the reason and the others go on.
 func ApplyAll(f *update.File, opt Options) []Outcome {
+	d := newDiscovery(f)
 	var cands []int
 	for _, pid := range pids() {
-		if mapsTarget(pid, f) {
+		if d.maps(pid) {
 			cands = append(cands, pid)
 		}
 	}

@@ -271,6 +271,7 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	mod.useSymtab(s.pid, t.Symtab)
 	match, err := runpre.Match(t, s.p, finder{s, mod})
 	if err != nil {
 		return nil, err

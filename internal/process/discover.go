@@ -3,12 +3,14 @@ package process
 import (
 	"debug/elf"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"livesplice/internal/elfsym"
 	"livesplice/internal/procfs"
 	"livesplice/internal/update"
 )
@@ -43,19 +45,60 @@ var buildIDs = struct {
 	m map[fileKey]string
 }{m: map[fileKey]string{}}
 
+// tables caches symbol tables (read-only once loaded) the same way: a
+// fleet operation reads libc's once, not once per process.
+var tables = struct {
+	sync.Mutex
+	m map[fileKey]*elfsym.Table
+}{m: map[fileKey]*elfsym.Table{}}
+
+// keyOf identifies an open file.
+func keyOf(f *os.File) (fileKey, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fileKey{}, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	return fileKey{dev: st.Dev, ino: st.Ino, ctime: st.Ctim}, nil
+}
+
+// cachedTable loads the symbol table of an open ELF file, once per file.
+func cachedTable(f *os.File) (*elfsym.Table, error) {
+	key, err := keyOf(f)
+	if err != nil {
+		return nil, err
+	}
+	tables.Lock()
+	t := tables.m[key]
+	tables.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	t, err = elfsym.Load(io.NewSectionReader(f, 0, 1<<40))
+	if err != nil {
+		return nil, err
+	}
+	tables.Lock()
+	tables.m[key] = t
+	tables.Unlock()
+	return t, nil
+}
+
 // mappedBuildID returns the GNU build-id of the file behind mapping m of
 // process pid ("" if it has none or is no ELF file).
 func mappedBuildID(pid int, m procfs.Mapping) (string, error) {
-	f, err := os.Open(fmt.Sprintf("%s/map_files/%x-%x", procfs.Dir(pid), m.Start, m.End))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End))
+	if err != nil {
+		// A leader that called pthread_exit has no map_files of its own.
+		f, err = os.Open(fmt.Sprintf("%s/map_files/%x-%x", procfs.Dir(pid), m.Start, m.End))
+	}
 	if err != nil {
 		return "", fmt.Errorf("process %d: open mapped file %s: %w", pid, m.Path, err)
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return "", fmt.Errorf("process %d: stat mapped file %s: %w", pid, m.Path, err)
+	key, err := keyOf(f)
+	if err != nil {
+		return "", fmt.Errorf("process %d: %w", pid, err)
 	}
-	key := fileKey{dev: st.Dev, ino: st.Ino, ctime: st.Ctim}
 	buildIDs.Lock()
 	id, ok := buildIDs.m[key]
 	buildIDs.Unlock()
@@ -147,31 +190,70 @@ func findTarget(pid int, mods []*module, t *update.Target) (*module, error) {
 	return findModule(pid, mods, t.Path, t.Soname)
 }
 
-// mapsTarget reports whether process pid maps an object that is one of
-// f's targets by build-id, file name or soname: a candidate for f, which
+// discovery finds the processes that map a target of an update. Within
+// one scan it remembers each file's build-id by the device and inode that
+// /proc/PID/maps shows, so that a thousand processes mapping libc cost one
+// look at it; a new scan starts afresh (an inode may be reused).
+type discovery struct {
+	f     *update.File
+	names map[string]bool
+	ids   map[string]bool
+	mu    sync.Mutex
+	seen  map[string]string // maps "dev inode" -> build-id
+}
+
+func newDiscovery(f *update.File) *discovery {
+	d := &discovery{f: f, names: targetNames(f), ids: map[string]bool{}, seen: map[string]string{}}
+	for _, t := range f.Targets {
+		if t.PreBuildID != "" {
+			d.ids[t.PreBuildID] = true
+		}
+	}
+	return d
+}
+
+// maps reports whether process pid maps an object that is one of the
+// update's targets by build-id, file name or soname: a candidate, which
 // run-pre matching then accepts or refuses.
-func mapsTarget(pid int, f *update.File) bool {
+func (d *discovery) maps(pid int) bool {
 	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return false
 	}
-	return mapsTargetIn(pid, modules(maps), f)
+	return d.mapsIn(pid, modules(maps))
 }
 
-func mapsTargetIn(pid int, mods []*module, f *update.File) bool {
-	names := targetNames(f)
-	ids := map[string]bool{}
-	for _, t := range f.Targets {
-		if t.PreBuildID != "" {
-			ids[t.PreBuildID] = true
+func (d *discovery) mapsIn(pid int, mods []*module) bool {
+	for _, m := range mods {
+		if d.names[filepath.Base(m.path)] {
+			return true
 		}
 	}
+	if len(d.ids) == 0 {
+		return false
+	}
 	for _, m := range mods {
-		if names[filepath.Base(m.path)] {
-			return true
-		}
-		if len(ids) > 0 && ids[moduleBuildID(pid, m)] {
-			return true
+		for _, mp := range m.maps {
+			if mp.Offset != 0 {
+				continue
+			}
+			key := mp.Dev + " " + fmt.Sprint(mp.Inode)
+			d.mu.Lock()
+			id, ok := d.seen[key]
+			d.mu.Unlock()
+			if !ok {
+				var err error
+				if id, err = mappedBuildID(pid, mp); err != nil {
+					break // gone, or not ours to read: no verdict on this file
+				}
+				d.mu.Lock()
+				d.seen[key] = id
+				d.mu.Unlock()
+			}
+			if d.ids[id] {
+				return true
+			}
+			break
 		}
 	}
 	return false

@@ -3,7 +3,6 @@ package process
 import (
 	"debug/elf"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 
@@ -70,7 +69,7 @@ func (m *module) load(pid int) error {
 	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != elf.ELFMAG {
 		return fmt.Errorf("%s: not an ELF file", m.path)
 	}
-	t, err := elfsym.Load(io.NewSectionReader(f, 0, 1<<40))
+	t, err := cachedTable(f)
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.path, err)
 	}

@@ -26,7 +26,7 @@ type WatchEvent struct {
 	// "running" (a process that ran already: at start, on a rescan, or
 	// caught too late at its exec).
 	When   string `json:"when"`
-	Reason string `json:"reason,omitempty"`
+	Reason string `json:"reason,omitempty"` // why it failed or was skipped, or was not stopped at its entry
 }
 
 // WatchOptions tune Watch.
@@ -165,10 +165,11 @@ func (w *watcher) report(ev WatchEvent) {
 // scan applies every file to the running processes that map its targets
 // and do not have it yet.
 func (w *watcher) scan() {
+	ds := w.discoveries()
 	var cands []int
 	for _, pid := range pids() {
-		for _, f := range w.files {
-			if mapsTarget(pid, f) {
+		for _, d := range ds {
+			if d.maps(pid) {
 				cands = append(cands, pid)
 				break
 			}
@@ -177,27 +178,38 @@ func (w *watcher) scan() {
 	forEach(cands, func(pid int) Outcome {
 		unlock := w.lock(pid)
 		defer unlock()
-		w.applyFiles(pid, "running", true)
+		w.applyFiles(pid, ds, "running", "", true)
 		return Outcome{}
 	})
 }
 
-// applyFiles applies each file that pid maps a target of. quietSkips
-// leaves out processes that have an update already (a rescan).
-func (w *watcher) applyFiles(pid int, when string, quietSkips bool) {
+// discoveries starts a discovery for each file (one per scan or event).
+func (w *watcher) discoveries() []*discovery {
+	var ds []*discovery
+	for _, f := range w.files {
+		ds = append(ds, newDiscovery(f))
+	}
+	return ds
+}
+
+// applyFiles applies each file that pid maps a target of. note says why
+// a new process was patched as a running one; quietSkips leaves out
+// processes that have an update already (a rescan).
+func (w *watcher) applyFiles(pid int, ds []*discovery, when, note string, quietSkips bool) {
 	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return
 	}
 	mods := modules(maps)
-	for _, f := range w.files {
-		if !mapsTargetIn(pid, mods, f) {
+	for _, d := range ds {
+		f := d.f
+		if !d.mapsIn(pid, mods) {
 			continue
 		}
 		if quietSkips && hasUpdate(pid, f.ID) {
 			continue
 		}
-		ev := WatchEvent{Pid: pid, Update: f.ID, When: when, Result: "patched"}
+		ev := WatchEvent{Pid: pid, Update: f.ID, When: when, Result: "patched", Reason: note}
 		err := Apply(pid, f, w.opt.Options)
 		switch {
 		case err == nil:
@@ -240,9 +252,10 @@ func (w *watcher) onExec(pid int) {
 		return // gone already
 	}
 	mods := modules(maps)
+	ds := w.discoveries()
 	want := false
-	for _, f := range w.files {
-		want = want || mapsTargetIn(pid, mods, f) || (len(mods) > 1 && hasLibraryTarget(f))
+	for _, d := range ds {
+		want = want || d.mapsIn(pid, mods) || (len(mods) > 1 && hasLibraryTarget(d.f))
 	}
 	if !want {
 		return
@@ -250,7 +263,7 @@ func (w *watcher) onExec(pid int) {
 	pk, err := stopAtEntry(pid, w.opt.deadline())
 	switch {
 	case err == nil:
-		w.applyFiles(pid, "entry", false)
+		w.applyFiles(pid, ds, "entry", "", false)
 		if err := pk.unpark(); err != nil {
 			w.report(WatchEvent{Pid: pid, Result: "failed", When: "entry", Reason: oneLine(err)})
 		}
@@ -259,7 +272,7 @@ func (w *watcher) onExec(pid int) {
 	default:
 		// Past its entry already, or it could not be stopped there (a
 		// tracer such as gdb holds it): patch it as a running process.
-		w.applyFiles(pid, "running", false)
+		w.applyFiles(pid, ds, "running", "not stopped at its entry point: "+oneLine(err), false)
 	}
 }
 

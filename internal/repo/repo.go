@@ -240,7 +240,10 @@ func RotateKey(dir, role string, opt Options) error {
 	if err != nil {
 		return err
 	}
-	old := r.keys[metadata.ROOT]
+	var extra []ed25519.PrivateKey
+	if role == metadata.ROOT {
+		extra = append(extra, r.keys[metadata.ROOT]) // the old root key vouches for the new root
+	}
 	for _, id := range slices.Clone(r.root.Signed.Roles[role].KeyIDs) {
 		if err := r.root.Signed.RevokeKey(id, role); err != nil {
 			return fmt.Errorf("repo rotate-key %s: %w", role, err)
@@ -256,7 +259,7 @@ func RotateKey(dir, role string, opt Options) error {
 	}
 	r.root.Signed.Version++
 	r.root.Signed.Expires = opt.expires(metadata.ROOT)
-	if err := r.writeRoot([]ed25519.PrivateKey{old}); err != nil {
+	if err := r.writeRoot(extra); err != nil {
 		return fmt.Errorf("repo rotate-key %s: %w", role, err)
 	}
 	return r.publish(true, opt)

@@ -126,7 +126,7 @@ func (u *Unwinder) module(m procfs.Mapping) *module {
 	if m.Path == "[vdso]" {
 		mod.err = mod.loadVDSO(u.mem, m)
 	} else {
-		mod.err = mod.loadFile(u.pid, m)
+		mod = loadShared(u.pid, m) // shared.go
 	}
 	u.mods[key] = mod
 	return mod

@@ -69,6 +69,27 @@ type Target struct {
 	// Hooks are the custom code apply and undo call in the target
 	// (livesplice.h), per kind in the order the patch defines them.
 	Hooks []Hook `json:"hooks,omitempty"`
+	// Symtab is the symbol table of a stripped target file (a
+	// distribution's), recovered by create from a rebuild whose code is
+	// identical to that file's (docs/deb.md).
+	Symtab *Symtab `json:"symtab,omitempty"`
+}
+
+// Symtab is a recovered symbol table; apply uses it only for a mapped file
+// whose GNU build-id is BuildID.
+type Symtab struct {
+	BuildID string      `json:"build_id"`
+	Symbols []SymtabSym `json:"symbols"`
+}
+
+// SymtabSym is one function or object of a recovered symbol table.
+type SymtabSym struct {
+	Name   string `json:"name"`
+	File   string `json:"file,omitempty"` // STT_FILE scope of a static symbol
+	Addr   uint64 `json:"addr"`           // link-time address
+	Size   uint64 `json:"size"`
+	Func   bool   `json:"func,omitempty"`   // STT_FUNC, else STT_OBJECT
+	Global bool   `json:"global,omitempty"` // global or weak binding, else static
 }
 
 // Hook kinds: when apply and undo call a hook (docs/custom-code.md).
@@ -335,6 +356,16 @@ func (f *File) Validate() error {
 				}
 			default:
 				return fmt.Errorf("target %s: symbol %d: unknown kind %q", t.Path, yi, y.Kind)
+			}
+		}
+		if t.Symtab != nil {
+			if t.Symtab.BuildID == "" {
+				return fmt.Errorf("target %s: recovered symbol table without build-id", t.Path)
+			}
+			for _, y := range t.Symtab.Symbols {
+				if y.Name == "" {
+					return fmt.Errorf("target %s: recovered symbol table: a symbol has no name", t.Path)
+				}
 			}
 		}
 		for hi, h := range t.Hooks {

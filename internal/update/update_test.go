@@ -95,3 +95,42 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestHooks(t *testing.T) {
+	f := sample()
+	f.Targets[0].Hooks = []Hook{{Kind: HookPreApply, Name: "ready", Symbol: 0}, {Kind: HookPostUndo, Name: "puts", Symbol: 1}}
+	data, err := Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := Unmarshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Targets[0].Hooks) != 2 || g.Targets[0].Hooks[1].Kind != HookPostUndo {
+		t.Fatalf("hooks lost: %+v", g.Targets[0].Hooks)
+	}
+	for name, h := range map[string]Hook{
+		"unknown kind":     {Kind: "before", Name: "x", Symbol: 0},
+		"symbol too large": {Kind: HookApply, Name: "x", Symbol: 2},
+		"negative symbol":  {Kind: HookApply, Name: "x", Symbol: -1},
+	} {
+		f := sample()
+		f.Targets[0].Hooks = []Hook{h}
+		if _, err := Marshal(f); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	f = sample()
+	f.Targets[0].Symbols = append(f.Targets[0].Symbols, Symbol{Kind: SymAnon, Name: ".rodata"})
+	f.Targets[0].Hooks = []Hook{{Kind: HookApply, Name: "x", Symbol: 2}}
+	if _, err := Marshal(f); err == nil {
+		t.Error("hook at pre-only data accepted")
+	}
+	for _, k := range HookKinds {
+		want := strings.HasPrefix(k, "pre_") || strings.HasPrefix(k, "check_")
+		if HookVetoes(k) != want {
+			t.Errorf("HookVetoes(%s) = %v", k, !want)
+		}
+	}
+}

@@ -2,7 +2,7 @@
  * shows the patched fee. */
 #include <stdio.h>
 
-__attribute__((noinline)) int fee(int n)
+__attribute__((noipa)) int fee(int n)
 {
 	return n * 3 + 7;
 }

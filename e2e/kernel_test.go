@@ -1,0 +1,329 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"livesplice/e2e/kernellab"
+	"livesplice/internal/update"
+)
+
+// The kernel tests boot the Debian kernel that scripts/kernel-lab.sh
+// fetches under QEMU (TCG) with a busybox initramfs holding a static
+// livesplice and the updates, and run every step of a case in one boot.
+
+// vmTimeout bounds one VM run: TCG on a shared 2-core machine is slow.
+const vmTimeout = 10 * time.Minute
+
+func kernelLab(t *testing.T) *kernellab.Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the kernel lab needs root (apt-get, dpkg)")
+	}
+	lab, err := kernellab.Setup("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab
+}
+
+// staticLivesplice builds the binary for the VM: no C library there.
+func staticLivesplice(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "livesplice")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/livesplice")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build static livesplice: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// writeUpdate encodes f into dir and returns the file's path.
+func writeUpdate(t *testing.T, dir string, f *update.File) string {
+	t.Helper()
+	data, err := update.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, f.ID+".lsu")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// sampleUpdate wraps a livepatch module replacing cmdline_proc_show into a
+// kernel update whose pre code is pre (with its symbols).
+func sampleUpdate(t *testing.T, lab *kernellab.Lab, id, module, ko string, pre *update.Code, syms []update.Symbol) *update.File {
+	t.Helper()
+	data, err := os.ReadFile(ko)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	self := len(syms)
+	syms = append(syms, update.Symbol{Kind: update.SymLocal, Name: "cmdline_proc_show", File: "fs/proc/cmdline.c", Type: "func"})
+	return &update.File{
+		ID: id, Kind: update.KindKernel, Patch: hex.EncodeToString(sum[:]),
+		Kernel: &update.Kernel{Release: lab.Release, ModuleName: module, Module: data},
+		Targets: []update.Target{{
+			Path: "vmlinux", Sections: []update.Section{}, Symbols: syms,
+			Functions: []update.Function{{Name: "cmdline_proc_show", File: "fs/proc/cmdline.c", Status: update.StatusReplaced,
+				Symbol: self, Section: -1, Size: uint64(len(pre.Data)), Pre: pre}},
+		}},
+	}
+}
+
+// TestKernelSampleLivepatch applies the kernel's own sample livepatch
+// (samples/livepatch, built against the headers) through livesplice, with
+// the pre code of cmdline_proc_show compiled from fs/proc/cmdline.c: run-pre
+// matching against the running text, /proc/cmdline changed, show, a second
+// update stacked on the first, undo in order, and an update whose pre code
+// differs refused with nothing loaded.
+func TestKernelSampleLivepatch(t *testing.T) {
+	lab := kernelLab(t)
+	work := t.TempDir()
+	bin := staticLivesplice(t, work)
+
+	// The sample module and a second one stacked on it.
+	mod := filepath.Join(work, "mod")
+	os.MkdirAll(mod, 0o755)
+	sample, err := os.ReadFile(filepath.Join(lab.Src, "samples/livepatch/livepatch-sample.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := bytes.ReplaceAll(sample, []byte("this has been live patched"), []byte("stacked on top of the sample"))
+	files := map[string][]byte{"livepatch-sample.c": sample, "livepatch-sample2.c": second,
+		"Kbuild": []byte("obj-m := livepatch-sample.o livepatch-sample2.o\n")}
+	for n, d := range files {
+		if err := os.WriteFile(filepath.Join(mod, n), d, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// fs/proc/cmdline.c compiled on its own, as a module unit (the code of
+	// cmdline_proc_show is the same as in vmlinux).
+	unit := filepath.Join(work, "unit")
+	os.MkdirAll(unit, 0o755)
+	for _, n := range []string{"cmdline.c", "internal.h"} {
+		d, err := os.ReadFile(filepath.Join(lab.Src, "fs/proc", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(unit, n), d, 0o644)
+	}
+	os.WriteFile(filepath.Join(unit, "Kbuild"), []byte("obj-m := cmdline.o\nccflags-y := -include linux/module.h\n"), 0o644)
+	if err := lab.Make(mod, "modules"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Make(unit, "cmdline.o"); err != nil {
+		t.Fatal(err)
+	}
+
+	var syms1 []update.Symbol
+	pre1, _, err := kernellab.FuncCode(filepath.Join(unit, "cmdline.o"), "cmdline_proc_show", "fs/proc/cmdline.c", &syms1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := sampleUpdate(t, lab, "lp-one", "livepatch_sample", filepath.Join(mod, "livepatch-sample.ko"), pre1, syms1)
+
+	// The same update with one immediate of the pre code changed
+	// (`mov $0xa,%esi`: the '\n' seq_putc writes): built from other source.
+	i := bytes.Index(pre1.Data, []byte{0xbe, 0x0a, 0, 0, 0})
+	if i < 0 {
+		t.Fatalf("cmdline_proc_show has no mov $0xa,%%esi: % x", pre1.Data)
+	}
+	badPre := &update.Code{Data: bytes.Clone(pre1.Data), Relocs: pre1.Relocs}
+	badPre.Data[i+1] = 0x0b
+	bad := sampleUpdate(t, lab, "lp-bad", "livepatch_sample", filepath.Join(mod, "livepatch-sample.ko"), badPre, syms1)
+
+	// Stacked: built on a kernel with the sample applied, so its pre code
+	// is the sample's replacement function.
+	var syms2 []update.Symbol
+	pre2, _, err := kernellab.FuncCode(filepath.Join(mod, "livepatch-sample.o"), "livepatch_cmdline_proc_show", "livepatch-sample.c", &syms2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := sampleUpdate(t, lab, "lp-two", "livepatch_sample2", filepath.Join(mod, "livepatch-sample2.ko"), pre2, syms2)
+	two.Requires = []string{"lp-one"}
+
+	initrd := filepath.Join(work, "initrd.cpio")
+	err = kernellab.Initramfs(initrd, []kernellab.File{
+		{Src: bin, Dst: "/livesplice"},
+		{Src: writeUpdate(t, work, one), Dst: "/u/one.lsu"},
+		{Src: writeUpdate(t, work, bad), Dst: "/u/bad.lsu"},
+		{Src: writeUpdate(t, work, two), Dst: "/u/two.lsu"},
+	}, `
+step cmdline0 cat /proc/cmdline
+step bad /livesplice apply --kernel /u/bad.lsu
+step after-bad sh -c 'ls /sys/kernel/livepatch; cat /proc/modules'
+step apply1 /livesplice apply --kernel -v /u/one.lsu
+step cmdline1 cat /proc/cmdline
+step show1 /livesplice show --kernel
+step apply2 /livesplice apply --kernel -v /u/two.lsu
+step cmdline2 cat /proc/cmdline
+step showjson /livesplice show --kernel --json
+step undo-first /livesplice undo --kernel lp-one
+step undo2 /livesplice undo --kernel lp-two
+step cmdline3 cat /proc/cmdline
+step undo1 /livesplice undo --kernel lp-one
+step cmdline4 cat /proc/cmdline
+step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show --kernel'
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, err := kernellab.Boot(lab.Vmlinuz, initrd, vmTimeout)
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, console)
+	}
+	steps := kernellab.ParseSteps(console)
+	t.Logf("console:\n%s", console)
+
+	const original = "console=ttyS0 panic=-1 quiet loglevel=3\n"
+	expect := func(name string, rc int, out string) {
+		t.Helper()
+		s, ok := steps[name]
+		if !ok {
+			t.Errorf("step %s did not run", name)
+			return
+		}
+		if s.RC != rc {
+			t.Errorf("step %s: exit %d, want %d; output:\n%s", name, s.RC, rc, s.Out)
+		}
+		if out != "" && !strings.Contains(s.Out, out) {
+			t.Errorf("step %s: output %q does not contain %q", name, s.Out, out)
+		}
+	}
+	expect("cmdline0", 0, original)
+	expect("bad", 3, "run-pre match cmdline_proc_show")
+	if s := steps["after-bad"]; strings.TrimSpace(s.Out) != "" {
+		t.Errorf("after a refused apply, livepatches or modules are loaded:\n%s", s.Out)
+	}
+	expect("apply1", 0, "run-pre matched cmdline_proc_show")
+	expect("cmdline1", 0, "this has been live patched")
+	expect("show1", 0, "lp-one\tenabled\tlivepatch_sample\t")
+	expect("apply2", 0, "")
+	expect("cmdline2", 0, "stacked on top of the sample")
+	expect("showjson", 0, `"id": "lp-two"`)
+	expect("undo-first", 6, "undo lp-two first")
+	expect("undo2", 0, "")
+	expect("cmdline3", 0, "this has been live patched")
+	expect("undo1", 0, "")
+	expect("cmdline4", 0, original)
+	if s := steps["final"]; s.RC != 0 || strings.TrimSpace(s.Out) != "" {
+		t.Errorf("after undo, something is left loaded or recorded:\n%s", s.Out)
+	}
+}
+
+// TestKernelCreateApply is the whole kernel workflow: create --kernel builds
+// updates from patches to fs/proc/cmdline.c on the host (a prepared tree,
+// one unit compiled pre and post, a livepatch module), and in the VM apply
+// changes /proc/cmdline, show lists it, undo restores it. The second
+// update (a new function, a new global, a static local that keeps its state
+// across reads) is built on the original source, so it is refused while
+// the first one replaces the function, and applies once that is undone.
+func TestKernelCreateApply(t *testing.T) {
+	lab := kernelLab(t)
+	work := t.TempDir()
+	bin := staticLivesplice(t, work)
+	create := func(id, patch string) string {
+		t.Helper()
+		lsu := filepath.Join(work, id+".lsu")
+		abs, err := filepath.Abs(filepath.Join("testdata/kernel", patch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(livesplice, "create", "--kernel", "--src", lab.Src, "--config", lab.Config,
+			"--headers", lab.Headers, "--id", id, "-o", lsu, abs)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("create --kernel %s: %v\n%s", patch, err, out)
+		}
+		f, err := update.ReadFile(lsu)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Kind != update.KindKernel || f.Kernel.Release != lab.Release {
+			t.Fatalf("create made a %s update for %q, want kernel for %s", f.Kind, f.Kernel.Release, lab.Release)
+		}
+		return lsu
+	}
+	fix := create("cmdline-fix", "cmdline.patch")
+	counter := create("counter", "counter.patch")
+	initrd := filepath.Join(work, "initrd.cpio")
+	err := kernellab.Initramfs(initrd, []kernellab.File{
+		{Src: bin, Dst: "/livesplice"},
+		{Src: fix, Dst: "/u/cmdline.lsu"},
+		{Src: counter, Dst: "/u/counter.lsu"},
+	}, `
+step cmdline0 cat /proc/cmdline
+step apply /livesplice apply --kernel /u/cmdline.lsu
+step again /livesplice apply --kernel /u/cmdline.lsu
+step cmdline1 cat /proc/cmdline
+step show /livesplice show --kernel
+step counter-over /livesplice apply --kernel /u/counter.lsu
+step loaded sh -c 'ls /sys/kernel/livepatch | wc -l'
+step undo /livesplice undo --kernel cmdline-fix
+step cmdline2 cat /proc/cmdline
+step undo-again /livesplice undo --kernel cmdline-fix
+step counter /livesplice apply --kernel /u/counter.lsu
+step read1 cat /proc/cmdline
+step read2 cat /proc/cmdline
+step counter-undo /livesplice undo --kernel counter
+step cmdline3 cat /proc/cmdline
+step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show --kernel'
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, err := kernellab.Boot(lab.Vmlinuz, initrd, vmTimeout)
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, console)
+	}
+	steps := kernellab.ParseSteps(console)
+	const original = "console=ttyS0 panic=-1 quiet loglevel=3\n"
+	for _, c := range []struct {
+		step string
+		rc   int
+		out  string
+	}{
+		{"cmdline0", 0, original},
+		{"apply", 0, ""},
+		{"again", 6, "already applied"},
+		{"cmdline1", 0, "loglevel=3 (spliced by livesplice)\n"},
+		{"show", 0, "cmdline-fix\tenabled\t"},
+		{"counter-over", 3, "run-pre match cmdline_proc_show"},
+		{"loaded", 0, "1\n"},
+		{"undo", 0, ""},
+		{"cmdline2", 0, original},
+		{"undo-again", 6, "not applied"},
+		{"counter", 0, ""},
+		{"read1", 0, "loglevel=3 (read 1/1)\n"},
+		{"read2", 0, "loglevel=3 (read 2/2)\n"},
+		{"counter-undo", 0, ""},
+		{"cmdline3", 0, original},
+		{"final", 0, ""},
+	} {
+		s, ok := steps[c.step]
+		switch {
+		case !ok:
+			t.Errorf("step %s did not run", c.step)
+		case s.RC != c.rc:
+			t.Errorf("step %s: exit %d, want %d; output:\n%s", c.step, s.RC, c.rc, s.Out)
+		case c.out != "" && !strings.Contains(s.Out, c.out):
+			t.Errorf("step %s: output %q does not contain %q", c.step, s.Out, c.out)
+		case c.out == "" && strings.TrimSpace(s.Out) != "":
+			t.Errorf("step %s: unexpected output %q", c.step, s.Out)
+		}
+	}
+	if t.Failed() {
+		t.Logf("console:\n%s", console)
+	}
+}

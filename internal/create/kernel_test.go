@@ -1,0 +1,184 @@
+package create
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"livesplice/internal/objdiff"
+	"livesplice/internal/update"
+)
+
+// kernelLab finds the Debian kernel pieces scripts/kernel-lab.sh unpacks:
+// source tree, config and headers of one release.
+func kernelLab(t *testing.T) (src, config, headers string) {
+	t.Helper()
+	lab := os.Getenv("LIVESPLICE_LAB")
+	if lab == "" {
+		lab = "/var/cache/livesplice-lab"
+	}
+	if _, err := os.Stat(filepath.Join(lab, "src", ".done")); err != nil {
+		t.Fatalf("kernel lab not found in %s (%v): run scripts/kernel-lab.sh first (it fetches the Debian kernel source, config and headers)", lab, err)
+	}
+	one := func(pattern string) string {
+		m, _ := filepath.Glob(filepath.Join(lab, pattern))
+		if len(m) == 0 {
+			t.Fatalf("kernel lab %s has no %s: run scripts/kernel-lab.sh", lab, pattern)
+		}
+		return m[0]
+	}
+	src = one("src/linux-source-*[0-9]")
+	config = one("root/boot/config-*")
+	headers = one("root/usr/src/linux-headers-*-amd64")
+	if os.Geteuid() != 0 {
+		t.Fatal("create --kernel compiles the post units in a private mount namespace: run the test as root")
+	}
+	return src, config, headers
+}
+
+// kernelPatch writes a patch of one file of the source tree that replaces
+// old by new.
+func kernelPatch(t *testing.T, src, file, old, new string) string {
+	t.Helper()
+	orig, err := os.ReadFile(filepath.Join(src, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(orig, []byte(old)) {
+		t.Fatalf("%s does not contain %q", file, old)
+	}
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	if err := os.WriteFile(a, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, bytes.Replace(orig, []byte(old), []byte(new), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("diff", "-u", "--label", "a/"+file, "--label", "b/"+file, a, b).Output()
+	if len(out) == 0 {
+		t.Fatal("diff produced no patch")
+	}
+	p := filepath.Join(dir, strings.TrimSuffix(filepath.Base(file), ".c")+".patch")
+	if err := os.WriteFile(p, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestCreateKernelCmdline builds the README's example against the real
+// Debian tree: /proc/cmdline prints an extra word. The module must be a
+// livepatch for the headers' release, reach the non-exported
+// saved_command_line through a livepatch relocation, and the update must
+// carry the pre code of cmdline_proc_show.
+func TestCreateKernelCmdline(t *testing.T) {
+	src, config, headers := kernelLab(t)
+	p := kernelPatch(t, src, "fs/proc/cmdline.c", "\tseq_putc(m, '\\n');", "\tseq_puts(m, \" livesplice\");\n\tseq_putc(m, '\\n');")
+	start := time.Now()
+	f, err := CreateKernel(context.Background(), KernelOptions{Src: src, Config: config, Headers: headers, Patch: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("create --kernel took %.1fs", time.Since(start).Seconds())
+	data, err := update.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err = update.Unmarshal(data); err != nil {
+		t.Fatal(err)
+	}
+	rel, _ := os.ReadFile(filepath.Join(headers, "include/generated/utsrelease.h"))
+	if f.Kind != update.KindKernel || f.ID != "cmdline" || f.Kernel.ModuleName != "livesplice_cmdline" || !strings.Contains(string(rel), `"`+f.Kernel.Release+`"`) {
+		t.Fatalf("update: kind %s id %s module %s release %s", f.Kind, f.ID, f.Kernel.ModuleName, f.Kernel.Release)
+	}
+	if len(f.Targets) != 1 || f.Targets[0].Path != "vmlinux" || len(f.Targets[0].Functions) != 1 {
+		t.Fatalf("targets: %+v", f.Targets)
+	}
+	fn := f.Targets[0].Functions[0]
+	if fn.Name != "cmdline_proc_show" || fn.File != "cmdline.c" || fn.Section != -1 || fn.Pre == nil || len(fn.Pre.Relocs) == 0 {
+		t.Fatalf("function: %+v", fn)
+	}
+	if y := f.Targets[0].Symbols[fn.Symbol]; y.Kind != update.SymLocal || y.Name != "cmdline_proc_show" {
+		t.Fatalf("function symbol: %+v", y)
+	}
+
+	ko := filepath.Join(t.TempDir(), f.Kernel.ModuleName+".ko")
+	if err := os.WriteFile(ko, f.Kernel.Module, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for field, want := range map[string]string{"livepatch": "Y", "name": "livesplice_cmdline", "license": "GPL"} {
+		out, err := exec.Command("modinfo", "-F", field, ko).Output()
+		if err != nil {
+			t.Fatalf("modinfo (install kmod): %v", err)
+		}
+		if got := strings.TrimSpace(string(out)); got != want {
+			t.Errorf("modinfo %s = %q, want %q", field, got, want)
+		}
+	}
+	out, _ := exec.Command("modinfo", "-F", "vermagic", ko).Output()
+	if !strings.HasPrefix(string(out), f.Kernel.Release+" ") {
+		t.Errorf("vermagic %q is not for release %s", out, f.Kernel.Release)
+	}
+	klpRelocs(t, f.Kernel.Module, ".klp.rela.vmlinux.text.cmdline_proc_show", ".klp.sym.vmlinux.saved_command_line,0")
+}
+
+// klpRelocs checks that the module's livepatch relocation section sec is
+// well formed and refers to sym.
+func klpRelocs(t *testing.T, ko []byte, sec, sym string) {
+	t.Helper()
+	k, err := elf.NewFile(bytes.NewReader(ko))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := k.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := k.Section(sec)
+	if s == nil {
+		t.Fatalf("module has no %s", sec)
+	}
+	if s.Type != elf.SHT_RELA || s.Flags&0x00100000 == 0 || s.Flags&elf.SHF_ALLOC == 0 || s.Entsize != 24 || k.Sections[s.Link].Type != elf.SHT_SYMTAB ||
+		"/.klp.rela.vmlinux"+k.Sections[s.Info].Name != "/"+sec {
+		t.Fatalf("%s: type %v flags %#x link %d info %d", sec, s.Type, uint64(s.Flags), s.Link, s.Info)
+	}
+	d, err := s.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for o := 0; o+24 <= len(d); o += 24 {
+		si := int(binary.LittleEndian.Uint64(d[o+8:]) >> 32)
+		if si < 1 || si > len(syms) {
+			t.Fatalf("%s: symbol index %d", sec, si)
+		}
+		y := syms[si-1]
+		if !strings.HasPrefix(y.Name, ".klp.sym.vmlinux.") || y.Section != 0xff20 || !strings.Contains(y.Name, ",") {
+			t.Errorf("%s refers to %s (section %#x), not a livepatch symbol", sec, y.Name, uint16(y.Section))
+		}
+		found = found || y.Name == sym
+	}
+	if !found {
+		t.Errorf("%s has no relocation to %s", sec, sym)
+	}
+}
+
+// TestCreateKernelRefusesDataChange: a changed initial value of an existing
+// kernel variable cannot be carried by a livepatch.
+func TestCreateKernelRefusesDataChange(t *testing.T) {
+	src, config, headers := kernelLab(t)
+	p := kernelPatch(t, src, "kernel/exit.c", "static unsigned int oops_limit = 10000;", "static unsigned int oops_limit = 20000;")
+	_, err := CreateKernel(context.Background(), KernelOptions{Src: src, Config: config, Headers: headers, Patch: p})
+	var re *objdiff.RefusedError
+	if !errors.As(err, &re) || re.File != "exit.c" || re.Symbol != "oops_limit" || !strings.Contains(re.Reason, "initial value") {
+		t.Fatalf("want a refusal naming exit.c, oops_limit and the reason, got %v", err)
+	}
+}

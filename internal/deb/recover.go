@@ -1,0 +1,271 @@
+package deb
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"livesplice/internal/update"
+)
+
+// Recovering the symbols of a stripped file: Debian's builds are
+// reproducible, so building the same source version here the same way
+// (same compiler, same flags, no function sections) gives the same code,
+// and the rebuild, which nobody stripped, still has its .symtab. The rule:
+// a rebuilt file with the installed file's name whose every allocated
+// section (code, read-only data, data) has the same address, size and
+// bytes as the installed file's is that file, and its symbols are the
+// installed file's. Anything less recovers nothing for that file.
+
+// Recovered is the outcome of the rebuild for one installed file.
+type Recovered struct {
+	Symtab *update.Symtab // nil when the rebuild does not match
+	Reason string         // why not, when Symtab is nil
+}
+
+// Recover rebuilds tree (a copy made in dir, which must not exist) with
+// BuildCmd and the real compiler, and recovers the symbol table of each of
+// the installed files. The build's output goes to dir/build.out.
+func Recover(ctx context.Context, tree, dir string, installed []string) (map[string]Recovered, error) {
+	if _, err := os.Lstat(dir); err == nil {
+		return nil, fmt.Errorf("recover symbols: %s already exists", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	root := filepath.Join(dir, filepath.Base(tree))
+	if out, err := exec.CommandContext(ctx, "cp", "-a", tree, root).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("recover symbols: copy %s: %v: %s", tree, err, strings.TrimSpace(string(out)))
+	}
+	if err := rebuild(ctx, root, filepath.Join(dir, "build.out")); err != nil {
+		return nil, fmt.Errorf("recover symbols: rebuild of %s: %w", tree, err)
+	}
+	built := map[string][]string{} // base name -> rebuilt ELF files
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() && isLinkedELF(p) {
+			built[d.Name()] = append(built[d.Name()], p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recover symbols: %w", err)
+	}
+	res := map[string]Recovered{}
+	for _, inst := range installed {
+		res[inst] = recoverOne(inst, built[filepath.Base(inst)])
+	}
+	return res, nil
+}
+
+// rebuild runs BuildCmd in root in the caller's environment minus what
+// would make it differ from Debian's build: a compiler or timestamp of the
+// caller's choosing.
+func rebuild(ctx context.Context, root, outFile string) error {
+	out, err := os.Create(outFile)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	cmd := exec.CommandContext(ctx, "sh", "-c", BuildCmd)
+	cmd.Dir = root
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "CC", k == "CXX", k == "SOURCE_DATE_EPOCH", k == "PWD", strings.HasPrefix(k, "LIVESPLICE_"):
+			continue
+		}
+		cmd.Env = append(cmd.Env, kv)
+	}
+	cmd.Env = append(cmd.Env, "PWD="+root)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(outFile)
+		return fmt.Errorf("%v; last lines of %s:\n%s", err, outFile, lastLines(string(b), 20))
+	}
+	return nil
+}
+
+func recoverOne(inst string, cands []string) Recovered {
+	if len(cands) == 0 {
+		return Recovered{Reason: "the rebuild made no file of that name"}
+	}
+	var reasons []string
+	var found []string
+	for _, c := range cands {
+		if err := sameCode(inst, c); err != nil {
+			reasons = append(reasons, err.Error())
+			continue
+		}
+		found = append(found, c)
+	}
+	if len(found) == 0 {
+		return Recovered{Reason: "the rebuild's code differs (another compiler or flags?): " + strings.Join(reasons, "; ")}
+	}
+	// Two identical rebuilt files have the same symbols at the same places
+	// only if their tables agree; take the first, check the others.
+	st, err := symtab(inst, found[0])
+	if err != nil {
+		return Recovered{Reason: err.Error()}
+	}
+	for _, c := range found[1:] {
+		other, err := symtab(inst, c)
+		if err != nil || !sameSymtab(st, other) {
+			return Recovered{Reason: "several rebuilt files match with different symbol tables"}
+		}
+	}
+	return Recovered{Symtab: st}
+}
+
+// sameCode checks that every allocated section of the installed file is in
+// the rebuilt one at the same address with the same bytes, the build-id
+// note aside (it hashes the unstripped file, debug information included).
+func sameCode(inst, rebuilt string) error {
+	fi, err := elf.Open(inst)
+	if err != nil {
+		return err
+	}
+	defer fi.Close()
+	fr, err := elf.Open(rebuilt)
+	if err != nil {
+		return err
+	}
+	defer fr.Close()
+	n := 0
+	for _, s := range fi.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Name == ".note.gnu.build-id" {
+			continue
+		}
+		n++
+		r := fr.Section(s.Name)
+		if r == nil || r.Addr != s.Addr || r.Size != s.Size || r.Type != s.Type {
+			return fmt.Errorf("%s: section %s not at the same place in the rebuild", filepath.Base(inst), s.Name)
+		}
+		if s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		a, err := s.Data()
+		if err != nil {
+			return fmt.Errorf("%s: section %s: %w", inst, s.Name, err)
+		}
+		b, err := r.Data()
+		if err != nil {
+			return fmt.Errorf("%s: section %s: %w", rebuilt, s.Name, err)
+		}
+		if !bytes.Equal(a, b) {
+			return fmt.Errorf("%s: section %s differs from the rebuild's", filepath.Base(inst), s.Name)
+		}
+	}
+	m := 0
+	for _, s := range fr.Sections {
+		if s.Flags&elf.SHF_ALLOC != 0 && s.Name != ".note.gnu.build-id" {
+			m++
+		}
+	}
+	if n == 0 || n != m {
+		return fmt.Errorf("%s: %d allocated sections, the rebuild has %d", filepath.Base(inst), n, m)
+	}
+	return nil
+}
+
+// symtab reads the functions and objects of the rebuilt file's .symtab,
+// for the installed file's build-id.
+func symtab(inst, rebuilt string) (*update.Symtab, error) {
+	fi, err := elf.Open(inst)
+	if err != nil {
+		return nil, err
+	}
+	id, err := buildID(fi)
+	fi.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", inst, err)
+	}
+	f, err := elf.Open(rebuilt)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, fmt.Errorf("rebuilt %s: no symbol table: %w", filepath.Base(rebuilt), err)
+	}
+	st := &update.Symtab{BuildID: id}
+	file := ""
+	for _, s := range syms {
+		typ, bind := elf.ST_TYPE(s.Info), elf.ST_BIND(s.Info)
+		if typ == elf.STT_FILE {
+			file = s.Name
+			continue
+		}
+		if s.Name == "" || s.Section == elf.SHN_UNDEF || s.Section == elf.SHN_ABS || (typ != elf.STT_FUNC && typ != elf.STT_OBJECT) {
+			continue
+		}
+		y := update.SymtabSym{Name: s.Name, Addr: s.Value, Size: s.Size, Func: typ == elf.STT_FUNC}
+		if bind == elf.STB_LOCAL {
+			y.File = file
+		} else {
+			y.Global = true
+		}
+		st.Symbols = append(st.Symbols, y)
+	}
+	return st, nil
+}
+
+func sameSymtab(a, b *update.Symtab) bool {
+	if a.BuildID != b.BuildID || len(a.Symbols) != len(b.Symbols) {
+		return false
+	}
+	for i := range a.Symbols {
+		if a.Symbols[i] != b.Symbols[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// BuildID returns the GNU build-id (hex) of an ELF file.
+func BuildID(path string) (string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	id, err := buildID(f)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return id, nil
+}
+
+func buildID(f *elf.File) (string, error) {
+	s := f.Section(".note.gnu.build-id")
+	if s == nil {
+		return "", fmt.Errorf("no GNU build-id")
+	}
+	b, err := s.Data()
+	if err != nil {
+		return "", err
+	}
+	// Elf64_Nhdr: namesz, descsz, type; "GNU\0"; the id.
+	if len(b) < 16 || f.ByteOrder.Uint32(b[8:]) != 3 || string(b[12:16]) != "GNU\x00" {
+		return "", fmt.Errorf("malformed GNU build-id note")
+	}
+	dsz := f.ByteOrder.Uint32(b[4:])
+	if uint64(len(b)) < 16+uint64(dsz) {
+		return "", fmt.Errorf("malformed GNU build-id note")
+	}
+	return fmt.Sprintf("%x", b[16:16+dsz]), nil
+}

@@ -1,0 +1,195 @@
+package kernel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"livesplice/internal/update"
+)
+
+// Addresses of the test kernel (see kallsymsForMatch).
+const (
+	fnAddr     = 0xffffffff812a96d0
+	fentry     = 0xffffffff81001000
+	seqPuts    = 0xffffffff81300000
+	seqPutc    = 0xffffffff81300100
+	retThunk   = 0xffffffff81002000
+	srsoThunk  = 0xffffffff81002100
+	thunkRax   = 0xffffffff81002200
+	savedCmd   = 0xffffffff82800000
+	ftraceTram = 0xffffffffc0201000
+)
+
+const kallsymsForMatch = `ffffffff81001000 T __fentry__
+ffffffff81002000 T __x86_return_thunk
+ffffffff81002100 T srso_return_thunk
+ffffffff81002200 T __x86_indirect_thunk_rax
+ffffffff812a96d0 t cmdline_proc_show
+ffffffff81300000 T seq_puts
+ffffffff81300100 T seq_putc
+ffffffff82800000 D saved_command_line
+ffffffffc0201000 t ftrace_trampoline	[__builtin__ftrace]
+`
+
+var matchSyms = []update.Symbol{
+	{Kind: update.SymGlobal, Name: "__fentry__"},               // 0
+	{Kind: update.SymGlobal, Name: "saved_command_line"},       // 1
+	{Kind: update.SymGlobal, Name: "seq_puts"},                 // 2
+	{Kind: update.SymGlobal, Name: "seq_putc"},                 // 3
+	{Kind: update.SymGlobal, Name: "__x86_return_thunk"},       // 4
+	{Kind: update.SymLocal, Name: "cmdline_proc_show"},         // 5
+	{Kind: update.SymGlobal, Name: "__x86_indirect_thunk_rax"}, // 6
+}
+
+// preCmdline is cmdline_proc_show of Debian's 6.1 as gcc 12 compiles it.
+func preCmdline() *update.Code {
+	return &update.Code{
+		Data: []byte{
+			0xe8, 0, 0, 0, 0, // call __fentry__
+			0x53,                         // push %rbx
+			0x48, 0x8b, 0x35, 0, 0, 0, 0, // mov saved_command_line(%rip),%rsi
+			0x48, 0x89, 0xfb, // mov %rdi,%rbx
+			0xe8, 0, 0, 0, 0, // call seq_puts
+			0x48, 0x89, 0xdf, // mov %rbx,%rdi
+			0xbe, 0x0a, 0, 0, 0, // mov $0xa,%esi
+			0xe8, 0, 0, 0, 0, // call seq_putc
+			0x31, 0xc0, // xor %eax,%eax
+			0x5b,             // pop %rbx
+			0xe9, 0, 0, 0, 0, // jmp __x86_return_thunk
+		},
+		Relocs: []update.Reloc{
+			{Offset: 0x1, Type: 4, Symbol: 0, Addend: -4},
+			{Offset: 0x9, Type: 2, Symbol: 1, Addend: -4},
+			{Offset: 0x11, Type: 4, Symbol: 2, Addend: -4},
+			{Offset: 0x1e, Type: 4, Symbol: 3, Addend: -4},
+			{Offset: 0x26, Type: 4, Symbol: 4, Addend: -4},
+		},
+	}
+}
+
+// runningCmdline is how the kernel runs it: relocations resolved, the
+// fentry call a nop, the return thunk jump a ret.
+func runningCmdline() []byte {
+	b := bytes.Clone(preCmdline().Data)
+	copy(b[0:], []byte{0x0f, 0x1f, 0x44, 0, 0})
+	put := func(off int, to uint64) {
+		binary.LittleEndian.PutUint32(b[off:], uint32(int32(int64(to)-int64(fnAddr+uint64(off)+4))))
+	}
+	put(0x9, savedCmd)
+	put(0x11, seqPuts)
+	put(0x1e, seqPutc)
+	copy(b[0x25:], []byte{0xc3, 0xcc, 0xcc, 0xcc, 0xcc})
+	return b
+}
+
+func newMatcher(t *testing.T) *matcher {
+	t.Helper()
+	ks, err := ParseKallsyms(strings.NewReader(kallsymsForMatch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &matcher{ks: ks, syms: matchSyms, known: map[int]uint64{}}
+}
+
+func rel32(b []byte, at int, to uint64) {
+	binary.LittleEndian.PutUint32(b[at+1:], uint32(int32(int64(to)-int64(fnAddr+uint64(at)+5))))
+}
+
+func TestMatchBootRewrites(t *testing.T) {
+	m := newMatcher(t)
+	cases := map[string]func(b []byte){
+		"nop fentry, ret":            func(b []byte) {},
+		"traced: call to trampoline": func(b []byte) { b[0] = 0xe8; rel32(b, 0, ftraceTram) },
+		"return thunk kept":          func(b []byte) { b[0x25] = 0xe9; rel32(b, 0x25, retThunk) },
+		"return thunk srso":          func(b []byte) { b[0x25] = 0xe9; rel32(b, 0x25, srsoThunk) },
+	}
+	for name, edit := range cases {
+		run := runningCmdline()
+		edit(run)
+		if _, err := m.match(preCmdline(), fnAddr, run); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestMatchRefuses(t *testing.T) {
+	m := newMatcher(t)
+	cases := map[string]struct {
+		edit func(b []byte)
+		want string
+	}{
+		"immediate":         {func(b []byte) { b[0x19] = 0x0b }, "code differs at +0x19"},
+		"other callee":      {func(b []byte) { rel32(b, 0x10, seqPutc) }, "refers to seq_putc+0x0 where the update expects seq_puts"},
+		"other data":        {func(b []byte) { binary.LittleEndian.PutUint32(b[9:], 0) }, "where the update expects saved_command_line"},
+		"return thunk junk": {func(b []byte) { b[0x25] = 0x90 }, "return thunk"},
+		"fentry junk":       {func(b []byte) { b[0] = 0x90 }, "ftrace site"},
+	}
+	for name, c := range cases {
+		run := runningCmdline()
+		c.edit(run)
+		_, err := m.match(preCmdline(), fnAddr, run)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, c.want)
+		}
+	}
+	if _, err := m.match(preCmdline(), fnAddr, runningCmdline()[:10]); err == nil {
+		t.Error("short running code matched")
+	}
+}
+
+func TestMatchPatchedPlaces(t *testing.T) {
+	m := newMatcher(t)
+	for _, c := range []struct {
+		name     string
+		pre, run []byte
+		ok       bool
+	}{
+		{"static key off->on", []byte{0x0f, 0x1f, 0x44, 0, 0, 0xc3}, []byte{0xe9, 1, 0, 0, 0, 0xc3}, true},
+		{"static key jmp8->nop2", []byte{0xeb, 0x01, 0xc3, 0xc3}, []byte{0x66, 0x90, 0xc3, 0xc3}, true},
+		{"alternative nops -> lfence", []byte{0x0f, 0x1f, 0x00, 0xc3}, []byte{0x0f, 0xae, 0xe8, 0xc3}, true},
+		{"alternative nops -> clac", []byte{0x90, 0x90, 0x90, 0xc3}, []byte{0x0f, 0x01, 0xca, 0xc3}, true},
+		{"nop -> other instruction", []byte{0x0f, 0x1f, 0x00, 0xc3}, []byte{0x48, 0x89, 0xc7, 0xc3}, false},
+		{"stretch past an instruction boundary", []byte{0x90, 0x48, 0x89, 0xc7}, []byte{0x66, 0x90, 0x89, 0xc7}, false},
+	} {
+		_, err := m.match(&update.Code{Data: c.pre}, fnAddr, c.run)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err = %v", c.name, err)
+		}
+	}
+}
+
+func TestMatchRetpoline(t *testing.T) {
+	m := newMatcher(t)
+	pre := &update.Code{Data: []byte{0xe8, 0, 0, 0, 0, 0xc3}, Relocs: []update.Reloc{{Offset: 1, Type: 4, Symbol: 6, Addend: -4}}}
+	thunk := []byte{0xe8, 0, 0, 0, 0, 0xc3}
+	rel32(thunk, 0, thunkRax)
+	for name, run := range map[string][]byte{
+		"thunk kept":       thunk,
+		"call *%rax; nop3": {0xff, 0xd0, 0x0f, 0x1f, 0x00, 0xc3},
+		"lfence; call":     {0x0f, 0xae, 0xe8, 0xff, 0xd0, 0xc3},
+	} {
+		if _, err := m.match(pre, fnAddr, run); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := m.match(pre, fnAddr, []byte{0x48, 0x89, 0xc7, 0x90, 0x90, 0xc3}); err == nil {
+		t.Error("a mov in a retpoline site matched")
+	}
+}
+
+func TestMatchLearnsStatics(t *testing.T) {
+	m := newMatcher(t)
+	pre := &update.Code{Data: []byte{0xe8, 0, 0, 0, 0, 0xc3}, Relocs: []update.Reloc{{Offset: 1, Type: 4, Symbol: 5, Addend: -4}}}
+	run := []byte{0xe8, 0, 0, 0, 0, 0xc3}
+	rel32(run, 0, fnAddr)
+	learned, err := m.match(pre, fnAddr, run)
+	if err != nil || learned[5] != fnAddr {
+		t.Fatalf("learned %v, %v", learned, err)
+	}
+	rel32(run, 0, seqPuts) // not where kallsyms has cmdline_proc_show
+	if _, err := m.match(pre, fnAddr, run); err == nil {
+		t.Error("a static at the wrong address matched")
+	}
+}
