@@ -76,7 +76,8 @@ func runFleet(n int) error {
 	}
 	before := privateKiB(sample)
 
-	applyOut, applyErr, applyWall, err := timed(work, ls, "apply", "--all", "-v", upd)
+	load := loadAvg()
+	applyOut, applyErr, applyWall, applyCPU, err := timed(work, ls, "apply", "--all", "-v", upd)
 	if err != nil {
 		return fmt.Errorf("apply --all: %w: %s", err, applyErr)
 	}
@@ -89,7 +90,7 @@ func runFleet(n int) error {
 	}
 	after := privateKiB(sample)
 
-	undoOut, undoErr, undoWall, err := timed(work, ls, "undo", "--all", "fleet-bench-fix")
+	undoOut, undoErr, undoWall, undoCPU, err := timed(work, ls, "undo", "--all", "fleet-bench-fix")
 	if err != nil {
 		return fmt.Errorf("undo --all: %w: %s", err, undoErr)
 	}
@@ -102,25 +103,43 @@ func runFleet(n int) error {
 		added = append(added, float64(after[i]-before[i]))
 	}
 	host, _ := os.Hostname()
-	fmt.Printf("machine: %s, %d cores, %s, kernel %s; %d processes (started in %.1f s)\n\n", cpuModel(), runtime.NumCPU(), host, kernel(), n, startTime.Seconds())
+	fmt.Printf("machine: %s, %d cores, %s, kernel %s; %d processes (started in %.1f s); load average %s before apply\n\n", cpuModel(), runtime.NumCPU(), host, kernel(), n, startTime.Seconds(), load)
 	fmt.Println("| measure | value |")
 	fmt.Println("|---|---|")
 	fmt.Printf("| apply --all, wall time | %.2f s (%.1f ms per process) |\n", applyWall.Seconds(), float64(applyWall.Microseconds())/1000/float64(n))
+	fmt.Printf("| apply --all, CPU time of livesplice (user+sys) | %.2f s |\n", applyCPU.Seconds())
 	fmt.Printf("| undo --all, wall time | %.2f s (%.1f ms per process) |\n", undoWall.Seconds(), float64(undoWall.Microseconds())/1000/float64(n))
+	fmt.Printf("| undo --all, CPU time of livesplice (user+sys) | %.2f s |\n", undoCPU.Seconds())
 	fmt.Printf("| pause per process during apply, median / p99 / max | %.3f / %.3f / %.3f ms |\n", pct(pauses, 50)/1e6, pct(pauses, 99)/1e6, pct(pauses, 100)/1e6)
 	fmt.Printf("| private memory the patch adds per process (smaps, median of %d) | %.0f KiB (%.0f pages) |\n", len(added), pct(added, 50), pct(added, 50)/4)
 	return nil
 }
 
-// timed runs a command and returns its stdout, stderr and wall time.
-func timed(dir, name string, args ...string) (string, string, time.Duration, error) {
+// timed runs a command and returns its stdout, stderr, wall time and
+// CPU time (user+system).
+func timed(dir, name string, args ...string) (string, string, time.Duration, time.Duration, error) {
 	c := exec.Command(name, args...)
 	c.Dir = dir
 	var o, e bytes.Buffer
 	c.Stdout, c.Stderr = &o, &e
 	s := time.Now()
 	err := c.Run()
-	return o.String(), e.String(), time.Since(s), err
+	wall := time.Since(s)
+	var cpu time.Duration
+	if c.ProcessState != nil {
+		cpu = c.ProcessState.UserTime() + c.ProcessState.SystemTime()
+	}
+	return o.String(), e.String(), wall, cpu, err
+}
+
+// loadAvg is the 1-minute load average: on a shared machine the wall
+// times depend on it.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // inPause reports whether the process sleeps in pause() (its syscall file

@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -54,4 +57,39 @@ func TestGDBBacktraceThroughPatchedCode(t *testing.T) {
 			t.Fatalf("unknown frame in:\n%s", bt)
 		}
 	}
+
+	// perf names the same code from /tmp/perf-PID.map; twice adds nothing.
+	path := strings.TrimSpace(mustRun(t, "show", "--pid", p.pid(), "--perf-map").stdout)
+	defer os.Remove(path) // made by this test for the process it started
+	mustRun(t, "show", "--pid", p.pid(), "--perf-map")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var work []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasSuffix(l, " work [livesplice fix]") {
+			work = append(work, l)
+		}
+	}
+	if len(work) != 1 {
+		t.Fatalf("perf map %s:\n%s", path, data)
+	}
+	var start, size uint64
+	if _, err := fmt.Sscanf(work[0], "%x %x", &start, &size); err != nil || size == 0 {
+		t.Fatalf("perf map line %q: %v", work[0], err)
+	}
+	if !inWork(string(bt), start, size) {
+		t.Fatalf("gdb's work frame is not inside %x+%x:\n%s", start, size, bt)
+	}
+}
+
+// inWork reports whether gdb's frame in work() has a pc in [start,start+size).
+func inWork(bt string, start, size uint64) bool {
+	m := regexp.MustCompile(`#\d+\s+0x([0-9a-f]+) in work \(\)`).FindStringSubmatch(bt)
+	if m == nil {
+		return false
+	}
+	pc, err := strconv.ParseUint(m[1], 16, 64)
+	return err == nil && pc >= start && pc < start+size
 }

@@ -101,8 +101,13 @@ func TestKernelSampleLivepatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := bytes.ReplaceAll(sample, []byte("this has been live patched"), []byte("stacked on top of the sample"))
+	busymod, err := os.ReadFile(filepath.Join(lab.Src, "samples/livepatch/livepatch-callbacks-busymod.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{"livepatch-sample.c": sample, "livepatch-sample2.c": second,
-		"Kbuild": []byte("obj-m := livepatch-sample.o livepatch-sample2.o\n")}
+		"livepatch-callbacks-busymod.c": busymod, "lp-busy.c": []byte(lpBusy),
+		"Kbuild": []byte("obj-m := livepatch-sample.o livepatch-sample2.o livepatch-callbacks-busymod.o lp-busy.o\n")}
 	for n, d := range files {
 		if err := os.WriteFile(filepath.Join(mod, n), d, 0o644); err != nil {
 			t.Fatal(err)
@@ -154,12 +159,33 @@ func TestKernelSampleLivepatch(t *testing.T) {
 	two := sampleUpdate(t, lab, "lp-two", "livepatch_sample2", filepath.Join(mod, "livepatch-sample2.ko"), pre2, syms2)
 	two.Requires = []string{"lp-one"}
 
+	// A livepatch of a module function that a worker sleeps in: its
+	// transition cannot finish.
+	var syms3 []update.Symbol
+	pre3, self3, err := kernellab.FuncCode(filepath.Join(mod, "livepatch-callbacks-busymod.o"), "busymod_work_func", "livepatch-callbacks-busymod.c", &syms3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ko3, err := os.ReadFile(filepath.Join(mod, "lp-busy.ko"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := &update.File{ID: "lp-busy", Kind: update.KindKernel, Patch: strings.Repeat("0", 64),
+		Kernel: &update.Kernel{Release: lab.Release, ModuleName: "lp_busy", Module: ko3},
+		Targets: []update.Target{{Path: "livepatch_callbacks_busymod", Sections: []update.Section{}, Symbols: syms3,
+			Functions: []update.Function{{Name: "busymod_work_func", File: "livepatch-callbacks-busymod.c", Status: update.StatusReplaced,
+				Symbol: self3, Section: -1, Size: uint64(len(pre3.Data)), Pre: pre3}},
+		}},
+	}
+
 	initrd := filepath.Join(work, "initrd.cpio")
 	err = kernellab.Initramfs(initrd, []kernellab.File{
 		{Src: bin, Dst: "/livesplice"},
 		{Src: writeUpdate(t, work, one), Dst: "/u/one.lsu"},
 		{Src: writeUpdate(t, work, bad), Dst: "/u/bad.lsu"},
 		{Src: writeUpdate(t, work, two), Dst: "/u/two.lsu"},
+		{Src: writeUpdate(t, work, busy), Dst: "/u/busy.lsu"},
+		{Src: filepath.Join(mod, "livepatch-callbacks-busymod.ko"), Dst: "/m/busymod.ko", Mode: 0o644},
 	}, `
 step cmdline0 cat /proc/cmdline
 step bad /livesplice apply --kernel /u/bad.lsu
@@ -176,6 +202,10 @@ step cmdline3 cat /proc/cmdline
 step undo1 /livesplice undo --kernel lp-one
 step cmdline4 cat /proc/cmdline
 step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show --kernel'
+step insmod insmod /m/busymod.ko sleep_secs=600
+step settle sleep 2
+step busy /livesplice apply --kernel --deadline 5s /u/busy.lsu
+step after-busy sh -c 'ls /sys/kernel/livepatch; cut -d" " -f1 /proc/modules; /livesplice show --kernel'
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +250,16 @@ step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show 
 	expect("cmdline4", 0, original)
 	if s := steps["final"]; s.RC != 0 || strings.TrimSpace(s.Out) != "" {
 		t.Errorf("after undo, something is left loaded or recorded:\n%s", s.Out)
+	}
+	expect("insmod", 0, "")
+	// run-pre matched in the module, then the sleeping worker held the
+	// transition past the deadline: reversed, the worker named.
+	expect("busy", 4, "tasks not switched: ")
+	if s := steps["busy"]; !strings.Contains(s.Out, "(kworker/") || !strings.Contains(s.Out, "reversed, nothing applied") {
+		t.Errorf("busy: the message does not name the worker or the reversal:\n%s", s.Out)
+	}
+	if s := steps["after-busy"]; strings.TrimSpace(s.Out) != "livepatch_callbacks_busymod" {
+		t.Errorf("after a reversed apply, more than the busy module is loaded or recorded:\n%s", s.Out)
 	}
 }
 
@@ -327,3 +367,35 @@ step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show 
 		t.Logf("console:\n%s", console)
 	}
 }
+
+// lpBusy is a livepatch replacing busymod_work_func of the kernel's sample
+// module livepatch-callbacks-busymod.
+const lpBusy = `#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/livepatch.h>
+#include <linux/workqueue.h>
+
+static void lp_busymod_work_func(struct work_struct *work)
+{
+	pr_info("busymod_work_func replaced\n");
+}
+
+static struct klp_func funcs[] = {
+	{ .old_name = "busymod_work_func", .new_func = lp_busymod_work_func, },
+	{ }
+};
+
+static struct klp_object objs[] = {
+	{ .name = "livepatch_callbacks_busymod", .funcs = funcs, },
+	{ }
+};
+
+static struct klp_patch patch = { .mod = THIS_MODULE, .objs = objs, };
+
+static int lp_busy_init(void) { return klp_enable_patch(&patch); }
+static void lp_busy_exit(void) { }
+module_init(lp_busy_init);
+module_exit(lp_busy_exit);
+MODULE_LICENSE("GPL");
+MODULE_INFO(livepatch, "Y");
+`

@@ -231,6 +231,54 @@ func TestStream(t *testing.T) {
 			}
 		}
 
+		// The opt-in fleet report: each agent posts its machine and
+		// targets; the server's page shows which updates run where.
+		for _, a := range [][2]string{{"stream-e2e-a", s1}, {"stream-e2e-b", s2}} {
+			conf := filepath.Join(f.work, a[0]+".conf")
+			os.WriteFile(conf, []byte("trust = "+f.trust+"\nreport = yes\nmachine_id = "+a[0]+"\n"), 0o644)
+			if r := f.upgrade(t, a[1], srv.url, "--config", conf); r.exit != 0 || r.stderr != "" {
+				t.Fatalf("agent %s reporting: exit %d %q %q", a[0], r.exit, r.stdout, r.stderr)
+			}
+		}
+		res, err := http.Get(srv.url + "/fleet.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fv struct {
+			StreamVersion int64 `json:"stream_version"`
+			Machines      []struct {
+				MachineID string `json:"machine_id"`
+				Behind    bool   `json:"behind"`
+			} `json:"machines"`
+			Updates []struct {
+				ID       string   `json:"id"`
+				Machines []string `json:"machines"`
+			} `json:"updates"`
+		}
+		json.NewDecoder(res.Body).Decode(&fv)
+		res.Body.Close()
+		if fv.StreamVersion != 2 || len(fv.Machines) != 2 || fv.Machines[0].Behind || fv.Machines[1].Behind ||
+			len(fv.Updates) != 2 || strings.Join(fv.Updates[1].Machines, ",") != "stream-e2e-a,stream-e2e-b" {
+			t.Fatalf("fleet: %+v", fv)
+		}
+
+		// A bad update pulled from the stream: agents undo it where it runs.
+		mustRun(t, "repo", "remove", f.repo, "stream-e2e-fix2")
+		r = f.upgrade(t, s2, srv.url)
+		if r.exit != 0 || strings.TrimSpace(r.stdout) != "stream version 3: applied 0, already applied 2, failed 0, undone 2" {
+			t.Fatalf("after remove: exit %d %q %q", r.exit, r.stdout, r.stderr)
+		}
+		for _, p := range []*prog{p1, p2} {
+			if got := applied(t, p); got != "stream-e2e-fix1" || p.query("10") != original || p.query("100") != fixed1 {
+				t.Fatalf("pid %s after remove: applied %q", p.pid(), got)
+			}
+		}
+		mustRun(t, "repo", "add", f.repo, f.fix2) // published again
+		r = f.upgrade(t, s2, srv.url)
+		if r.exit != 0 || strings.TrimSpace(r.stdout) != "stream version 4: applied 2, already applied 2, failed 0" {
+			t.Fatalf("after re-add: exit %d %q %q", r.exit, r.stdout, r.stderr)
+		}
+
 		// The process restarts and the server is gone: --init applies the
 		// cached verified set offline.
 		srv.kill()

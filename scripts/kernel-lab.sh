@@ -44,7 +44,7 @@ flock 9
 # drops old ones).
 find_release() {
 	apt-cache depends linux-image-amd64 2>/dev/null |
-		sed -n 's/^ *Depends: linux-image-\([0-9].*-amd64\)$/\1/p' | head -n1
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-amd64$/ { sub(/^linux-image-/, "", $2); print $2; exit }' || true
 }
 rel=$(find_release)
 if [ -z "$rel" ]; then
@@ -52,18 +52,19 @@ if [ -z "$rel" ]; then
 	rel=$(find_release)
 fi
 [ -n "$rel" ] || { log "cannot find the release of linux-image-amd64 (apt-cache depends)"; exit 1; }
-pkgver=$(apt-cache show "linux-image-$rel" | sed -n 's/^Version: //p' | head -n1)
+pkgver=$(apt-cache policy "linux-image-$rel" | awk '$1 == "Candidate:" { print $2; exit }')
+[ -n "$pkgver" ] && [ "$pkgver" != "(none)" ] || { log "no candidate version of linux-image-$rel"; exit 1; }
 abi=${rel%-amd64}          # 6.1.0-56
 majmin=${rel%%.*}.$(echo "$rel" | cut -d. -f2)  # 6.1
 pkgs=("linux-image-$rel" "linux-headers-$rel" "linux-headers-$abi-common" "linux-kbuild-$majmin" "linux-source-$majmin")
 
 cd "$lab/debs"
 for p in "${pkgs[@]}"; do
-	deb=$(ls "${p}_${pkgver}_"*.deb 2>/dev/null | head -n1 || true)
+	deb=$(cd "$lab/debs" && compgen -G "${p}_${pkgver//:/%3a}_*.deb" | sort | tail -n1 || true)
 	if [ -z "$deb" ]; then
 		log "downloading $p $pkgver"
-		apt-get download -q "$p=$pkgver" >&2
-		deb=$(ls "${p}_${pkgver}_"*.deb | head -n1)
+		apt-get download -q -o APT::Sandbox::User=root "$p=$pkgver" >&2
+		deb=$(compgen -G "${p}_${pkgver//:/%3a}_*.deb" | sort | tail -n1)
 	fi
 	stamp="$lab/root/.x-${deb%.deb}"
 	if [ ! -e "$stamp" ]; then

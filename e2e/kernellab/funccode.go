@@ -8,25 +8,17 @@ import (
 	"livesplice/internal/update"
 )
 
-// FuncCode takes function fn out of a relocatable object compiled with
-// -ffunction-sections: its bytes, and its relocations in the update file's
-// symbolic form, appending the symbols they name to syms (reusing equal
-// ones). file is the source file of the object's statics. It also returns
-// the index in syms of the function itself (a local symbol for a static).
+// FuncCode takes function fn out of a relocatable object: its bytes, and
+// its relocations in the update file's symbolic form, appending the symbols
+// they name to syms (reusing equal ones). file is the source file of the
+// object's statics. It also returns the index in syms of the function
+// itself (a local symbol for a static).
 func FuncCode(obj, fn, file string, syms *[]update.Symbol) (*update.Code, int, error) {
 	ef, err := elf.Open(obj)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer ef.Close()
-	sec := ef.Section(".text." + fn)
-	if sec == nil {
-		return nil, 0, fmt.Errorf("%s: no section .text.%s", obj, fn)
-	}
-	data, err := sec.Data()
-	if err != nil {
-		return nil, 0, err
-	}
 	all, err := ef.Symbols()
 	if err != nil {
 		return nil, 0, err
@@ -40,16 +32,26 @@ func FuncCode(obj, fn, file string, syms *[]update.Symbol) (*update.Code, int, e
 		*syms = append(*syms, y)
 		return len(*syms) - 1
 	}
-	self := -1
-	for _, s := range all {
-		if s.Name == fn && elf.ST_TYPE(s.Info) == elf.STT_FUNC {
-			self = add(symbolOf(ef, s, file))
+	var sym *elf.Symbol
+	for i, s := range all {
+		if s.Name == fn && elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Section > 0 && int(s.Section) < len(ef.Sections) {
+			sym = &all[i]
 		}
 	}
-	if self < 0 {
-		return nil, 0, fmt.Errorf("%s: no function symbol %s", obj, fn)
+	if sym == nil {
+		return nil, 0, fmt.Errorf("%s: no function %s", obj, fn)
 	}
-	code := &update.Code{Data: data}
+	self := add(symbolOf(ef, *sym, file))
+	sec := ef.Sections[sym.Section]
+	data, err := sec.Data()
+	if err != nil {
+		return nil, 0, err
+	}
+	lo, hi := sym.Value, sym.Value+sym.Size
+	if hi > uint64(len(data)) || lo > hi {
+		return nil, 0, fmt.Errorf("%s: %s lies outside its section", obj, fn)
+	}
+	code := &update.Code{Data: data[lo:hi]}
 	for _, rs := range ef.Sections {
 		if rs.Type != elf.SHT_RELA || int(rs.Info) >= len(ef.Sections) || ef.Sections[rs.Info] != sec {
 			continue
@@ -62,11 +64,14 @@ func FuncCode(obj, fn, file string, syms *[]update.Symbol) (*update.Code, int, e
 			off := binary.LittleEndian.Uint64(rd[k:])
 			info := binary.LittleEndian.Uint64(rd[k+8:])
 			addend := int64(binary.LittleEndian.Uint64(rd[k+16:]))
+			if off < lo || off >= hi {
+				continue
+			}
 			si := int(info>>32) - 1
 			if si < 0 || si >= len(all) {
 				return nil, 0, fmt.Errorf("%s: relocation at %#x: bad symbol", obj, off)
 			}
-			code.Relocs = append(code.Relocs, update.Reloc{Offset: off, Type: uint32(info), Symbol: add(symbolOf(ef, all[si], file)), Addend: addend})
+			code.Relocs = append(code.Relocs, update.Reloc{Offset: off - lo, Type: uint32(info), Symbol: add(symbolOf(ef, all[si], file)), Addend: addend})
 		}
 	}
 	return code, self, nil

@@ -29,9 +29,11 @@ func newRepo(t *testing.T) (string, string) {
 func refresh(t *testing.T, url, trust, state string) (*Stream, error) {
 	t.Helper()
 	c := &client{url: url, trust: trust, state: &stateDir{dir: state}, retries: 1}
-	if _, err := c.state.lock(); err != nil {
+	unlock, err := c.state.lock()
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer unlock()
 	return c.refresh()
 }
 

@@ -24,6 +24,8 @@ type Config struct {
 	State           string // state: the agent's cache and records
 	AutoInstall     bool   // auto_install: scheduled runs apply (else they only fetch and verify)
 	InstallOnReboot bool   // install_on_reboot: the boot unit re-applies the cached set
+	Report          bool   // report: post the fleet report to the stream's server after a run (opt-in)
+	MachineID       string // machine_id: the id reported (default: /etc/machine-id)
 }
 
 // DefaultSettings is the configuration without a file.
@@ -76,6 +78,10 @@ func ParseConfig(data []byte) (Config, error) {
 			c.AutoInstall, err = parseBool(val)
 		case "install_on_reboot":
 			c.InstallOnReboot, err = parseBool(val)
+		case "report":
+			c.Report, err = parseBool(val)
+		case "machine_id":
+			c.MachineID = val
 		default:
 			return Config{}, fmt.Errorf("line %d: unknown key %q", n, key)
 		}

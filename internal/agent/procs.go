@@ -10,6 +10,7 @@ import (
 
 	"livesplice/internal/procfs"
 	"livesplice/internal/repo"
+	"livesplice/internal/state"
 )
 
 // object is an executable or library mapped by a running process.
@@ -27,6 +28,7 @@ type running struct {
 	Pid     int
 	Comm    string
 	Objects []object
+	Patched bool // maps livesplice's state record: some update was applied
 }
 
 // allPids lists every process but this one and PID 1 (an agent run
@@ -61,6 +63,9 @@ func (s *scanner) scan(pid int) (running, error) {
 	r.Comm = strings.TrimSpace(string(comm))
 	seen := map[string]bool{}
 	for _, m := range maps {
+		if m.Path == "/memfd:"+state.MappingName+" (deleted)" {
+			r.Patched = true
+		}
 		if m.Inode == 0 || !strings.HasPrefix(m.Path, "/") || m.Offset != 0 {
 			continue
 		}

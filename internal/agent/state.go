@@ -30,6 +30,9 @@ type Record struct {
 	// Targets is each target object seen running here, keyed by
 	// "name@build-id": the updates it runs, oldest first.
 	Targets map[string]*TargetRecord `json:"targets"`
+	// Revoked are the updates the stream listed once and no longer does:
+	// every run undoes them where they still run.
+	Revoked []string `json:"revoked,omitempty"`
 }
 
 // Cached is one verified update file kept for offline re-application.

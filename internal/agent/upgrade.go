@@ -39,6 +39,10 @@ type Options struct {
 	Retries   int           // download attempts (default 3)
 	RetryWait time.Duration // first wait between attempts (default 1 s)
 	Log       io.Writer     // progress lines (nil: quiet)
+	// Report posts the fleet report to Repo after an online run that
+	// applied (opt-in); MachineID is the id it reports.
+	Report    bool
+	MachineID string
 }
 
 // Outcome is what happened to one update in one process.
@@ -46,7 +50,7 @@ type Outcome struct {
 	Pid    int    `json:"pid"`
 	Comm   string `json:"comm"`
 	ID     string `json:"id"`
-	Result string `json:"result"` // "applied", "already", "would apply", "failed"
+	Result string `json:"result"` // "applied", "already", "would apply", "undone", "would undo", "failed"
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -56,7 +60,14 @@ type Report struct {
 	Cached        []string  `json:"cached"`  // ids in the verified cache after the run
 	Updates       []Cached  `json:"updates"` // the stream (or, offline, the cache) the run worked from
 	Outcomes      []Outcome `json:"outcomes"`
-	verifyFailed  bool
+	// Unfetched are the updates of the stream that could not be
+	// downloaded or verified, with the reason, whether or not a running
+	// process needs them.
+	Unfetched map[string]string `json:"unfetched,omitempty"`
+	// ReportError says why the fleet report could not be posted (the run
+	// itself is not failed by it).
+	ReportError  string `json:"report_error,omitempty"`
+	verifyFailed bool
 }
 
 // Summary is the run's one line and the number of failures.
@@ -65,10 +76,21 @@ func (r *Report) Summary() (string, int) {
 	for _, o := range r.Outcomes {
 		n[o.Result]++
 	}
-	if n["would apply"] > 0 {
-		return fmt.Sprintf("stream version %d: would apply %d, already applied %d", r.StreamVersion, n["would apply"], n["already"]), 0
+	if n["would apply"]+n["would undo"] > 0 {
+		sum := fmt.Sprintf("stream version %d: would apply %d, already applied %d", r.StreamVersion, n["would apply"], n["already"])
+		if n["would undo"] > 0 {
+			sum += fmt.Sprintf(", would undo %d", n["would undo"])
+		}
+		return sum, 0
 	}
-	return fmt.Sprintf("stream version %d: applied %d, already applied %d, failed %d", r.StreamVersion, n["applied"], n["already"], n["failed"]), n["failed"]
+	sum := fmt.Sprintf("stream version %d: applied %d, already applied %d, failed %d", r.StreamVersion, n["applied"], n["already"], n["failed"])
+	if n["undone"] > 0 {
+		sum += fmt.Sprintf(", undone %d", n["undone"])
+	}
+	if len(r.Unfetched) > 0 {
+		sum += fmt.Sprintf(", unverified %d", len(r.Unfetched))
+	}
+	return sum, n["failed"] + len(r.Unfetched)
 }
 
 // Err is nil when nothing failed; it wraps ErrVerify when something was
@@ -112,6 +134,12 @@ func Upgrade(o Options) (*Report, error) {
 		return nil, err
 	}
 	src := source{version: rec.Stream.Version, entries: rec.Updates, files: sd.cachedFile}
+	// Revoked: updates this agent took from the stream before that the
+	// stream no longer lists. They are undone where they run.
+	revoked := map[string]bool{}
+	for _, id := range rec.Revoked {
+		revoked[id] = true
+	}
 	var stream *Stream
 	if !o.Offline {
 		c := &client{url: o.Repo, trust: o.Trust, state: sd, retries: o.Retries, wait: o.RetryWait}
@@ -129,6 +157,21 @@ func Upgrade(o Options) (*Report, error) {
 		for _, a := range stream.Updates {
 			src.entries[a.ID] = Cached{Entry: a.Entry, Length: a.Length, SHA256: a.SHA256}
 		}
+		for id := range rec.Updates {
+			if _, ok := src.entries[id]; !ok {
+				revoked[id] = true
+			}
+		}
+		for id := range revoked {
+			if _, ok := src.entries[id]; ok {
+				delete(revoked, id) // published again
+			}
+		}
+		rec.Revoked = rec.Revoked[:0]
+		for id := range revoked {
+			rec.Revoked = append(rec.Revoked, id)
+		}
+		sort.Strings(rec.Revoked)
 		byID := map[string]Available{}
 		for _, a := range stream.Updates {
 			byID[a.ID] = a
@@ -173,7 +216,11 @@ func Upgrade(o Options) (*Report, error) {
 				continue
 			}
 			if _, err := fetch(id); err != nil {
-				o.logf("update %s: %v", id, err)
+				if rep.Unfetched == nil {
+					rep.Unfetched = map[string]string{}
+				}
+				rep.Unfetched[id] = oneLine(err)
+				rep.verifyFailed = rep.verifyFailed || errors.Is(err, ErrVerify)
 				continue
 			}
 			rec.Updates[id] = c
@@ -189,9 +236,6 @@ func Upgrade(o Options) (*Report, error) {
 	}
 	sort.Strings(rep.Cached)
 	if o.FetchOnly {
-		if len(fileErr) > 0 {
-			return rep, firstErr(fileErr)
-		}
 		return rep, sd.write(rec)
 	}
 
@@ -208,6 +252,18 @@ func Upgrade(o Options) (*Report, error) {
 				return nil, err
 			}
 			continue // exited meanwhile, or not ours to read
+		}
+		if p.Patched && len(revoked) > 0 {
+			outs := o.undoRevoked(p, revoked)
+			rep.Outcomes = append(rep.Outcomes, outs...)
+			for _, out := range outs {
+				if out.Result != "undone" {
+					continue
+				}
+				for _, t := range rec.Targets {
+					t.Updates = slices.DeleteFunc(t.Updates, func(id string) bool { return id == out.ID })
+				}
+			}
 		}
 		matched, objs := matching(src.entries, p)
 		if len(matched) == 0 {
@@ -248,16 +304,12 @@ func Upgrade(o Options) (*Report, error) {
 	if err := sd.write(rec); err != nil {
 		return rep, err
 	}
-	return rep, nil
-}
-
-func firstErr(m map[string]error) error {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
+	if o.Report && !o.Offline {
+		if err := postReport(o, rec, rep); err != nil {
+			rep.ReportError = oneLine(err)
+		}
 	}
-	sort.Strings(ids)
-	return m[ids[0]]
+	return rep, nil
 }
 
 // matching returns the ids of process updates one of p's objects is a
@@ -349,6 +401,32 @@ func (o Options) upgradeProcess(p running, matched []string, entries map[string]
 		}
 	}
 	return outs, order
+}
+
+// undoRevoked takes the revoked updates out of a process, newest first, so
+// that an update is undone before the ones it was built on.
+func (o Options) undoRevoked(p running, revoked map[string]bool) []Outcome {
+	shown, err := process.Show(p.Pid)
+	if err != nil {
+		return nil // not ours to read, or gone: nothing of ours to undo
+	}
+	var outs []Outcome
+	for i := len(shown) - 1; i >= 0; i-- {
+		id := shown[i].ID
+		if !revoked[id] {
+			continue
+		}
+		out := Outcome{Pid: p.Pid, Comm: p.Comm, ID: id, Result: "undone"}
+		if o.DryRun {
+			out.Result = "would undo"
+		} else if err := process.Undo(p.Pid, id, o.Apply); err != nil {
+			out.Result, out.Reason = "failed", "undo of a revoked update: "+oneLine(err)
+		} else {
+			o.logf("pid %d: undid revoked %s", p.Pid, id)
+		}
+		outs = append(outs, out)
+	}
+	return outs
 }
 
 // ordered returns the updates to apply for matched, with the updates they

@@ -237,7 +237,7 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 	var opt process.Options
 	var verbose bool
 	c := &cobra.Command{
-		Use:   "apply (--pid PID | --all) FILE",
+		Use:   "apply (--pid PID | --all | --kernel) FILE",
 		Short: "Apply an update to a running process, or to every process that runs its target",
 		Args:  args(1, "one update FILE"),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -276,7 +276,7 @@ func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 	var all, asJSON bool
 	var opt process.Options
 	c := &cobra.Command{
-		Use:   "undo (--pid PID | --all) ID",
+		Use:   "undo (--pid PID | --all | --kernel) ID",
 		Short: "Take an applied update out of a running process, or out of every process that has it",
 		Args:  args(1, "one update ID"),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -312,9 +312,10 @@ func showCmd(stdout io.Writer) *cobra.Command {
 	var kern bool
 	var all, asJSON, available bool
 	var gdbDir string
+	var perfMap bool
 	var set settings
 	c := &cobra.Command{
-		Use:   "show (--pid PID | --all | --available) [--json]",
+		Use:   "show (--pid PID | --all | --available | --kernel) [--json]",
 		Short: "List the updates applied to a running process (oldest first), or to every process, or those the stream offers",
 		Args:  args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -337,6 +338,14 @@ func showCmd(stdout io.Writer) *cobra.Command {
 						fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\t%s\n", p.Pid, p.Comm, u.ID, u.Status, u.Running)
 					}
 				}
+				return nil
+			}
+			if perfMap {
+				path, err := process.PerfMap(pid)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, path)
 				return nil
 			}
 			if gdbDir != "" {
@@ -372,6 +381,7 @@ func showCmd(stdout io.Writer) *cobra.Command {
 	c.Flags().BoolVar(&kern, "kernel", false, "the livesplice updates loaded into the running kernel")
 	c.Flags().BoolVar(&all, "all", false, "every process livesplice has patched")
 	c.Flags().StringVar(&gdbDir, "gdb", "", "with --pid: write symbol files of the patched code and a gdb script into `DIR`")
+	c.Flags().BoolVar(&perfMap, "perf-map", false, "with --pid: add the patched functions to /tmp/perf-PID.map, where perf finds names of code in anonymous memory")
 	c.Flags().BoolVar(&available, "available", false, "the updates of the stream (--repo) or the agent's cache, and where they run")
 	set.flags(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")

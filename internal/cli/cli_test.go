@@ -23,6 +23,8 @@ func TestUsageAndBadFiles(t *testing.T) {
 		{[]string{"apply", "--pid", "x", "f"}, ExitUsage, "invalid argument"},
 		{[]string{"undo", "--pid", "1"}, ExitUsage, "expected one update ID"},
 		{[]string{"create", "-o", "x", "p.patch"}, ExitUsage, "--src DIR and -o FILE are required"},
+		{[]string{"create", "--kernel", "--src", "s", "-o", "x", "p.patch"}, ExitUsage, "--kernel needs --config CONFIG"},
+		{[]string{"create", "--src", "s", "--config", "c", "-o", "x", "p.patch"}, ExitUsage, "--kernel needs --config CONFIG"},
 		{[]string{"info", bad}, ExitError, "corrupt update file"},
 		{[]string{"info", filepath.Join(dir, "missing.lsu")}, ExitError, "no such file"},
 		{[]string{"show", "--pid", "999999999"}, ExitError, "process 999999999"},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -37,7 +38,7 @@ func repoCmd() *cobra.Command {
 		Use:   "repo",
 		Short: "Publish updates in a signed update stream (TUF repository)",
 	}
-	var initOpt, addOpt, refreshOpt, rotateOpt repo.Options
+	var initOpt, addOpt, removeOpt, refreshOpt, rotateOpt repo.Options
 	initC := &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create a repository: keys (DIR/keys/, private), DIR/root.json (public) and an empty stream",
@@ -59,6 +60,18 @@ func repoCmd() *cobra.Command {
 	}
 	addC.Flags().StringArrayVar(&binaries, "binary", nil, "a shipped build of a target: its build-id keys the target of that name or soname (repeatable)")
 	expiryFlags(addC, &addOpt)
+	removeC := &cobra.Command{
+		Use:   "remove DIR ID...",
+		Short: "Take updates out of the stream; agents undo them where they run",
+		Args: func(cmd *cobra.Command, a []string) error {
+			if len(a) < 2 {
+				return usageError{errors.New("repo remove: expected DIR and at least one update ID")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, a []string) error { return repo.Remove(a[0], a[1:], removeOpt) },
+	}
+	expiryFlags(removeC, &removeOpt)
 	refreshC := &cobra.Command{
 		Use:   "refresh DIR",
 		Short: "Re-sign snapshot and timestamp (run it from cron, more often than they expire)",
@@ -73,25 +86,35 @@ func repoCmd() *cobra.Command {
 		RunE:  func(cmd *cobra.Command, a []string) error { return repo.RotateKey(a[0], a[1], rotateOpt) },
 	}
 	expiryFlags(rotateC, &rotateOpt)
-	c.AddCommand(initC, addC, refreshC, rotateC)
+	c.AddCommand(initC, addC, removeC, refreshC, rotateC)
 	return c
 }
 
 func serveCmd(stdout io.Writer) *cobra.Command {
-	var addr string
+	var addr, fleetDB string
+	var noFleet bool
 	c := &cobra.Command{
-		Use:   "serve DIR [--addr 127.0.0.1:8470]",
+		Use:   "serve DIR [--addr 127.0.0.1:8470] [--fleet-db FILE | --no-fleet]",
 		Short: "Serve a repository's public files over HTTP (any static web server can do the same)",
 		Args:  args(1, "one repository DIR"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return server.Serve(ctx, a[0], addr, func(at string) {
+			db := fleetDB
+			if db == "" {
+				db = filepath.Join(a[0], "fleet.db")
+			}
+			if noFleet {
+				db = ""
+			}
+			return server.Serve(ctx, a[0], addr, db, func(at string) {
 				fmt.Fprintf(stdout, "serving %s at http://%s\n", a[0], at)
 			})
 		},
 	}
 	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8470", "address to listen on")
+	c.Flags().StringVar(&fleetDB, "fleet-db", "", "the fleet database: agents' reports, shown at /fleet (default DIR/fleet.db)")
+	c.Flags().BoolVar(&noFleet, "no-fleet", false, "take no fleet reports and show no fleet page")
 	return c
 }
 
@@ -131,7 +154,7 @@ var ErrKernelUnavailable = errors.New("kernel target not available in this build
 func upgradeCmd(stdout, stderr io.Writer) *cobra.Command {
 	var set settings
 	var o agent.Options
-	var all, kernel, initMode, scheduled, asJSON, verbose bool
+	var all, kernel, initMode, scheduled, asJSON, verbose, report bool
 	c := &cobra.Command{
 		Use:   "upgrade [--repo URL] [--trust ROOT.json] [--state DIR] [--pid PID | --all] [--dry-run] | --init",
 		Short: "Fetch, verify and apply the updates of the stream that the running processes lack",
@@ -155,6 +178,7 @@ func upgradeCmd(stdout, stderr io.Writer) *cobra.Command {
 				return usageError{fmt.Errorf("upgrade: no update stream: give --repo URL or set repo in %s", set.config)}
 			}
 			o.FetchOnly = scheduled && !initMode && !cfg.AutoInstall
+			o.Report, o.MachineID = cfg.Report || report, cfg.MachineID
 			if verbose {
 				o.Log = stderr
 				o.Apply.Log = stderr
@@ -169,16 +193,27 @@ func upgradeCmd(stdout, stderr io.Writer) *cobra.Command {
 				}
 				return rep.Err()
 			}
+			if rep.ReportError != "" {
+				fmt.Fprintf(stderr, "livesplice: %s\n", rep.ReportError)
+			}
+			ids := make([]string, 0, len(rep.Unfetched))
+			for id := range rep.Unfetched {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				fmt.Fprintf(stderr, "livesplice: %s: not fetched: %s\n", id, rep.Unfetched[id])
+			}
 			if o.FetchOnly {
 				fmt.Fprintf(stdout, "stream version %d: %d updates verified and cached (auto_install is off)\n", rep.StreamVersion, len(rep.Cached))
-				return nil
+				return rep.Err()
 			}
 			for _, out := range rep.Outcomes {
 				switch out.Result {
 				case "failed":
 					fmt.Fprintf(stderr, "livesplice: pid %d (%s): %s: failed: %s\n", out.Pid, out.Comm, out.ID, out.Reason)
-				case "would apply":
-					fmt.Fprintf(stdout, "%d\t%s\t%s\twould apply\n", out.Pid, out.Comm, out.ID)
+				case "would apply", "would undo":
+					fmt.Fprintf(stdout, "%d\t%s\t%s\t%s\n", out.Pid, out.Comm, out.ID, out.Result)
 				}
 			}
 			sum, _ := rep.Summary()
@@ -194,6 +229,7 @@ func upgradeCmd(stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().BoolVar(&kernel, "kernel", false, "also the running kernel")
 	c.Flags().BoolVar(&scheduled, "scheduled", false, "run from a systemd unit: obey auto_install and install_on_reboot of the configuration")
 	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable outcome")
+	c.Flags().BoolVar(&report, "report", false, "post the fleet report to the stream's server (as report = yes in the configuration)")
 	c.Flags().DurationVar(&o.Apply.Deadline, "deadline", 0, "how long to wait for busy functions, per update (default 10s)")
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "report progress")
 	return c

@@ -1,6 +1,7 @@
 package create
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -88,7 +89,15 @@ func CreateKernel(ctx context.Context, o KernelOptions) (*update.File, error) {
 		defer os.RemoveAll(work)
 	}
 	start := time.Now()
-	built, err := tree.Compile(ctx, units, patchAbs, filepath.Join(work, "post"))
+	// A kpatch-build patch includes "kpatch-macros.h" from the patched
+	// file's directory: give it livesplice's.
+	extra := map[string][]byte{}
+	if bytes.Contains(patch, []byte("kpatch-macros.h")) {
+		for _, f := range files {
+			extra[filepath.Join(filepath.Dir(f), "kpatch-macros.h")] = klp.KpatchMacros
+		}
+	}
+	built, err := tree.Compile(ctx, units, patchAbs, filepath.Join(work, "post"), extra)
 	if err != nil {
 		return nil, err
 	}

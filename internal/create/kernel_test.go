@@ -45,22 +45,26 @@ func kernelLab(t *testing.T) (src, config, headers string) {
 }
 
 // kernelPatch writes a patch of one file of the source tree that replaces
-// old by new.
-func kernelPatch(t *testing.T, src, file, old, new string) string {
+// each old string by its new one (pairs).
+func kernelPatch(t *testing.T, src, file string, oldNew ...string) string {
 	t.Helper()
 	orig, err := os.ReadFile(filepath.Join(src, file))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(orig, []byte(old)) {
-		t.Fatalf("%s does not contain %q", file, old)
+	patched := orig
+	for i := 0; i+1 < len(oldNew); i += 2 {
+		if !bytes.Contains(patched, []byte(oldNew[i])) {
+			t.Fatalf("%s does not contain %q", file, oldNew[i])
+		}
+		patched = bytes.Replace(patched, []byte(oldNew[i]), []byte(oldNew[i+1]), 1)
 	}
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	if err := os.WriteFile(a, orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(b, bytes.Replace(orig, []byte(old), []byte(new), 1), 0o644); err != nil {
+	if err := os.WriteFile(b, patched, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, _ := exec.Command("diff", "-u", "--label", "a/"+file, "--label", "b/"+file, a, b).Output()
@@ -180,5 +184,69 @@ func TestCreateKernelRefusesDataChange(t *testing.T) {
 	var re *objdiff.RefusedError
 	if !errors.As(err, &re) || re.File != "exit.c" || re.Symbol != "oops_limit" || !strings.Contains(re.Reason, "initial value") {
 		t.Fatalf("want a refusal naming exit.c, oops_limit and the reason, got %v", err)
+	}
+}
+
+// TestCreateKernelKpatchPatch: a patch written for kpatch-build (it
+// includes "kpatch-macros.h", registers callbacks and uses a shadow
+// variable) builds unchanged; the module declares the callbacks.
+func TestCreateKernelKpatchPatch(t *testing.T) {
+	src, config, headers := kernelLab(t)
+	p := kernelPatch(t, src, "fs/proc/cmdline.c", "#include <linux/seq_file.h>\n", `#include <linux/seq_file.h>
+#include <linux/livepatch.h>
+#include "kpatch-macros.h"
+
+static int fix_pre_patch(patch_object *obj)
+{
+	pr_info("fix: pre_patch\n");
+	return 0;
+}
+KLP_PRE_PATCH_CALLBACK(fix_pre_patch);
+
+static void fix_post_unpatch(patch_object *obj)
+{
+	pr_info("fix: post_unpatch\n");
+}
+KLP_POST_UNPATCH_CALLBACK(fix_post_unpatch);
+
+static int shadow_count(void *obj)
+{
+	int *n = klp_shadow_get_or_alloc(obj, 0x15, sizeof(int), GFP_KERNEL, NULL, NULL);
+
+	return n ? ++*n : 0;
+}
+`, "\tseq_putc(m, '\\n');", "\tseq_printf(m, \" %d\", shadow_count(m));\n\tseq_putc(m, '\\n');")
+	f, err := CreateKernel(context.Background(), KernelOptions{Src: src, Config: config, Headers: headers, Patch: p, ID: "kpatch-style"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Kernel.ModuleName != "livesplice_kpatch_style" {
+		t.Errorf("module name %s", f.Kernel.ModuleName)
+	}
+	k, err := elf.NewFile(bytes.NewReader(f.Kernel.Module))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := k.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, y := range syms {
+		if strings.HasPrefix(y.Name, "__livesplice_cb_pre_patch_") {
+			have["callback"] = true
+		}
+		if y.Section == elf.SHN_UNDEF {
+			have["undef:"+y.Name] = true
+		}
+	}
+	if len(f.Targets) != 1 || len(f.Targets[0].Functions) != 1 || f.Targets[0].Functions[0].Name != "cmdline_proc_show" {
+		t.Errorf("targets: %+v", f.Targets)
+	}
+	if !have["callback"] {
+		t.Error("the module has no pre_patch callback")
+	}
+	if !have["undef:klp_shadow_get_or_alloc"] {
+		t.Error("klp_shadow_get_or_alloc is not an ordinary (exported) reference")
 	}
 }

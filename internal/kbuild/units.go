@@ -106,8 +106,9 @@ func (t *Tree) includers(ctx context.Context, h string) ([]string, error) {
 // cache of pre builds) and post (the patch applied in an overlay of the
 // source, objects written to an overlay of the cached tree, both in a
 // private mount namespace), and returns the objects. work is an empty
-// scratch directory.
-func (t *Tree) Compile(ctx context.Context, units []string, patchFile, work string) ([]Unit, error) {
+// scratch directory. extra files (paths relative to the source) are added
+// to the post source before the patch is applied.
+func (t *Tree) Compile(ctx context.Context, units []string, patchFile, work string, extra map[string][]byte) ([]Unit, error) {
 	unlock, err := lock(t.Out + ".lock")
 	if err != nil {
 		return nil, err
@@ -136,7 +137,7 @@ func (t *Tree) Compile(ctx context.Context, units []string, patchFile, work stri
 		}
 		res = append(res, Unit{Rel: u, Source: t.source(u), Object: obj, Pre: pre})
 	}
-	upper, err := t.compilePost(ctx, units, patchFile, work)
+	upper, err := t.compilePost(ctx, units, patchFile, work, extra)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func safeMountPath(p string) bool { return !strings.ContainsAny(p, ",:\\ \n\"'")
 
 // compilePost builds the units with the patch applied and returns the
 // overlay's upper directory of the output tree, which holds the objects.
-func (t *Tree) compilePost(ctx context.Context, units []string, patchFile, work string) (string, error) {
+func (t *Tree) compilePost(ctx context.Context, units []string, patchFile, work string, extra map[string][]byte) (string, error) {
 	for _, p := range []string{t.Src, t.Out, work, patchFile} {
 		if !safeMountPath(p) {
 			return "", fmt.Errorf("path %q cannot be used in an overlay mount (no commas, colons, spaces or quotes)", p)
@@ -192,6 +193,18 @@ func (t *Tree) compilePost(ctx context.Context, units []string, patchFile, work 
 	for _, d := range []string{"src-up", "src-work", "out-up", "out-work"} {
 		dirs[d] = filepath.Join(work, d)
 		if err := os.MkdirAll(dirs[d], 0o755); err != nil {
+			return "", err
+		}
+	}
+	for rel, data := range extra {
+		if filepath.IsAbs(rel) || strings.Contains("/"+rel+"/", "/../") {
+			return "", fmt.Errorf("extra post source file %q outside the tree", rel)
+		}
+		p := filepath.Join(dirs["src-up"], rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
 			return "", err
 		}
 	}
@@ -215,6 +228,9 @@ func (t *Tree) compilePost(ctx context.Context, units []string, patchFile, work 
 		msg := lastLines(out.String(), 25)
 		if strings.Contains(msg, "Hunk") || strings.Contains(msg, "patch") && strings.Contains(msg, "FAILED") {
 			return "", fmt.Errorf("the patch does not apply to %s:\n%s", t.Src, msg)
+		}
+		if strings.Contains(msg, "error:") || strings.Contains(msg, "Error ") {
+			return "", fmt.Errorf("compile post units: %w\n%s", err, msg)
 		}
 		return "", fmt.Errorf("compile post units (needs root for a private mount namespace with overlays): %w\n%s", err, msg)
 	}

@@ -138,6 +138,23 @@ func (h *Host) writeRecord(r record) error {
 	return os.Rename(tmp, h.recordPath(r.ID))
 }
 
+// lock keeps two livesplice processes from working on the kernel at once.
+// The returned function releases it.
+func (h *Host) lock() (func(), error) {
+	if err := os.MkdirAll(h.Run, 0o700); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(h.Run, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another livesplice is working on the kernel: %w", ErrBusy)
+	}
+	return func() { f.Close() }, nil
+}
+
 // Release is the running kernel's `uname -r`.
 func Release() (string, error) {
 	var u unix.Utsname
@@ -155,6 +172,11 @@ func (h *Host) Apply(f *update.File, o Options) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
+	unlock, err := h.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if rel, err := Release(); err != nil {
 		return err
 	} else if rel != f.Kernel.Release {
@@ -317,7 +339,7 @@ func (h *Host) matchFunc(m *matcher, t *update.Target, fn update.Function, ks *K
 			return 0, fmt.Errorf("run-pre match %s: replaced by update %s, whose replacement %s is not found once in module %s: %w", fn.Name, r.ID, nf, r.Module, runpre.ErrNotFound)
 		}
 		addr, where = cands[0].Addr, "update "+r.ID
-	} else if lp := h.foreignPatch(t.Path, fn.Name, recs); lp != "" {
+	} else if lp := h.foreignPatch(t.Path, fn.Name); lp != "" {
 		return 0, errMismatch(fn.Name, fmt.Errorf("livepatch %s already replaces it and livesplice cannot tell with what", lp))
 	}
 	run := make([]byte, len(fn.Pre.Data))
@@ -355,7 +377,7 @@ func (h *Host) replacedBy(recs []record, object string, fn update.Function) (rec
 
 // foreignPatch names a loaded livepatch not followed by replacedBy that
 // replaces name in object.
-func (h *Host) foreignPatch(object, name string, recs []record) string {
+func (h *Host) foreignPatch(object, name string) string {
 	ents, _ := os.ReadDir(filepath.Join(h.Sys, "kernel", "livepatch"))
 	for _, e := range ents {
 		for _, pf := range h.patchFuncs(e.Name()) {
@@ -373,6 +395,11 @@ func (h *Host) Undo(id string, o Options) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
+	unlock, err := h.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	recs, err := h.records()
 	if err != nil {
 		return err

@@ -134,6 +134,8 @@ func loadModule(ko []byte) error {
 		return fmt.Errorf("load livepatch module: %v: the kernel refuses unsigned modules under lockdown (Secure Boot, lockdown=integrity) or module loading is disabled (kernel.modules_disabled): sign the module with an enrolled key: %w", err, ErrRejected)
 	case errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("load livepatch module: a module of the same name is already loaded: %w", ErrApplied)
+	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("load livepatch module: another livepatch transition is still running: %w", ErrBusy)
 	case errors.Is(err, unix.ENOEXEC):
 		return fmt.Errorf("load livepatch module: %w: the module was built for another kernel (vermagic or symbol versions differ): %w", err, ErrWrongKernel)
 	}

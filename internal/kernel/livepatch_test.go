@@ -97,3 +97,20 @@ func TestShow(t *testing.T) {
 		t.Error("a corrupt record was accepted")
 	}
 }
+
+func TestLock(t *testing.T) {
+	h := fakeHost(t)
+	unlock, err := h.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.lock(); !errors.Is(err, ErrBusy) {
+		t.Errorf("second lock: %v", err)
+	}
+	unlock()
+	unlock2, err := h.lock()
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}

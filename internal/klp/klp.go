@@ -12,6 +12,7 @@ package klp
 
 import (
 	"debug/elf"
+	_ "embed"
 	"errors"
 	"fmt"
 	"regexp"
@@ -21,6 +22,20 @@ import (
 	"livesplice/internal/objdiff"
 	"livesplice/internal/update"
 )
+
+// KpatchMacros is livesplice's kpatch-macros.h: create puts it beside every
+// patched file of a patch that includes it, so kpatch-build patches build
+// unchanged.
+//
+//go:embed kpatch-macros.h
+var KpatchMacros []byte
+
+// callbackPrefix starts the sections kpatch-macros.h's callback macros
+// leave: .livesplice.klp.<kind>, one function pointer each.
+const callbackPrefix = ".livesplice.klp."
+
+// callbackKinds are the klp_callbacks members, in struct order.
+var callbackKinds = []string{"pre_patch", "post_patch", "pre_unpatch", "post_unpatch"}
 
 // Unit is one compiled translation unit of the kernel, pre and post patch.
 type Unit struct {
@@ -59,7 +74,7 @@ var cName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
 // Build diffs the units and assembles the livepatch object and stub.
 // exports are the symbols the module loader resolves (Module.symvers).
 func Build(units []Unit, exports map[string]bool) (*Result, error) {
-	m := &moduleBuilder{obj: newOutObject(), exports: exports, fresh: map[string]int{}}
+	m := &moduleBuilder{obj: newOutObject(), exports: exports, fresh: map[string]int{}, callbacks: map[string]map[string]string{}}
 	m.tables = map[string]*tableOut{}
 	targets := map[string]*update.Target{}
 	var order []string
@@ -82,7 +97,7 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 		}
 		addKernelFunctions(kt, t)
 	}
-	if len(m.funcs) == 0 {
+	if len(m.funcs) == 0 && len(m.callbacks) == 0 {
 		return nil, ErrNoChange
 	}
 	m.finishTables()
@@ -91,7 +106,7 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 	for _, o := range order {
 		r.Targets = append(r.Targets, *targets[o])
 	}
-	stub, err := stub(m.funcs)
+	stub, err := stub(m.funcs, m.callbacks)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,11 @@ int show(int v)
 	return helper(v) + table[v & 3] + hidden_counter;
 }
 void set(int i, int v) { table[i & 3] = v; }
+CALLBACK
 `
+
+// callback is what kpatch-macros.h's KLP_PRE_PATCH_CALLBACK leaves.
+const callback = `CALLBACK=struct klp_object; static int my_pre(struct klp_object *o) { return o != 0; } static int (*my_pre_ptr)(struct klp_object *) __attribute__((used, section(".livesplice.klp.pre_patch"))) = my_pre;`
 
 const altEntry = `".pushsection .altinstructions,\"a\"\n .long 1b - .\n .long 2f - .\n .word 0\n .byte 1\n .byte 5\n .popsection\n" ".pushsection .altinstr_replacement,\"ax\"\n2: call printk\n .popsection\n"`
 
@@ -62,7 +66,7 @@ func compile(t *testing.T, defs ...string) []byte {
 	return b
 }
 
-var base = []string{"TABLE3=4", "ALT=", "EXTRA="}
+var base = []string{"TABLE3=4", "ALT=", "EXTRA=", "CALLBACK="}
 
 func with(over ...string) []string {
 	m := map[string]string{}
@@ -311,5 +315,39 @@ func TestFixModuleRejectsGarbage(t *testing.T) {
 	out, err := FixModule(obj)
 	if err != nil || !bytes.Equal(out, obj) {
 		t.Fatalf("plain object changed: %v", err)
+	}
+}
+
+func TestBuildCallbacks(t *testing.T) {
+	pre := compile(t, base...)
+	post := compile(t, with(callback)...)
+	r, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(r.Stub, []byte(".callbacks = { .pre_patch = __livesplice_cb_pre_patch_")) || !bytes.Contains(r.Stub, []byte("extern int __livesplice_cb_pre_patch_")) {
+		t.Fatalf("stub has no pre_patch callback:\n%s", r.Stub)
+	}
+	o, err := elf.NewFile(bytes.NewReader(r.Object))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, _ := o.Symbols()
+	for _, y := range syms {
+		if strings.HasPrefix(y.Name, "__livesplice_cb_pre_patch_") {
+			if n := o.Sections[y.Section].Name; n != ".text.my_pre" || elf.ST_BIND(y.Info) != elf.STB_GLOBAL {
+				t.Fatalf("callback alias in %s", n)
+			}
+			return
+		}
+	}
+	t.Fatal("no callback alias in the object")
+}
+
+func TestKpatchMacrosHeader(t *testing.T) {
+	for _, m := range []string{"KLP_PRE_PATCH_CALLBACK", "KLP_POST_UNPATCH_CALLBACK", "KPATCH_IGNORE_FUNCTION", "patch_object", callbackPrefix + "\" #kind"} {
+		if !bytes.Contains(KpatchMacros, []byte(m)) {
+			t.Errorf("kpatch-macros.h lacks %s", m)
+		}
 	}
 }

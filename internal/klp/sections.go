@@ -67,7 +67,7 @@ func metadata(name string) bool {
 	if _, ok := tables[name]; ok || companions[name] {
 		return true
 	}
-	for _, p := range []string{".init.", ".exit.", ".initcall", ".con_initcall", "__ksymtab", "___ksymtab", "__kcrctab", "__param", "__modver", ".discard", ".modinfo", "__export_symbol", ".data.once"} {
+	for _, p := range []string{".init.", ".exit.", ".initcall", ".con_initcall", "__ksymtab", "___ksymtab", "__kcrctab", "__param", "__modver", ".discard", ".modinfo", "__export_symbol", ".data.once", callbackPrefix, ".livesplice."} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}

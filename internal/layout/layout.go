@@ -35,7 +35,8 @@ type Types map[string]*Type
 
 // FromObject reads the layouts in an ELF object's DWARF: every struct and
 // union when funcs is nil, else those reachable from the named functions
-// (their return types, parameters and local variables) and from the
+// (their return types, parameters and local variables, also of the
+// functions inlined into them) and from the
 // variables declared at file scope (the objects a program has). An object
 // without debug information has none.
 func FromObject(data []byte, funcs []string) (Types, error) {

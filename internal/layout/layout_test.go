@@ -83,6 +83,27 @@ func TestCompareFindsChanges(t *testing.T) {
 	}
 }
 
+// A changed function that sees a type only inside a helper inlined into it
+// (the helper's abstract instance follows the function in the DWARF).
+func TestInlinedHelper(t *testing.T) {
+	const src = `struct hidden { int x; };
+static inline int helper(void *p) { struct hidden *h = p; return h->x; }
+int use(void *p) { return helper(p) + 1; }
+`
+	before, err := FromObject(compile(t, src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := FromObject(compile(t, strings.Replace(src, "int x;", "long x;", 1)), []string{"use"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Compare(before, after)
+	if len(got) != 1 || got[0].String() != "struct hidden: layout changed (size 4 -> 8 bytes; fields: x: int -> long int)" {
+		t.Fatalf("got %v", got)
+	}
+}
+
 func TestNoDebugInfo(t *testing.T) {
 	dir := t.TempDir()
 	c := filepath.Join(dir, "x.c")

@@ -56,9 +56,12 @@ func targetNames(f *update.File) map[string]bool {
 // stop or to run an injected system call.
 var fleetWorkers = 4 * runtime.NumCPU()
 
-// forEach runs op on pids, a few at a time.
-func forEach(pids []int, op func(pid int) Outcome) []Outcome {
+// forEach runs op on pids, a few at a time, and returns the outcomes op
+// kept (ok), in pid order. Each op runs its ptrace session on its own
+// locked OS thread (internal/ptrace), so sessions run side by side.
+func forEach(pids []int, op func(pid int) (o Outcome, ok bool)) []Outcome {
 	out := make([]Outcome, len(pids))
+	kept := make([]bool, len(pids))
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for w := 0; w < fleetWorkers; w++ {
@@ -66,7 +69,7 @@ func forEach(pids []int, op func(pid int) Outcome) []Outcome {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				out[i] = op(pids[i])
+				out[i], kept[i] = op(pids[i])
 			}
 		}()
 	}
@@ -75,7 +78,13 @@ func forEach(pids []int, op func(pid int) Outcome) []Outcome {
 	}
 	close(work)
 	wg.Wait()
-	return out
+	var res []Outcome
+	for i, o := range out {
+		if kept[i] {
+			res = append(res, o)
+		}
+	}
+	return res
 }
 
 // ApplyAll applies an update to every process that maps one of its
@@ -84,47 +93,38 @@ func forEach(pids []int, op func(pid int) Outcome) []Outcome {
 // that cannot be patched is reported with the reason and the others go on.
 func ApplyAll(f *update.File, opt Options) []Outcome {
 	d := newDiscovery(f)
-	var cands []int
-	for _, pid := range pids() {
-		if d.maps(pid) {
-			cands = append(cands, pid)
+	// Finding the candidates (reading every process's maps) runs in the
+	// workers too.
+	return forEach(pids(), func(pid int) (Outcome, bool) {
+		if !d.maps(pid) {
+			return Outcome{}, false
 		}
-	}
-	return forEach(cands, func(pid int) Outcome {
 		err := Apply(pid, f, opt)
 		switch {
 		case err == nil:
-			return Outcome{Pid: pid, Result: "patched"}
+			return Outcome{Pid: pid, Result: "patched"}, true
 		case errors.Is(err, ErrAlreadyApplied), errors.Is(err, ErrNotMapped):
-			return Outcome{Pid: pid, Result: "skipped", Reason: oneLine(err)}
+			return Outcome{Pid: pid, Result: "skipped", Reason: oneLine(err)}, true
 		case procfs.Exiting(pid):
-			return Outcome{Pid: pid, Result: "skipped", Reason: "exited"}
+			return Outcome{Pid: pid, Result: "skipped", Reason: "exited"}, true
 		}
-		return Outcome{Pid: pid, Result: "failed", Reason: oneLine(err)}
+		return Outcome{Pid: pid, Result: "failed", Reason: oneLine(err)}, true
 	})
 }
 
 // UndoAll takes an update out of every process that has it applied.
 func UndoAll(id string, opt Options) []Outcome {
-	var cands []int
-	for _, pid := range pids() {
-		if rec, err := Show(pid); err == nil {
-			for _, u := range rec {
-				if u.ID == id {
-					cands = append(cands, pid)
-					break
-				}
-			}
+	return forEach(pids(), func(pid int) (Outcome, bool) {
+		if !hasUpdate(pid, id) {
+			return Outcome{}, false
 		}
-	}
-	return forEach(cands, func(pid int) Outcome {
 		if err := Undo(pid, id, opt); err != nil {
 			if procfs.Exiting(pid) {
-				return Outcome{Pid: pid, Result: "skipped", Reason: "exited"}
+				return Outcome{Pid: pid, Result: "skipped", Reason: "exited"}, true
 			}
-			return Outcome{Pid: pid, Result: "failed", Reason: oneLine(err)}
+			return Outcome{Pid: pid, Result: "failed", Reason: oneLine(err)}, true
 		}
-		return Outcome{Pid: pid, Result: "unpatched"}
+		return Outcome{Pid: pid, Result: "unpatched"}, true
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -642,6 +643,11 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 	}
 	if d := s.rec.Defined("", y.Name); len(d) > 0 {
 		return d[len(d)-1].Addr, nil
+	}
+	if strings.HasPrefix(y.Name, "livesplice_shadow_") {
+		// create carries no runtime of its own in an update built on a
+		// tree that calls it already (docs/custom-code.md).
+		return 0, fmt.Errorf("%s not found: the update uses the shadow variable runtime of the earlier update it was built on, which is not applied to this process (apply that one first)", y.Name)
 	}
 	return 0, fmt.Errorf("symbol %s not found in %s or any loaded library (the new code needs a library the process has not loaded)", y.Name, p.mod.path)
 }

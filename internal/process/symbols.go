@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"livesplice/internal/symfile"
 )
 
@@ -74,4 +76,44 @@ func GDBSymbols(pid int, dir string) (string, error) {
 		return "", err
 	}
 	return path, nil
+}
+
+// PerfMap adds the functions that applied updates placed in process pid to
+// /tmp/perf-PID.map, the file perf reads to name code in anonymous memory
+// (lines "START SIZE name", hex). Lines already there are kept, so a JIT
+// runtime's own entries survive, and running it twice adds nothing twice.
+// It returns the file's path.
+func PerfMap(pid int) (string, error) {
+	rec, mem, err := show(pid)
+	if err != nil {
+		return "", err
+	}
+	mem.f.Close()
+	path := fmt.Sprintf("/tmp/perf-%d.map", pid)
+	have := map[string]bool{}
+	if old, err := os.ReadFile(path); err == nil {
+		for _, l := range strings.Split(string(old), "\n") {
+			have[l] = true
+		}
+	}
+	var add strings.Builder
+	for _, a := range rec.Updates {
+		for _, d := range a.Defs {
+			l := fmt.Sprintf("%x %x %s [livesplice %s]", d.Addr, d.Size, d.Name, a.ID)
+			if d.Func && d.Size > 0 && !have[l] {
+				have[l] = true
+				add.WriteString(l + "\n")
+			}
+		}
+	}
+	// O_NOFOLLOW: /tmp is shared; never write through someone's symlink.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(add.String()); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
 }

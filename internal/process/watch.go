@@ -166,20 +166,11 @@ func (w *watcher) report(ev WatchEvent) {
 // and do not have it yet.
 func (w *watcher) scan() {
 	ds := w.discoveries()
-	var cands []int
-	for _, pid := range pids() {
-		for _, d := range ds {
-			if d.maps(pid) {
-				cands = append(cands, pid)
-				break
-			}
-		}
-	}
-	forEach(cands, func(pid int) Outcome {
+	forEach(pids(), func(pid int) (Outcome, bool) {
 		unlock := w.lock(pid)
 		defer unlock()
 		w.applyFiles(pid, ds, "running", "", true)
-		return Outcome{}
+		return Outcome{}, false
 	})
 }
 

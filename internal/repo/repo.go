@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -204,6 +205,46 @@ func Add(dir string, files, binaries []string, opt Options) error {
 	}
 	if !changed {
 		return nil
+	}
+	return r.publish(true, opt)
+}
+
+// Remove takes updates out of the stream (a bad update pulled): agents
+// undo them where they run. An update that a remaining one requires
+// cannot be removed alone.
+func Remove(dir string, ids []string, opt Options) error {
+	unlock, err := lockRepo(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, err := load(dir)
+	if err != nil {
+		return err
+	}
+	gone := map[string]bool{}
+	for _, id := range ids {
+		if _, ok := r.targets.Signed.Targets[FileName(id)]; !ok {
+			return fmt.Errorf("repo remove: update %s is not in the stream", id)
+		}
+		gone[id] = true
+	}
+	for name, tf := range r.targets.Signed.Targets {
+		if tf.Custom == nil || gone[strings.TrimSuffix(name, ".lsu")] {
+			continue
+		}
+		e, err := ParseEntry(*tf.Custom)
+		if err != nil {
+			return fmt.Errorf("repo remove: %s: %w", name, err)
+		}
+		for _, req := range e.Requires {
+			if gone[req] {
+				return fmt.Errorf("repo remove: update %s requires %s (remove both)", e.ID, req)
+			}
+		}
+	}
+	for id := range gone {
+		delete(r.targets.Signed.Targets, FileName(id))
 	}
 	return r.publish(true, opt)
 }
@@ -468,4 +509,27 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// Version returns the stream's version (that of targets.json) as the
+// repository in dir publishes it now.
+func Version(dir string) (int64, error) {
+	md := filepath.Join(dir, MetadataDir)
+	ts, err := metadata.Timestamp().FromFile(filepath.Join(md, "timestamp.json"))
+	if err != nil {
+		return 0, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	sv := ts.Signed.Meta["snapshot.json"]
+	if sv == nil {
+		return 0, fmt.Errorf("repository %s: timestamp.json names no snapshot", dir)
+	}
+	sn, err := metadata.Snapshot().FromFile(filepath.Join(md, fmt.Sprintf("%d.snapshot.json", sv.Version)))
+	if err != nil {
+		return 0, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	tv := sn.Signed.Meta["targets.json"]
+	if tv == nil {
+		return 0, fmt.Errorf("repository %s: snapshot names no targets", dir)
+	}
+	return tv.Version, nil
 }

@@ -1,7 +1,9 @@
 // Package server serves an update stream repository over HTTP: the
 // public metadata/ and targets/ directories and root.json, never keys/.
 // Any static web server or object store that serves the same files does
-// the same job; agents trust the signatures, not the server.
+// the same job; agents trust the signatures, not the server. With a
+// fleet database it also takes the agents' opt-in reports and shows the
+// fleet's page (package fleet).
 package server
 
 import (
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"livesplice/internal/fleet"
 	"livesplice/internal/repo"
 )
 
@@ -51,9 +54,10 @@ func (n noListing) Open(name string) (http.File, error) {
 	return f, nil
 }
 
-// Serve listens on addr and serves dir until ctx ends. ready, if not nil,
-// receives the address it listens on (addr may have port 0).
-func Serve(ctx context.Context, dir, addr string, ready func(string)) error {
+// Serve listens on addr and serves dir until ctx ends; with fleetDB (a
+// path) also the fleet report and page. ready, if not nil, receives the
+// address it listens on (addr may have port 0).
+func Serve(ctx context.Context, dir, addr, fleetDB string, ready func(string)) error {
 	if _, err := os.Stat(filepath.Join(dir, repo.RootFile)); err != nil {
 		return fmt.Errorf("serve %s: not a repository: %w (create one with 'livesplice repo init')", dir, err)
 	}
@@ -61,7 +65,23 @@ func Serve(ctx context.Context, dir, addr string, ready func(string)) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	srv := &http.Server{Handler: Handler(dir), ReadHeaderTimeout: 10 * time.Second}
+	h := Handler(dir)
+	if fleetDB != "" {
+		st, err := fleet.Open(fleetDB)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer st.Close()
+		mux := http.NewServeMux()
+		fh := fleet.Handler(st, func() int64 { v, _ := repo.Version(dir); return v })
+		mux.Handle("/fleet", fh)
+		mux.Handle("/fleet/", fh)
+		mux.Handle("/fleet.json", fh)
+		mux.Handle("/", h)
+		h = mux
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
