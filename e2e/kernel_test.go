@@ -206,6 +206,11 @@ step insmod insmod /m/busymod.ko sleep_secs=600
 step settle sleep 2
 step busy /livesplice apply --kernel --deadline 5s /u/busy.lsu
 step after-busy sh -c 'ls /sys/kernel/livepatch; cut -d" " -f1 /proc/modules; /livesplice show --kernel'
+step lockdown sh -c 'mount -t securityfs none /sys/kernel/security && echo integrity > /sys/kernel/security/lockdown'
+step locked /livesplice apply --kernel /u/one.lsu
+step sigenforce sh -c 'echo 1 > /sys/module/module/parameters/sig_enforce'
+step enforced /livesplice apply --kernel /u/one.lsu
+step after-refusals sh -c 'ls /sys/kernel/livepatch; /livesplice show --kernel'
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +220,11 @@ step after-busy sh -c 'ls /sys/kernel/livepatch; cut -d" " -f1 /proc/modules; /l
 		t.Fatalf("%v\nconsole:\n%s", err, console)
 	}
 	steps := kernellab.ParseSteps(console)
-	t.Logf("console:\n%s", console)
+	defer func() {
+		if t.Failed() {
+			t.Logf("console:\n%s", console)
+		}
+	}()
 
 	const original = "console=ttyS0 panic=-1 quiet loglevel=3\n"
 	expect := func(name string, rc int, out string) {
@@ -260,6 +269,15 @@ step after-busy sh -c 'ls /sys/kernel/livepatch; cut -d" " -f1 /proc/modules; /l
 	}
 	if s := steps["after-busy"]; strings.TrimSpace(s.Out) != "livepatch_callbacks_busymod" {
 		t.Errorf("after a reversed apply, more than the busy module is loaded or recorded:\n%s", s.Out)
+	}
+	// Unsigned modules: refused under lockdown, then with sig_enforce (both
+	// can only be raised at run time), each explained, nothing loaded.
+	expect("lockdown", 0, "")
+	expect("locked", 7, "lockdown")
+	expect("sigenforce", 0, "")
+	expect("enforced", 7, "module.sig_enforce=1")
+	if s := steps["after-refusals"]; s.RC != 0 || strings.TrimSpace(s.Out) != "" {
+		t.Errorf("after refused loads, something is loaded or recorded:\n%s", s.Out)
 	}
 }
 

@@ -273,7 +273,7 @@ func TestStream(t *testing.T) {
 				t.Fatalf("pid %s after remove: applied %q", p.pid(), got)
 			}
 		}
-		mustRun(t, "repo", "add", f.repo, f.fix2) // published again
+		mustRun(t, "repo", "add", f.repo, f.fix2, "--binary", filepath.Join(f.run, "stream_e2e_target")) // published again
 		r = f.upgrade(t, s2, srv.url)
 		if r.exit != 0 || strings.TrimSpace(r.stdout) != "stream version 4: applied 2, already applied 2, failed 0" {
 			t.Fatalf("after re-add: exit %d %q %q", r.exit, r.stdout, r.stderr)

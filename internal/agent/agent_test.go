@@ -11,6 +11,7 @@ import (
 
 	"livesplice/internal/repo"
 	"livesplice/internal/server"
+	"livesplice/internal/update"
 )
 
 // newRepo creates a repository and serves it; it returns the directory
@@ -162,4 +163,48 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted an empty path: %q", data)
 		}
 	})
+}
+
+// The example configuration shipped with the systemd units parses.
+func TestShippedConfig(t *testing.T) {
+	c, err := LoadConfig("../../packaging/systemd/livesplice.conf", true)
+	if err != nil || c.Repo == "" || !c.AutoInstall || c.Report {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// A scheduled run with auto_install off fetches and verifies into the
+// cache and touches no process; a removed update becomes revoked.
+func TestFetchOnlyAndRevoked(t *testing.T) {
+	dir, url := newRepo(t)
+	f := &update.File{ID: "agent-unit-fix", Kind: update.KindProcess, Patch: strings.Repeat("0", 64),
+		Targets: []update.Target{{Path: "agent-unit-test-target-that-never-runs"}}}
+	data, err := update.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "fix.lsu")
+	os.WriteFile(file, data, 0o644)
+	if err := repo.Add(dir, []string{file}, nil, repo.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	o := Options{Repo: url, Trust: filepath.Join(dir, repo.RootFile), State: state, FetchOnly: true, Retries: 1}
+	rep, err := Upgrade(o)
+	if err != nil || rep.Err() != nil || strings.Join(rep.Cached, ",") != "agent-unit-fix" || rep.StreamVersion != 2 {
+		t.Fatalf("fetch only: %+v %v", rep, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(state, "updates", "agent-unit-fix.lsu")); string(got) != string(data) {
+		t.Fatal("the verified file is not cached")
+	}
+	if err := repo.Remove(dir, []string{"agent-unit-fix"}, repo.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = Upgrade(o); err != nil || len(rep.Cached) != 0 {
+		t.Fatalf("after remove: %+v %v", rep, err)
+	}
+	rec, err := (&stateDir{dir: state}).read()
+	if err != nil || strings.Join(rec.Revoked, ",") != "agent-unit-fix" || len(rec.Updates) != 0 {
+		t.Fatalf("record after remove: %+v %v", rec, err)
+	}
 }

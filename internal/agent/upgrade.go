@@ -27,6 +27,10 @@ type Options struct {
 	Trust string // pinned root metadata
 	State string // state directory
 	Pid   int    // only this process; 0: every process but init
+	// Kernel also upgrades the running kernel; NoProcesses leaves the
+	// processes alone (upgrade --kernel without --pid or --all).
+	Kernel      bool
+	NoProcesses bool
 	// DryRun verifies the stream and reports what would be applied,
 	// downloading and applying nothing.
 	DryRun bool
@@ -210,9 +214,10 @@ func Upgrade(o Options) (*Report, error) {
 		files[id] = d
 		return d, nil
 	}
+	release, _ := runningKernel.Release()
 	if !o.Offline && !o.DryRun {
 		for id, c := range src.entries {
-			if c.Kind != update.KindProcess {
+			if c.Kind != update.KindProcess && !forKernel(c, release) {
 				continue
 			}
 			if _, err := fetch(id); err != nil {
@@ -242,6 +247,9 @@ func Upgrade(o Options) (*Report, error) {
 	pids := allPids()
 	if o.Pid > 0 {
 		pids = []int{o.Pid}
+	}
+	if o.NoProcesses {
+		pids = nil
 	}
 	sc := &scanner{ids: map[string]object{}}
 	now := time.Now().UTC().Format(time.RFC3339)
@@ -298,6 +306,18 @@ func Upgrade(o Options) (*Report, error) {
 			}
 		}
 	}
+	if o.Kernel {
+		outs, order := o.upgradeKernel(release, src.entries, fetch)
+		for _, out := range outs {
+			if out.Result == "failed" && errors.Is(fileErr[out.ID], ErrVerify) {
+				rep.verifyFailed = true
+			}
+		}
+		rep.Outcomes = append(rep.Outcomes, outs...)
+		if outs != nil && !o.DryRun {
+			rec.Targets["kernel@"+release] = &TargetRecord{Name: "kernel", BuildID: release, Updates: order, StreamVersion: src.version, At: now}
+		}
+	}
 	if o.DryRun {
 		return rep, nil
 	}
@@ -341,21 +361,43 @@ func matching(entries map[string]Cached, p running) ([]string, []object) {
 // on it are not tried. It returns the outcomes and every id the process
 // runs afterwards, in order.
 func (o Options) upgradeProcess(p running, matched []string, entries map[string]Cached, fetch func(string) ([]byte, error)) ([]Outcome, []string) {
-	out := func(id, result, reason string) Outcome {
-		return Outcome{Pid: p.Pid, Comm: p.Comm, ID: id, Result: result, Reason: reason}
-	}
 	shown, err := process.Show(p.Pid)
 	if err != nil {
-		return []Outcome{out(strings.Join(matched, ","), "failed", oneLine(err))}, nil
+		return []Outcome{{Pid: p.Pid, Comm: p.Comm, ID: strings.Join(matched, ","), Result: "failed", Reason: oneLine(err)}}, nil
 	}
-	applied := map[string]bool{}
 	var order []string
 	for _, u := range shown {
 		if u.Status == state.StatusApplied {
-			applied[u.ID] = true
 			order = append(order, u.ID)
 		}
 	}
+	t := chainTarget{pid: p.Pid, comm: p.Comm, order: order,
+		apply:   func(f *update.File) error { return process.Apply(p.Pid, f, o.Apply) },
+		already: func(err error) bool { return errors.Is(err, process.ErrAlreadyApplied) }}
+	return o.applyChain(t, matched, entries, fetch)
+}
+
+// chainTarget is a process or the kernel, as applyChain sees it.
+type chainTarget struct {
+	pid     int // 0: the kernel
+	comm    string
+	order   []string // the updates it runs, oldest first
+	apply   func(*update.File) error
+	already func(error) bool // the apply error that says another agent got there first
+}
+
+// applyChain applies the updates of matched a target lacks, each after
+// the updates it requires, all or nothing each; an update whose
+// requirement failed is not tried.
+func (o Options) applyChain(t chainTarget, matched []string, entries map[string]Cached, fetch func(string) ([]byte, error)) ([]Outcome, []string) {
+	out := func(id, result, reason string) Outcome {
+		return Outcome{Pid: t.pid, Comm: t.comm, ID: id, Result: result, Reason: reason}
+	}
+	applied := map[string]bool{}
+	for _, id := range t.order {
+		applied[id] = true
+	}
+	order := slices.Clone(t.order)
 	plan, bad := ordered(matched, entries, applied)
 	var outs []Outcome
 	for _, id := range matched {
@@ -384,15 +426,14 @@ func (o Options) upgradeProcess(p running, matched []string, entries map[string]
 			f, err = update.Unmarshal(data)
 		}
 		if err == nil {
-			err = process.Apply(p.Pid, f, o.Apply)
+			err = t.apply(f)
 		}
 		switch {
 		case err == nil:
-			o.logf("pid %d: applied %s", p.Pid, id)
+			o.logf("%s %d: applied %s", t.comm, t.pid, id)
 			outs = append(outs, out(id, "applied", ""))
 			order = append(order, id)
-		case errors.Is(err, process.ErrAlreadyApplied):
-			// Another agent got there first.
+		case t.already(err):
 			outs = append(outs, out(id, "already", ""))
 			order = append(order, id)
 		default:
@@ -493,5 +534,13 @@ func ordered(matched []string, entries map[string]Cached, applied map[string]boo
 	}
 	return plan, bad
 }
+
+func sortedCopy(ids []string) []string {
+	out := slices.Clone(ids)
+	sort.Strings(out)
+	return out
+}
+
+func joinSorted(ids []string) string { return strings.Join(sortedCopy(ids), ",") }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -35,7 +35,7 @@ func createDeb(cmd *cobra.Command, pkg, version, to, id, out string, keep bool, 
 	}
 	f, err := create.CreateDeb(context.Background(), o)
 	if errors.Is(err, create.ErrNothingToDo) {
-		fmt.Fprintf(cmd.OutOrStdout(), "nothing to do: %v\n", err)
+		fmt.Fprintln(cmd.OutOrStdout(), err)
 		return nil
 	}
 	if err != nil {

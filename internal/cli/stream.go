@@ -148,24 +148,20 @@ func (s *settings) resolve(c *cobra.Command) (agent.Config, error) {
 	return cfg, nil
 }
 
-// ErrKernelUnavailable: --kernel in a build without the kernel target.
-var ErrKernelUnavailable = errors.New("kernel target not available in this build")
-
 func upgradeCmd(stdout, stderr io.Writer) *cobra.Command {
 	var set settings
 	var o agent.Options
 	var all, kernel, initMode, scheduled, asJSON, verbose, report bool
 	c := &cobra.Command{
-		Use:   "upgrade [--repo URL] [--trust ROOT.json] [--state DIR] [--pid PID | --all] [--dry-run] | --init",
+		Use:   "upgrade [--repo URL] [--trust ROOT.json] [--state DIR] [--kernel] [--pid PID | --all] [--dry-run] | --init",
 		Short: "Fetch, verify and apply the updates of the stream that the running processes lack",
 		Args:  args(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if o.Pid > 0 && all {
 				return usageError{errors.New("upgrade: give --pid PID or --all, not both")}
 			}
-			if kernel {
-				return fmt.Errorf("upgrade --kernel: %w", ErrKernelUnavailable)
-			}
+			o.Kernel = kernel
+			o.NoProcesses = kernel && o.Pid == 0 && !all
 			cfg, err := set.resolve(cmd)
 			if err != nil {
 				return err
@@ -226,7 +222,7 @@ func upgradeCmd(stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().BoolVar(&all, "all", false, "every process that runs a target of the stream, but PID 1 (the default)")
 	c.Flags().BoolVar(&o.DryRun, "dry-run", false, "verify the stream and report what would be applied; change nothing")
 	c.Flags().BoolVar(&initMode, "init", false, "offline: re-apply the cached verified set (at boot, or after a process restarted)")
-	c.Flags().BoolVar(&kernel, "kernel", false, "also the running kernel")
+	c.Flags().BoolVar(&kernel, "kernel", false, "the running kernel (alone, or with the processes of --pid or --all)")
 	c.Flags().BoolVar(&scheduled, "scheduled", false, "run from a systemd unit: obey auto_install and install_on_reboot of the configuration")
 	c.Flags().BoolVar(&asJSON, "json", false, "machine-readable outcome")
 	c.Flags().BoolVar(&report, "report", false, "post the fleet report to the stream's server (as report = yes in the configuration)")
@@ -247,8 +243,9 @@ type AvailableInfo struct {
 	ID       string   `json:"id"`
 	Kind     string   `json:"kind"`
 	Requires []string `json:"requires,omitempty"`
-	Applied  []int    `json:"applied"` // pids that run it
-	Pending  []int    `json:"pending"` // pids it is for that lack it
+	Release  string   `json:"release,omitempty"` // kernel: the release it was built for
+	Applied  []int    `json:"applied"`           // pids that run it (0: the kernel)
+	Pending  []int    `json:"pending"`           // pids it is for that lack it (0: the kernel)
 }
 
 // showAvailable is show --available: the verified stream (or, without a
@@ -259,13 +256,13 @@ func showAvailable(cmd *cobra.Command, set *settings, asJSON bool, stdout io.Wri
 	if err != nil {
 		return err
 	}
-	rep, err := agent.Upgrade(agent.Options{Repo: cfg.Repo, Trust: cfg.Trust, State: cfg.State, DryRun: true, Offline: cfg.Repo == "", RetryWait: time.Second})
+	rep, err := agent.Upgrade(agent.Options{Repo: cfg.Repo, Trust: cfg.Trust, State: cfg.State, DryRun: true, Offline: cfg.Repo == "", Kernel: true, RetryWait: time.Second})
 	if err != nil {
 		return err
 	}
 	out := AvailableJSON{StreamVersion: rep.StreamVersion, Online: cfg.Repo != "", Updates: []AvailableInfo{}}
 	for _, u := range rep.Updates {
-		ai := AvailableInfo{ID: u.ID, Kind: u.Kind, Requires: u.Requires, Applied: []int{}, Pending: []int{}}
+		ai := AvailableInfo{ID: u.ID, Kind: u.Kind, Requires: u.Requires, Release: u.Release, Applied: []int{}, Pending: []int{}}
 		for _, o := range rep.Outcomes {
 			if o.ID != u.ID {
 				continue
@@ -291,15 +288,19 @@ func showAvailable(cmd *cobra.Command, set *settings, asJSON bool, stdout io.Wri
 	for _, u := range out.Updates {
 		var status []string
 		switch {
+		case u.Kind == update.KindKernel && len(u.Applied) > 0:
+			status = append(status, "applied in the kernel")
+		case u.Kind == update.KindKernel && len(u.Pending) > 0:
+			status = append(status, "pending for the kernel")
 		case u.Kind == update.KindKernel:
-			status = append(status, ErrKernelUnavailable.Error())
+			status = append(status, "for kernel "+u.Release)
 		case len(u.Applied) == 0 && len(u.Pending) == 0:
 			status = append(status, "not running here")
 		}
-		if len(u.Applied) > 0 {
+		if u.Kind == update.KindProcess && len(u.Applied) > 0 {
 			status = append(status, "applied in pids "+joinInts(u.Applied))
 		}
-		if len(u.Pending) > 0 {
+		if u.Kind == update.KindProcess && len(u.Pending) > 0 {
 			status = append(status, "pending for pids "+joinInts(u.Pending))
 		}
 		req := "-"

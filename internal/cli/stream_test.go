@@ -26,7 +26,6 @@ func TestUpgradeCommandLine(t *testing.T) {
 	}{
 		{[]string{"upgrade", "--config", "/dev/null", "--state", dir}, ExitUsage, "no update stream"},
 		{[]string{"upgrade", "--pid", "5", "--all", "--repo", "http://x"}, ExitUsage, "not both"},
-		{[]string{"upgrade", "--kernel", "--repo", "http://x"}, ExitError, "kernel target not available in this build"},
 		{[]string{"upgrade", "--config", filepath.Join(dir, "none.conf")}, ExitError, "none.conf"},
 		{[]string{"upgrade", "--config", "/dev/null", "--repo", "http://127.0.0.1:1", "--trust", filepath.Join(dir, "none.json"), "--state", dir}, ExitError, "trusted root"},
 		{[]string{"repo", "add", dir}, ExitUsage, "at least one update FILE"},

@@ -104,7 +104,7 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 			return nil, err
 		}
 		if len(patch) == 0 {
-			return nil, fmt.Errorf("%s %s changes no code of %s: %w", o.Package, o.To, version, ErrNothingToDo)
+			return nil, fmt.Errorf("%w: %s %s changes no code of %s", ErrNothingToDo, o.Package, o.To, version)
 		}
 		patchFile = filepath.Join(work, "fix.patch")
 		if err := os.WriteFile(patchFile, patch, 0o644); err != nil {
@@ -186,7 +186,7 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 	}
 	if len(f.Targets) == 0 {
 		if o.To != "" {
-			return nil, fmt.Errorf("%s %s: its code changes compile to nothing in the installed files: %w", o.Package, o.To, ErrNothingToDo)
+			return nil, fmt.Errorf("%w: the code changes of %s %s compile to nothing in the installed files", ErrNothingToDo, o.Package, o.To)
 		}
 		return nil, fmt.Errorf("%s: %w (nothing to splice into %s)", o.Patch, ErrNoChange, strings.Join(files, ", "))
 	}

@@ -75,7 +75,7 @@ func CreateKernel(ctx context.Context, o KernelOptions) (*update.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	units, err := tree.Units(ctx, files)
+	units, optional, err := tree.Units(ctx, files)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func CreateKernel(ctx context.Context, o KernelOptions) (*update.File, error) {
 			extra[filepath.Join(filepath.Dir(f), "kpatch-macros.h")] = klp.KpatchMacros
 		}
 	}
-	built, err := tree.Compile(ctx, units, patchAbs, filepath.Join(work, "post"), extra)
+	built, err := tree.Compile(ctx, units, optional, patchAbs, filepath.Join(work, "post"), extra)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPatchedFiles(t *testing.T) {
@@ -83,16 +84,21 @@ func TestUnits(t *testing.T) {
 		{[]string{"arch/x86/include/asm/bar.h"}, []string{"drivers/x/c.o"}},
 		{[]string{"drivers/x/a.c", "arch/x86/kernel/e.S", "Documentation/x.rst", "drivers/x/a.c"}, []string{"arch/x86/kernel/e.o", "drivers/x/a.o"}},
 	} {
-		got, err := tr.Units(ctx, c.files)
+		got, optional, err := tr.Units(ctx, c.files)
 		if err != nil {
 			t.Fatalf("%v: %v", c.files, err)
 		}
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%v: got %v, want %v", c.files, got, c.want)
 		}
+		for _, u := range got {
+			if fromHeader := strings.HasSuffix(c.files[0], ".h"); optional[u] != fromHeader {
+				t.Errorf("%v: unit %s optional %v", c.files, u, optional[u])
+			}
+		}
 	}
 	for _, bad := range [][]string{{"drivers/x/Makefile"}, {"Documentation/x.rst"}} {
-		if _, err := tr.Units(ctx, bad); !errors.Is(err, ErrUnsupported) {
+		if _, _, err := tr.Units(ctx, bad); !errors.Is(err, ErrUnsupported) {
 			t.Errorf("%v: want ErrUnsupported, got %v", bad, err)
 		}
 	}
@@ -118,5 +124,59 @@ func TestPrepareRefusesKernelWithoutLivepatch(t *testing.T) {
 	_, err := Prepare(context.Background(), Options{Src: filepath.Join(d, "src"), Config: filepath.Join(d, "config-6.1.0-1-amd64"), Cache: filepath.Join(d, "cache")})
 	if err == nil || !strings.Contains(err.Error(), "CONFIG_LIVEPATCH") {
 		t.Fatalf("want a refusal naming CONFIG_LIVEPATCH, got %v", err)
+	}
+}
+
+func TestSavedCommand(t *testing.T) {
+	out := t.TempDir()
+	tr := &Tree{Out: out}
+	write := func(first string) {
+		writeFiles(t, out, map[string]string{"fs/proc/.cmdline.o.cmd": first + "\n\nsource_fs/proc/cmdline.o := /src/fs/proc/cmdline.c\n"})
+	}
+	write("cmd_fs/proc/cmdline.o := gcc " + UnitCFLAGS + " -DX='\"$$(pound)\"' -o fs/proc/cmdline.o /src/fs/proc/cmdline.c $(pound)x ; ./tools/objtool/objtool fs/proc/cmdline.o")
+	c, ok := tr.savedCommand("fs/proc/cmdline.o")
+	if want := "gcc " + UnitCFLAGS + " -DX='\"$(pound)\"' -o fs/proc/cmdline.o /src/fs/proc/cmdline.c #x ; ./tools/objtool/objtool fs/proc/cmdline.o"; !ok || c != want {
+		t.Fatalf("got %q %v, want %q", c, ok, want)
+	}
+	for _, bad := range []string{
+		"cmd_fs/proc/cmdline.o := gcc -o fs/proc/cmdline.o x.c",              // other flags
+		"cmd_fs/proc/other.o := gcc " + UnitCFLAGS,                           // another unit
+		"cmd_fs/proc/cmdline.o := gcc " + UnitCFLAGS + " $(call x) -o y x.c", // a make construct
+	} {
+		write(bad)
+		if c, ok := tr.savedCommand("fs/proc/cmdline.o"); ok {
+			t.Errorf("%q: accepted as %q", bad, c)
+		}
+	}
+}
+
+func TestPreUpToDate(t *testing.T) {
+	out, src := t.TempDir(), t.TempDir()
+	tr := &Tree{Out: out, Src: src}
+	writeFiles(t, src, map[string]string{"a.c": "", "a.h": ""})
+	writeFiles(t, out, map[string]string{
+		"include/config/X": "",
+		".a.o.cmd": "cmd_a.o := gcc " + UnitCFLAGS + " -c a.c\n\nsource_a.o := " + filepath.Join(src, "a.c") +
+			"\n\ndeps_a.o := \\\n  " + filepath.Join(src, "a.h") + " \\\n    $(wildcard include/config/X) \\\n    $(wildcard include/config/MISSING) \\\n\na.o: $(deps_a.o)\n",
+	})
+	if tr.preUpToDate("a.o") {
+		t.Fatal("a missing object is up to date")
+	}
+	writeFiles(t, out, map[string]string{"a.o": "obj"})
+	old := time.Now().Add(-time.Hour)
+	for _, p := range []string{filepath.Join(src, "a.c"), filepath.Join(src, "a.h"), filepath.Join(out, "include/config/X")} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !tr.preUpToDate("a.o") {
+		t.Fatal("an object newer than its sources is not up to date")
+	}
+	now := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(src, "a.h"), now, now); err != nil {
+		t.Fatal(err)
+	}
+	if tr.preUpToDate("a.o") {
+		t.Fatal("an object older than a header it includes is up to date")
 	}
 }

@@ -31,9 +31,11 @@ type Unit struct {
 
 // Units lists the objects to compile for the files a patch touches: a
 // changed .c or .S file is its own unit; a changed header makes a unit of
-// every .c file that includes it by name (direct includes only).
-func (t *Tree) Units(ctx context.Context, files []string) ([]string, error) {
-	set := map[string]bool{}
+// every .c file that includes it by name (direct includes only). Units
+// found through a header are optional: one this config does not build may
+// not compile, and is then left out.
+func (t *Tree) Units(ctx context.Context, files []string) (units []string, optional map[string]bool, err error) {
+	set := map[string]bool{} // unit -> required
 	for _, f := range files {
 		switch ext := filepath.Ext(f); {
 		case ext == ".c" || ext == ".S":
@@ -44,28 +46,31 @@ func (t *Tree) Units(ctx context.Context, files []string) ([]string, error) {
 		case ext == ".h":
 			us, err := t.includers(ctx, f)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			for _, u := range us {
-				set[u] = true
+				set[u] = set[u] || false
 			}
 		case strings.HasPrefix(f, "Documentation/") || strings.HasPrefix(f, "tools/") || strings.HasPrefix(f, "samples/"):
 		default:
-			return nil, fmt.Errorf("%s: %w: only .c, .S and .h files can change (a Makefile or Kconfig change needs a new kernel)", f, ErrUnsupported)
+			return nil, nil, fmt.Errorf("%s: %w: only .c, .S and .h files can change (a Makefile or Kconfig change needs a new kernel)", f, ErrUnsupported)
 		}
 	}
 	if len(set) > MaxUnits {
-		return nil, fmt.Errorf("%w: the patch affects %d translation units (at most %d are compiled; a widely included header changed?)", ErrUnsupported, len(set), MaxUnits)
+		return nil, nil, fmt.Errorf("%w: the patch affects %d translation units (at most %d are compiled; a widely included header changed?)", ErrUnsupported, len(set), MaxUnits)
 	}
-	var units []string
-	for u := range set {
+	optional = map[string]bool{}
+	for u, required := range set {
 		units = append(units, u)
+		if !required {
+			optional[u] = true
+		}
 	}
 	sort.Strings(units)
 	if len(units) == 0 {
-		return nil, fmt.Errorf("%w: the patch changes no compiled file", ErrUnsupported)
+		return nil, nil, fmt.Errorf("%w: the patch changes no compiled file", ErrUnsupported)
 	}
-	return units, nil
+	return units, optional, nil
 }
 
 // includers finds the .c files that include header h by name: <a/b.h> for
@@ -107,8 +112,9 @@ func (t *Tree) includers(ctx context.Context, h string) ([]string, error) {
 // source, objects written to an overlay of the cached tree, both in a
 // private mount namespace), and returns the objects. work is an empty
 // scratch directory. extra files (paths relative to the source) are added
-// to the post source before the patch is applied.
-func (t *Tree) Compile(ctx context.Context, units []string, patchFile, work string, extra map[string][]byte) ([]Unit, error) {
+// to the post source before the patch is applied. An optional unit whose
+// pre compile fails is left out.
+func (t *Tree) Compile(ctx context.Context, units []string, optional map[string]bool, patchFile, work string, extra map[string][]byte) ([]Unit, error) {
 	unlock, err := lock(t.Out + ".lock")
 	if err != nil {
 		return nil, err
@@ -121,8 +127,21 @@ func (t *Tree) Compile(ctx context.Context, units []string, patchFile, work stri
 		}
 	}
 	if len(stale) > 0 {
-		if err := t.make(ctx, append([]string{fmt.Sprintf("-j%d", t.jobs)}, stale...)...); err != nil {
-			return nil, fmt.Errorf("compile pre units: %w", err)
+		if err := t.make(ctx, append([]string{"-k", fmt.Sprintf("-j%d", t.jobs)}, stale...)...); err != nil {
+			var kept []string
+			for _, u := range units {
+				if _, serr := os.Stat(filepath.Join(t.Out, u)); serr == nil {
+					kept = append(kept, u)
+				} else if optional[u] {
+					t.logf("%s does not compile in this configuration (not built by it?): left out", u)
+				} else {
+					return nil, fmt.Errorf("compile pre units: %w", err)
+				}
+			}
+			if len(kept) == 0 {
+				return nil, fmt.Errorf("compile pre units: %w", err)
+			}
+			units = kept
 		}
 	}
 	var res []Unit
@@ -212,14 +231,27 @@ func (t *Tree) compilePost(ctx context.Context, units []string, patchFile, work 
 	for _, u := range units {
 		rm = append(rm, filepath.Join(t.Out, u))
 	}
-	mk := append([]string{"make"}, t.makeArgs(append([]string{fmt.Sprintf("-j%d", t.jobs)}, units...)...)...)
+	// The post compile runs the pre compile's own command (kbuild's
+	// command file: gcc, then objtool), which sees the patched sources
+	// through the overlay at the same paths: no make, whose prepare checks
+	// cost more than the compile. make is the fallback.
+	build := "cd " + shellQuote(t.Out)
+	for _, u := range units {
+		c, ok := t.savedCommand(u)
+		if !ok {
+			mk := append([]string{"make"}, t.makeArgs(append([]string{fmt.Sprintf("-j%d", t.jobs)}, units...)...)...)
+			build = shellJoin(mk)
+			break
+		}
+		build += "\n" + c
+	}
 	script := strings.Join([]string{
 		"set -e",
 		fmt.Sprintf("mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s", t.Src, dirs["src-up"], dirs["src-work"], t.Src),
 		fmt.Sprintf("mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s", t.Out, dirs["out-up"], dirs["out-work"], t.Out),
 		fmt.Sprintf("patch -p1 --batch --forward --silent --no-backup-if-mismatch -d %s < %s", shellQuote(t.Src), shellQuote(patchFile)),
 		"rm -f " + shellJoin(rm),
-		shellJoin(mk),
+		build,
 	}, "\n")
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
 	var out bytes.Buffer
@@ -339,4 +371,37 @@ func notNewer(p, out string, obj os.FileInfo, wildcard bool) bool {
 		return wildcard
 	}
 	return !fi.ModTime().After(obj.ModTime())
+}
+
+// savedCommand returns the shell command kbuild last compiled unit u with,
+// from its command file (make's escapes undone), if it has a plain one.
+func (t *Tree) savedCommand(u string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(t.Out, filepath.Dir(u), "."+filepath.Base(u)+".cmd"))
+	if err != nil {
+		return "", false
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	c, ok := strings.CutPrefix(first, "cmd_"+u+" := ")
+	if !ok {
+		c, ok = strings.CutPrefix(first, "savedcmd_"+u+" := ")
+	}
+	if !ok || !strings.Contains(c, UnitCFLAGS) {
+		return "", false
+	}
+	var cmd strings.Builder
+	for i := 0; i < len(c); i++ {
+		switch {
+		case c[i] != '$':
+			cmd.WriteByte(c[i])
+		case strings.HasPrefix(c[i:], "$$"):
+			cmd.WriteByte('$')
+			i++
+		case strings.HasPrefix(c[i:], "$(pound)"):
+			cmd.WriteByte('#')
+			i += len("$(pound)") - 1
+		default:
+			return "", false // a make construct: let make run it
+		}
+	}
+	return cmd.String(), true
 }

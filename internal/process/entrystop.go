@@ -22,12 +22,14 @@ import (
 // spot, so that Apply can attach as to any process. unpark puts the bytes
 // back while the process is stopped; "jmp ." changes no register, so the
 // registers are those at the entry. Library constructors run before the
-// entry and so before the patch; a library loaded later with dlopen is
-// patched by a rescan.
+// entry and so before the patch; a process whose constructors started
+// threads is not parked (see errThreads) but patched as a running one; a
+// library loaded later with dlopen is patched by a rescan.
 
 var (
 	errPastEntry = errors.New("already past its entry point")
 	errReExec    = errors.New("exec'd again")
+	errThreads   = errors.New("it has more than one thread at its entry point")
 )
 
 // parked is a process spinning at its entry point.
@@ -107,6 +109,17 @@ func stopAtEntry(pid int, wait time.Duration) (*parked, error) {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	regs.Rip = entry
+	if tids, _ := procfs.Tasks(pid); len(tids) > 1 {
+		// Library constructors started threads. Apply runs its remote
+		// system calls at the entry point (ptrace's scratch code, safe
+		// because _start never runs again) and may let other threads
+		// run meanwhile: a thread parked there would run that code. Let
+		// it go: it is patched as a running process.
+		mem.WriteAt(pk.orig[:1], int64(entry))
+		unix.PtraceSetRegs(pid, &regs)
+		detach()
+		return nil, fmt.Errorf("process %d: %w", pid, errThreads)
+	}
 	if _, err := mem.WriteAt([]byte{0xeb, 0xfe}, int64(entry)); err != nil { // jmp .
 		undo()
 		return nil, fmt.Errorf("process %d: park at entry point: %w", pid, err)

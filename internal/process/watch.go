@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -108,6 +109,21 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 		}
 	}()
 	defer wg.Wait()
+	// At most this many new processes are handled at once (each holds a
+	// locked OS thread while it runs to its entry point).
+	handlers := make(chan struct{}, 64)
+	var scanning atomic.Bool
+	rescan := func() {
+		if !scanning.CompareAndSwap(false, true) {
+			return // one scan at a time; the running one catches up
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer scanning.Store(false)
+			w.scan()
+		}()
+	}
 	for {
 		select {
 		case ev := <-events:
@@ -117,12 +133,14 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				handlers <- struct{}{}
+				defer func() { <-handlers }()
 				w.onExec(ev.Tgid)
 			}()
 		case <-overrun:
-			w.scan() // some execs were lost: catch them as running processes
+			rescan() // some execs were lost: catch them as running processes
 		case <-tick:
-			w.scan()
+			rescan()
 		case err := <-recvDone:
 			if ctx.Err() != nil {
 				return nil

@@ -32,10 +32,11 @@ import (
 
 // The repository's directories and files, relative to its root.
 const (
-	KeysDir     = "keys"      // private keys, one PEM file per role; never served
-	RootFile    = "root.json" // the newest root, to install on machines as their trust anchor
-	MetadataDir = "metadata"  // served: N.root.json, timestamp.json, N.snapshot.json, N.targets.json
-	TargetsDir  = "targets"   // served: <sha256>.<id>.lsu
+	KeysDir     = "keys"         // private keys, one PEM file per role; never served
+	RootFile    = "root.json"    // the newest root, to install on machines as their trust anchor
+	MetadataDir = "metadata"     // served: N.root.json, timestamp.json, N.snapshot.json, N.targets.json
+	TargetsDir  = "targets"      // served: <sha256>.<id>.lsu
+	HistoryFile = "history.json" // every id ever published with its sha256 (ids are never reused); not served
 )
 
 // Roles are the four top-level TUF roles, the order they are signed in.
@@ -141,6 +142,10 @@ func Add(dir string, files, binaries []string, opt Options) error {
 	}
 	used := make([]bool, len(keys))
 	changed := false
+	hist, err := readHistory(dir)
+	if err != nil {
+		return err
+	}
 	batch := map[string]bool{}
 	for _, f := range files {
 		if u, err := update.ReadFile(f); err == nil {
@@ -164,6 +169,10 @@ func Add(dir string, files, binaries []string, opt Options) error {
 			}
 			return fmt.Errorf("repo add %s: update %s is already published with other contents (publish a fix under a new id)", path, u.ID)
 		}
+		if h, ok := hist[u.ID]; ok && h != hex.EncodeToString(sum[:]) {
+			return fmt.Errorf("repo add %s: update %s was published before with other contents (ids are never reused: publish under a new id)", path, u.ID)
+		}
+		hist[u.ID] = hex.EncodeToString(sum[:])
 		for _, req := range u.Requires {
 			if _, ok := r.targets.Signed.Targets[FileName(req)]; !ok && !batch[req] {
 				return fmt.Errorf("repo add %s: update %s requires %s, which is not in the stream (add it first or in the same command)", path, u.ID, req)
@@ -206,7 +215,34 @@ func Add(dir string, files, binaries []string, opt Options) error {
 	if !changed {
 		return nil
 	}
+	if err := writeHistory(dir, hist); err != nil {
+		return err
+	}
 	return r.publish(true, opt)
+}
+
+// readHistory reads the ids published so far with their sha256.
+func readHistory(dir string) (map[string]string, error) {
+	h := map[string]string{}
+	data, err := os.ReadFile(filepath.Join(dir, HistoryFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return h, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	if err := json.Unmarshal(data, &h); err != nil {
+		return nil, fmt.Errorf("repository %s: %s: %w", dir, HistoryFile, err)
+	}
+	return h, nil
+}
+
+func writeHistory(dir string, h map[string]string) error {
+	data, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(dir, HistoryFile), append(data, '\n'), 0o644)
 }
 
 // Remove takes updates out of the stream (a bad update pulled): agents

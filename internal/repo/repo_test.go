@@ -70,11 +70,24 @@ func TestInitAddVersions(t *testing.T) {
 	if err := Add(r, []string{a2}, nil, Options{}); err == nil || !strings.Contains(err.Error(), "already published") {
 		t.Fatalf("changed a: %v", err)
 	}
+	// Removed and published again: only with the same bytes.
+	if err := Remove(r, []string{"a"}, Options{}); err == nil || !strings.Contains(err.Error(), "b requires a") {
+		t.Fatalf("remove a under b: %v", err)
+	}
+	if err := Remove(r, []string{"a", "b"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Add(r, []string{a2}, nil, Options{}); err == nil || !strings.Contains(err.Error(), "never reused") {
+		t.Fatalf("reused id: %v", err)
+	}
+	if err := Add(r, []string{a, b}, nil, Options{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := Refresh(r, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	rp, _ = load(r)
-	if rp.targets.Signed.Version != 2 || rp.snapshot.Signed.Version != 3 || rp.timestamp.Signed.Version != 3 {
+	if rp.targets.Signed.Version != 4 || rp.snapshot.Signed.Version != 5 || rp.timestamp.Signed.Version != 5 || len(rp.targets.Signed.Targets) != 2 {
 		t.Fatalf("versions after refresh: %d %d %d", rp.targets.Signed.Version, rp.snapshot.Signed.Version, rp.timestamp.Signed.Version)
 	}
 	// Every metadata file verifies against the root.

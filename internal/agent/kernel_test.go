@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"livesplice/internal/kernel"
+	"livesplice/internal/repo"
+	"livesplice/internal/update"
+)
+
+// fakeKernel stands for the running kernel: the agent's ordering,
+// idempotence and failure handling, without a kernel to patch (the real
+// one is tested in QEMU by internal/kernel's tests).
+type fakeKernel struct {
+	release string
+	applied []string
+	fail    string
+}
+
+func (k *fakeKernel) Release() (string, error)   { return k.release, nil }
+func (k *fakeKernel) Applied() ([]string, error) { return k.applied, nil }
+func (k *fakeKernel) Apply(f *update.File, o kernel.Options) error {
+	if f.ID == k.fail {
+		return errors.New("livepatch transition did not finish")
+	}
+	k.applied = append(k.applied, f.ID)
+	return nil
+}
+
+func kernelUpdate(t *testing.T, dir, id, release string, requires ...string) string {
+	t.Helper()
+	f := &update.File{ID: id, Kind: update.KindKernel, Patch: strings.Repeat("0", 64), Requires: requires,
+		Kernel:  &update.Kernel{Release: release, ModuleName: "livesplice_" + strings.ReplaceAll(id, "-", "_"), Module: []byte("\x7fELF")},
+		Targets: []update.Target{{Path: "vmlinux"}}}
+	data, err := update.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, id+".lsu")
+	os.WriteFile(p, data, 0o644)
+	return p
+}
+
+func TestKernelTarget(t *testing.T) {
+	k := &fakeKernel{release: "6.1.0-test"}
+	defer func(old kernelTarget) { runningKernel = old }(runningKernel)
+	runningKernel = k
+	dir, url := newRepo(t)
+	tmp := t.TempDir()
+	files := []string{
+		kernelUpdate(t, tmp, "k-fix1", "6.1.0-test"),
+		kernelUpdate(t, tmp, "k-fix2", "6.1.0-test", "k-fix1"),
+		kernelUpdate(t, tmp, "k-other", "5.10.0-other"),
+	}
+	if err := repo.Add(dir, files, nil, repo.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	o := Options{Repo: url, Trust: filepath.Join(dir, repo.RootFile), State: state, Kernel: true, NoProcesses: true, Retries: 1}
+	k.fail = "k-fix1"
+	rep, err := Upgrade(o)
+	if err != nil || rep.Err() == nil || len(k.applied) != 0 {
+		t.Fatalf("failing apply: %+v %v, applied %v", rep, err, k.applied)
+	}
+	if s, _ := rep.Summary(); s != "stream version 2: applied 0, already applied 0, failed 2" || !strings.Contains(rep.Outcomes[1].Reason, "requires k-fix1, which failed") {
+		t.Fatalf("failing apply: %s %+v", s, rep.Outcomes)
+	}
+	k.fail = ""
+	rep, err = Upgrade(o)
+	if err != nil || rep.Err() != nil || strings.Join(k.applied, ",") != "k-fix1,k-fix2" {
+		t.Fatalf("upgrade: %+v %v, applied %v", rep, err, k.applied)
+	}
+	// Offline, from the cache: nothing left to do.
+	o.Offline = true
+	rep, err = Upgrade(o)
+	if s, _ := rep.Summary(); err != nil || s != "stream version 2: applied 0, already applied 2, failed 0" {
+		t.Fatalf("again: %s %v", s, err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "updates", "k-other.lsu")); err == nil {
+		t.Fatal("an update for another kernel release was cached")
+	}
+	rec, _ := (&stateDir{dir: state}).read()
+	if tr := rec.Targets["kernel@6.1.0-test"]; tr == nil || strings.Join(tr.Updates, ",") != "k-fix1,k-fix2" {
+		t.Fatalf("kernel record: %+v", rec.Targets)
+	}
+}
