@@ -6,7 +6,7 @@ GO ?= go
 # Every parser of untrusted bytes, fuzzed briefly (found crashers land in testdata/fuzz/).
 FUZZ = ./internal/update:FuzzUnmarshal ./internal/state:FuzzDecode ./internal/unwind:FuzzUnwind \
 	./internal/objdiff:FuzzLoadObject ./internal/elfsym:FuzzLoad ./internal/layout:FuzzLayout
-FUZZ += ./internal/kernel:FuzzKallsyms ./internal/kernel:FuzzKcore ./internal/kernel:FuzzNewFuncs
+FUZZ += ./internal/kernel:FuzzKallsyms ./internal/kernel:FuzzKcore ./internal/kernel:FuzzNewFuncs ./internal/kernel:FuzzMatch
 FUZZTIME ?= 5s
 
 build:

@@ -195,6 +195,8 @@ type caseSpec struct {
 		// of the case's src (which then stays unpatched): an update for
 		// another version of the program.
 		Src string `json:"src"`
+		// Requires: ids given to create --requires.
+		Requires []string `json:"requires"`
 		// ExitCode and Contains: create must refuse this patch.
 		ExitCode int    `json:"exit"`
 		Contains string `json:"contains"`
@@ -251,7 +253,11 @@ func runCase(t *testing.T, name string, extraBuild string) {
 			os.Mkdir(from, 0o755)
 			copyTree(t, filepath.Join(caseDir, u.Src), from)
 		}
-		r := run(t, "create", "--src", from, "--build", c.Build, "--id", u.ID, "-o", out, patch)
+		argv := []string{"create", "--src", from, "--build", c.Build, "--id", u.ID, "-o", out}
+		for _, q := range u.Requires {
+			argv = append(argv, "--requires", q)
+		}
+		r := run(t, append(argv, patch)...)
 		if u.ExitCode != 0 {
 			if r.exit != u.ExitCode || !strings.Contains(r.stderr, u.Contains) {
 				t.Fatalf("create %s: want exit %d and %q, got exit %d: %s", u.ID, u.ExitCode, u.Contains, r.exit, r.stderr)

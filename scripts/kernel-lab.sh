@@ -46,21 +46,35 @@ find_release() {
 	apt-cache depends linux-image-amd64 2>/dev/null |
 		awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-amd64$/ { sub(/^linux-image-/, "", $2); print $2; exit }' || true
 }
-rel=$(find_release)
-if [ -z "$rel" ]; then
-	apt-get update -qq
+find_version() {
 	rel=$(find_release)
+	pkgver=
+	pkgs=()
+	[ -n "$rel" ] || return 0
+	pkgver=$(apt-cache policy "linux-image-$rel" | awk '$1 == "Candidate:" && $2 != "(none)" { print $2; exit }')
+	abi=${rel%-amd64}                               # 6.1.0-56
+	majmin=${rel%%.*}.$(echo "$rel" | cut -d. -f2)  # 6.1
+	pkgs=("linux-image-$rel" "linux-headers-$rel" "linux-headers-$abi-common" "linux-kbuild-$majmin" "linux-source-$majmin")
+}
+have_deb() {
+	compgen -G "$lab/debs/${1}_${pkgver//:/%3a}_*.deb" >/dev/null
+}
+find_version
+missing=$([ -n "$pkgver" ] || echo yes)
+for p in "${pkgs[@]}"; do
+	[ -n "$missing" ] || have_deb "$p" || missing=yes
+done
+if [ -n "$missing" ]; then
+	# Something to download: refresh the package lists first, so that the
+	# version is today's and still in the archive.
+	apt-get update -qq
+	find_version
 fi
-[ -n "$rel" ] || { log "cannot find the release of linux-image-amd64 (apt-cache depends)"; exit 1; }
-pkgver=$(apt-cache policy "linux-image-$rel" | awk '$1 == "Candidate:" { print $2; exit }')
-[ -n "$pkgver" ] && [ "$pkgver" != "(none)" ] || { log "no candidate version of linux-image-$rel"; exit 1; }
-abi=${rel%-amd64}          # 6.1.0-56
-majmin=${rel%%.*}.$(echo "$rel" | cut -d. -f2)  # 6.1
-pkgs=("linux-image-$rel" "linux-headers-$rel" "linux-headers-$abi-common" "linux-kbuild-$majmin" "linux-source-$majmin")
+[ -n "$pkgver" ] || { log "cannot find the release of linux-image-amd64 (apt-cache depends/policy)"; exit 1; }
 
 cd "$lab/debs"
 for p in "${pkgs[@]}"; do
-	deb=$(cd "$lab/debs" && compgen -G "${p}_${pkgver//:/%3a}_*.deb" | sort | tail -n1 || true)
+	deb=$(compgen -G "${p}_${pkgver//:/%3a}_*.deb" | sort | tail -n1 || true)
 	if [ -z "$deb" ]; then
 		log "downloading $p $pkgver"
 		apt-get download -q -o APT::Sandbox::User=root "$p=$pkgver" >&2

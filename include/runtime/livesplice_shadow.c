@@ -68,6 +68,13 @@ void *livesplice_shadow_get_or_alloc(void *obj, unsigned long id, size_t size,
 	struct livesplice_shadow *s, *n;
 	if (size > (size_t)-1 - sizeof *n)
 		return NULL;
+	/* The common case, an existing shadow, costs one lookup: no malloc on
+	 * a hot path. */
+	lock();
+	s = find(obj, id);
+	unlock();
+	if (s)
+		return s->data;
 	/* Allocated outside the lock: malloc may take its own locks. */
 	n = calloc(1, sizeof *n + size);
 	if (!n)

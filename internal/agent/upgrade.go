@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"livesplice/internal/process"
+	"livesplice/internal/procfs"
 	"livesplice/internal/state"
 	"livesplice/internal/update"
 )
@@ -54,7 +55,7 @@ type Outcome struct {
 	Pid    int    `json:"pid"`
 	Comm   string `json:"comm"`
 	ID     string `json:"id"`
-	Result string `json:"result"` // "applied", "already", "would apply", "undone", "would undo", "failed"
+	Result string `json:"result"` // "applied", "already", "would apply", "undone", "would undo", "skipped" (exited), "failed"
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -92,9 +93,20 @@ func (r *Report) Summary() (string, int) {
 		sum += fmt.Sprintf(", undone %d", n["undone"])
 	}
 	if len(r.Unfetched) > 0 {
-		sum += fmt.Sprintf(", unverified %d", len(r.Unfetched))
+		sum += fmt.Sprintf(", not fetched %d", len(r.Unfetched))
 	}
-	return sum, n["failed"] + len(r.Unfetched)
+	// Failures count updates, each once: one not fetched may also have
+	// failed in several processes.
+	bad := map[string]bool{}
+	for _, o := range r.Outcomes {
+		if o.Result == "failed" {
+			bad[o.ID] = true
+		}
+	}
+	for id := range r.Unfetched {
+		bad[id] = true
+	}
+	return sum, len(bad)
 }
 
 // Err is nil when nothing failed; it wraps ErrVerify when something was
@@ -124,6 +136,20 @@ type source struct {
 	files   func(Cached) ([]byte, error)
 }
 
+// run is one agent run.
+type run struct {
+	o       Options
+	sd      *stateDir
+	rec     *Record
+	src     source
+	rep     *Report
+	revoked map[string]bool // undone wherever they run
+	files   map[string][]byte
+	fileErr map[string]error
+	release string // the running kernel's
+	now     string
+}
+
 // Upgrade runs the agent once: verify the stream (or read the cache),
 // find what each running process lacks, fetch it, apply it in order.
 func Upgrade(o Options) (*Report, error) {
@@ -137,199 +163,219 @@ func Upgrade(o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := source{version: rec.Stream.Version, entries: rec.Updates, files: sd.cachedFile}
-	// Revoked: updates this agent took from the stream before that the
-	// stream no longer lists. They are undone where they run.
-	revoked := map[string]bool{}
+	r := &run{o: o, sd: sd, rec: rec, revoked: map[string]bool{}, files: map[string][]byte{}, fileErr: map[string]error{},
+		src: source{version: rec.Stream.Version, entries: rec.Updates, files: sd.cachedFile},
+		now: time.Now().UTC().Format(time.RFC3339)}
+	r.release, _ = runningKernel.Release()
 	for _, id := range rec.Revoked {
-		revoked[id] = true
+		r.revoked[id] = true
 	}
-	var stream *Stream
 	if !o.Offline {
-		c := &client{url: o.Repo, trust: o.Trust, state: sd, retries: o.Retries, wait: o.RetryWait}
-		if c.retries == 0 {
-			c.retries = 3
-		}
-		if c.wait == 0 {
-			c.wait = time.Second
-		}
-		if stream, err = c.refresh(); err != nil {
+		if err := r.refresh(); err != nil {
 			return nil, err
 		}
-		o.logf("stream %s: version %d, %d updates", o.Repo, stream.Version, len(stream.Updates))
-		src = source{version: stream.Version, entries: map[string]Cached{}}
-		for _, a := range stream.Updates {
-			src.entries[a.ID] = Cached{Entry: a.Entry, Length: a.Length, SHA256: a.SHA256}
-		}
-		for id := range rec.Updates {
-			if _, ok := src.entries[id]; !ok {
-				revoked[id] = true
-			}
-		}
-		for id := range revoked {
-			if _, ok := src.entries[id]; ok {
-				delete(revoked, id) // published again
-			}
-		}
-		rec.Revoked = rec.Revoked[:0]
-		for id := range revoked {
-			rec.Revoked = append(rec.Revoked, id)
-		}
-		sort.Strings(rec.Revoked)
-		byID := map[string]Available{}
-		for _, a := range stream.Updates {
-			byID[a.ID] = a
-		}
-		src.files = func(c Cached) ([]byte, error) { return stream.download(byID[c.ID]) }
-		rec.Stream.URL, rec.Stream.Version = o.Repo, stream.Version
-		rec.Stream.Checked = time.Now().UTC().Format(time.RFC3339)
 	}
-	rep := &Report{StreamVersion: src.version, Outcomes: []Outcome{}, Updates: []Cached{}}
-	for _, c := range src.entries {
-		rep.Updates = append(rep.Updates, c)
+	r.rep = &Report{StreamVersion: r.src.version, Outcomes: []Outcome{}, Updates: []Cached{}}
+	for _, c := range r.src.entries {
+		r.rep.Updates = append(r.rep.Updates, c)
 	}
-	sort.Slice(rep.Updates, func(i, j int) bool { return rep.Updates[i].ID < rep.Updates[j].ID })
-
-	// The verified cache: an online run keeps every process update of the
-	// stream (so that --init can apply it to a process started later) and
-	// drops what the stream no longer has.
-	files := map[string][]byte{}
-	fileErr := map[string]error{}
-	fetch := func(id string) ([]byte, error) {
-		if d, ok := files[id]; ok {
-			return d, nil
-		}
-		if err := fileErr[id]; err != nil {
-			return nil, err
-		}
-		c, ok := src.entries[id]
-		if !ok {
-			return nil, fmt.Errorf("update %s is not in the stream", id)
-		}
-		d, err := src.files(c)
-		if err != nil {
-			fileErr[id] = err
-			return nil, err
-		}
-		files[id] = d
-		return d, nil
-	}
-	release, _ := runningKernel.Release()
+	sort.Slice(r.rep.Updates, func(i, j int) bool { return r.rep.Updates[i].ID < r.rep.Updates[j].ID })
 	if !o.Offline && !o.DryRun {
-		for id, c := range src.entries {
-			if c.Kind != update.KindProcess && !forKernel(c, release) {
-				continue
-			}
-			if _, err := fetch(id); err != nil {
-				if rep.Unfetched == nil {
-					rep.Unfetched = map[string]string{}
-				}
-				rep.Unfetched[id] = oneLine(err)
-				rep.verifyFailed = rep.verifyFailed || errors.Is(err, ErrVerify)
-				continue
-			}
-			rec.Updates[id] = c
-		}
-		for id := range rec.Updates {
-			if _, ok := src.entries[id]; !ok {
-				delete(rec.Updates, id)
-			}
-		}
+		r.fillCache()
 	}
 	for id := range rec.Updates {
-		rep.Cached = append(rep.Cached, id)
+		r.rep.Cached = append(r.rep.Cached, id)
 	}
-	sort.Strings(rep.Cached)
+	sort.Strings(r.rep.Cached)
 	if o.FetchOnly {
-		return rep, sd.write(rec)
+		return r.rep, sd.write(rec)
 	}
+	if err := r.processes(); err != nil {
+		return nil, err
+	}
+	if o.Kernel {
+		outs, order := o.upgradeKernel(r.release, r.src.entries, r.fetch)
+		r.add(outs)
+		if outs != nil && !o.DryRun {
+			rec.Targets["kernel@"+r.release] = &TargetRecord{Name: "kernel", BuildID: r.release, Updates: order, StreamVersion: r.src.version, At: r.now}
+		}
+	}
+	if o.DryRun {
+		return r.rep, nil
+	}
+	if err := sd.write(rec); err != nil {
+		return r.rep, err
+	}
+	if o.Report && !o.Offline {
+		if err := postReport(o, rec, r.rep); err != nil {
+			r.rep.ReportError = oneLine(err)
+		}
+	}
+	return r.rep, nil
+}
 
-	pids := allPids()
-	if o.Pid > 0 {
-		pids = []int{o.Pid}
+// refresh verifies the stream and makes it the run's source; the updates
+// it no longer lists that this agent took from it before are revoked.
+func (r *run) refresh() error {
+	c := &client{url: r.o.Repo, trust: r.o.Trust, state: r.sd, retries: r.o.Retries, wait: r.o.RetryWait}
+	if c.retries == 0 {
+		c.retries = 3
 	}
-	if o.NoProcesses {
+	if c.wait == 0 {
+		c.wait = time.Second
+	}
+	stream, err := c.refresh()
+	if err != nil {
+		return err
+	}
+	r.o.logf("stream %s: version %d, %d updates", r.o.Repo, stream.Version, len(stream.Updates))
+	byID := map[string]Available{}
+	r.src = source{version: stream.Version, entries: map[string]Cached{}}
+	for _, a := range stream.Updates {
+		r.src.entries[a.ID] = Cached{Entry: a.Entry, Length: a.Length, SHA256: a.SHA256}
+		byID[a.ID] = a
+	}
+	r.src.files = func(c Cached) ([]byte, error) { return stream.download(byID[c.ID]) }
+	for id := range r.rec.Updates {
+		r.revoked[id] = true
+	}
+	for id := range r.revoked {
+		if _, ok := r.src.entries[id]; ok {
+			delete(r.revoked, id) // listed, or published again
+		}
+	}
+	r.rec.Revoked = r.rec.Revoked[:0]
+	for id := range r.revoked {
+		r.rec.Revoked = append(r.rec.Revoked, id)
+	}
+	sort.Strings(r.rec.Revoked)
+	r.rec.Stream.URL, r.rec.Stream.Version = r.o.Repo, stream.Version
+	r.rec.Stream.Checked = r.now
+	return nil
+}
+
+// fetch returns an update's verified bytes, once per run.
+func (r *run) fetch(id string) ([]byte, error) {
+	if d, ok := r.files[id]; ok {
+		return d, nil
+	}
+	if err := r.fileErr[id]; err != nil {
+		return nil, err
+	}
+	c, ok := r.src.entries[id]
+	if !ok {
+		return nil, fmt.Errorf("update %s is not in the stream", id)
+	}
+	d, err := r.src.files(c)
+	if err != nil {
+		r.fileErr[id] = err
+		return nil, err
+	}
+	r.files[id] = d
+	return d, nil
+}
+
+// fillCache makes the verified cache the stream's process updates and the
+// kernel updates for the running release (so that --init can apply them
+// to a process started later, or at boot), and drops what the stream no
+// longer has.
+func (r *run) fillCache() {
+	for id, c := range r.src.entries {
+		if c.Kind != update.KindProcess && !forKernel(c, r.release) {
+			continue
+		}
+		if _, err := r.fetch(id); err != nil {
+			if r.rep.Unfetched == nil {
+				r.rep.Unfetched = map[string]string{}
+			}
+			r.rep.Unfetched[id] = oneLine(err)
+			r.rep.verifyFailed = r.rep.verifyFailed || errors.Is(err, ErrVerify)
+			continue
+		}
+		r.rec.Updates[id] = c
+	}
+	for id := range r.rec.Updates {
+		if _, ok := r.src.entries[id]; !ok {
+			delete(r.rec.Updates, id)
+		}
+	}
+}
+
+// add records outcomes; a failure caused by a file that failed
+// verification makes the run a verification failure.
+func (r *run) add(outs []Outcome) {
+	for _, out := range outs {
+		if out.Result == "failed" && errors.Is(r.fileErr[out.ID], ErrVerify) {
+			r.rep.verifyFailed = true
+		}
+	}
+	r.rep.Outcomes = append(r.rep.Outcomes, outs...)
+}
+
+// processes upgrades every process in scope (or only --pid), undoing the
+// revoked updates first, and records each target's effective version.
+func (r *run) processes() error {
+	pids := allPids()
+	if r.o.Pid > 0 {
+		pids = []int{r.o.Pid}
+	}
+	if r.o.NoProcesses {
 		pids = nil
 	}
 	sc := &scanner{ids: map[string]object{}}
-	now := time.Now().UTC().Format(time.RFC3339)
 	for _, pid := range pids {
 		p, err := sc.scan(pid)
 		if err != nil {
-			if o.Pid > 0 {
-				return nil, err
+			if r.o.Pid > 0 {
+				return err
 			}
 			continue // exited meanwhile, or not ours to read
 		}
-		if p.Patched && len(revoked) > 0 {
-			outs := o.undoRevoked(p, revoked)
-			rep.Outcomes = append(rep.Outcomes, outs...)
+		if p.Patched && len(r.revoked) > 0 {
+			outs := r.o.undoRevoked(p, r.revoked)
+			r.add(outs)
 			for _, out := range outs {
 				if out.Result != "undone" {
 					continue
 				}
-				for _, t := range rec.Targets {
+				for _, t := range r.rec.Targets {
 					t.Updates = slices.DeleteFunc(t.Updates, func(id string) bool { return id == out.ID })
 				}
 			}
 		}
-		matched, objs := matching(src.entries, p)
+		matched, objs := matching(r.src.entries, p)
 		if len(matched) == 0 {
 			continue
 		}
-		outs, applied := o.upgradeProcess(p, matched, src.entries, fetch)
-		for _, out := range outs {
-			if out.Result == "failed" && errors.Is(fileErr[out.ID], ErrVerify) {
-				rep.verifyFailed = true
-			}
+		outs, applied := r.o.upgradeProcess(p, matched, r.src.entries, r.fetch)
+		r.add(outs)
+		if !r.o.DryRun {
+			r.record(pid, objs, applied)
 		}
-		rep.Outcomes = append(rep.Outcomes, outs...)
-		if o.DryRun {
-			continue
+	}
+	return nil
+}
+
+// record notes the effective version of the target objects of a process.
+func (r *run) record(pid int, objs []object, applied []string) {
+	for _, ob := range objs {
+		t := r.rec.Targets[ob.key()]
+		if t == nil {
+			t = &TargetRecord{Name: ob.Name, BuildID: ob.BuildID}
+			r.rec.Targets[ob.key()] = t
 		}
-		for _, ob := range objs {
-			t := rec.Targets[ob.key()]
-			if t == nil {
-				t = &TargetRecord{Name: ob.Name, BuildID: ob.BuildID}
-				rec.Targets[ob.key()] = t
-			}
-			if t.At != now {
-				t.Pids = nil
-			}
-			t.Pids = append(t.Pids, pid)
-			t.At = now
-			t.StreamVersion = src.version
-			for _, id := range applied {
-				if e, ok := src.entries[id]; ok && e.Matches(ob.Name, ob.Soname, ob.BuildID) && !slices.Contains(t.Updates, id) {
-					t.Updates = append(t.Updates, id)
-				}
+		if t.At != r.now {
+			t.Pids = nil
+		}
+		t.Pids = append(t.Pids, pid)
+		t.At = r.now
+		t.StreamVersion = r.src.version
+		for _, id := range applied {
+			if e, ok := r.src.entries[id]; ok && e.Matches(ob.Name, ob.Soname, ob.BuildID) && !slices.Contains(t.Updates, id) {
+				t.Updates = append(t.Updates, id)
 			}
 		}
 	}
-	if o.Kernel {
-		outs, order := o.upgradeKernel(release, src.entries, fetch)
-		for _, out := range outs {
-			if out.Result == "failed" && errors.Is(fileErr[out.ID], ErrVerify) {
-				rep.verifyFailed = true
-			}
-		}
-		rep.Outcomes = append(rep.Outcomes, outs...)
-		if outs != nil && !o.DryRun {
-			rec.Targets["kernel@"+release] = &TargetRecord{Name: "kernel", BuildID: release, Updates: order, StreamVersion: src.version, At: now}
-		}
-	}
-	if o.DryRun {
-		return rep, nil
-	}
-	if err := sd.write(rec); err != nil {
-		return rep, err
-	}
-	if o.Report && !o.Offline {
-		if err := postReport(o, rec, rep); err != nil {
-			rep.ReportError = oneLine(err)
-		}
-	}
-	return rep, nil
 }
 
 // matching returns the ids of process updates one of p's objects is a
@@ -362,6 +408,9 @@ func matching(entries map[string]Cached, p running) ([]string, []object) {
 // runs afterwards, in order.
 func (o Options) upgradeProcess(p running, matched []string, entries map[string]Cached, fetch func(string) ([]byte, error)) ([]Outcome, []string) {
 	shown, err := process.Show(p.Pid)
+	if err != nil && procfs.Exiting(p.Pid) {
+		return nil, nil // exited since the scan
+	}
 	if err != nil {
 		return []Outcome{{Pid: p.Pid, Comm: p.Comm, ID: strings.Join(matched, ","), Result: "failed", Reason: oneLine(err)}}, nil
 	}
@@ -373,7 +422,8 @@ func (o Options) upgradeProcess(p running, matched []string, entries map[string]
 	}
 	t := chainTarget{pid: p.Pid, comm: p.Comm, order: order,
 		apply:   func(f *update.File) error { return process.Apply(p.Pid, f, o.Apply) },
-		already: func(err error) bool { return errors.Is(err, process.ErrAlreadyApplied) }}
+		already: func(err error) bool { return errors.Is(err, process.ErrAlreadyApplied) },
+		gone:    func() bool { return procfs.Exiting(p.Pid) }}
 	return o.applyChain(t, matched, entries, fetch)
 }
 
@@ -384,6 +434,7 @@ type chainTarget struct {
 	order   []string // the updates it runs, oldest first
 	apply   func(*update.File) error
 	already func(error) bool // the apply error that says another agent got there first
+	gone    func() bool      // the process exited (nil: never)
 }
 
 // applyChain applies the updates of matched a target lacks, each after
@@ -436,6 +487,8 @@ func (o Options) applyChain(t chainTarget, matched []string, entries map[string]
 		case t.already(err):
 			outs = append(outs, out(id, "already", ""))
 			order = append(order, id)
+		case t.gone != nil && t.gone():
+			return append(outs, out(id, "skipped", "exited")), order
 		default:
 			outs = append(outs, out(id, "failed", oneLine(err)))
 			failed[id] = true

@@ -130,6 +130,7 @@ func createCmd(stderr io.Writer) *cobra.Command {
 	var src, buildCmd, id, out, config, headers string
 	var debPkg, debVersion, debTo string
 	var keep, kern bool
+	var requires []string
 	c := &cobra.Command{
 		Use:   "create --src DIR [--build CMD] [--id ID] -o FILE PATCH\n  create --kernel --src LINUXSRC --config CONFIG [--headers DIR] [--id ID] -o FILE PATCH\n  create --deb SRCPKG [--version V] (PATCH | --to NEWVERSION) [--id ID] -o FILE",
 		Short: "Build an update from a source patch",
@@ -173,6 +174,7 @@ func createCmd(stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			f.Requires = append(f.Requires, requires...)
 			data, err := update.Marshal(f)
 			if err != nil {
 				return err
@@ -189,6 +191,7 @@ func createCmd(stderr io.Writer) *cobra.Command {
 	c.Flags().StringVar(&id, "id", "", "update id (default: the patch's name without extension)")
 	c.Flags().StringVarP(&out, "output", "o", "", "update file to write")
 	c.Flags().BoolVar(&keep, "keep-work", false, "keep the pre and post build trees")
+	c.Flags().StringSliceVar(&requires, "requires", nil, "`ID`s of the updates this one was built on: apply refuses it until they are applied")
 	c.Flags().BoolVar(&kern, "kernel", false, "build a livepatch update for the running Linux kernel (docs/kernel.md)")
 	c.Flags().StringVar(&config, "config", "", "with --kernel: the kernel's config (/boot/config-RELEASE)")
 	c.Flags().StringVar(&headers, "headers", "", "with --kernel: the kernel's linux-headers directory (release, Module.symvers)")

@@ -193,3 +193,19 @@ func TestMatchLearnsStatics(t *testing.T) {
 		t.Error("a static at the wrong address matched")
 	}
 }
+
+// FuzzMatch: no running code, however odd, makes the matcher fail other
+// than with an error.
+func FuzzMatch(f *testing.F) {
+	f.Add(preCmdline().Data, runningCmdline(), uint8(0x11), uint8(4), uint8(2))
+	f.Add([]byte{0x0f, 0x1f, 0x00, 0xc3}, []byte{0x0f, 0xae, 0xe8, 0xc3}, uint8(0), uint8(0), uint8(0))
+	f.Fuzz(func(t *testing.T, pre, run []byte, off, typ, sym uint8) {
+		m := newMatcher(t)
+		code := &update.Code{Data: pre}
+		r := update.Reloc{Offset: uint64(off), Type: uint32(typ), Symbol: int(sym) % len(matchSyms), Addend: -4}
+		if w := update.RelocWidth(r.Type); w > 0 && int(off)+w <= len(pre) {
+			code.Relocs = []update.Reloc{r}
+		}
+		_, _ = m.match(code, fnAddr, run)
+	})
+}

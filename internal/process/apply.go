@@ -59,6 +59,11 @@ func apply(pid int, f *update.File, opt Options) error {
 	if _, a := s.rec.Find(f.ID); a != nil {
 		return fmt.Errorf("update %s: %w to process %d", f.ID, ErrAlreadyApplied, pid)
 	}
+	for _, r := range f.Requires {
+		if _, a := s.rec.Find(r); a == nil {
+			return fmt.Errorf("update %s requires %s: %w to process %d; apply %s first", f.ID, r, ErrNotApplied, pid, r)
+		}
+	}
 	fault.Point("apply:attached")
 	var plans []*plan
 	rollback := func() {

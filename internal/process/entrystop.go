@@ -39,10 +39,12 @@ type parked struct {
 	orig  [2]byte
 }
 
-// stopAtEntry seizes pid and runs it to its entry point, then parks it
-// there. It returns errPastEntry (and lets the process go untouched) if
-// the entry has run already. wait bounds how long the loader may take.
-func stopAtEntry(pid int, wait time.Duration) (*parked, error) {
+// stopAtEntry seizes pid and runs it to its entry point; there, if want
+// (called while it is stopped) says so, it parks it, else lets it go on
+// (and returns nil, nil). It returns errPastEntry (and lets the process go
+// untouched) if the entry has run already. wait bounds how long the loader
+// may take.
+func stopAtEntry(pid int, wait time.Duration, want func() bool) (*parked, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := seize(pid, unix.PTRACE_O_TRACEEXEC); err != nil {
@@ -109,6 +111,12 @@ func stopAtEntry(pid int, wait time.Duration) (*parked, error) {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	regs.Rip = entry
+	if !want() {
+		mem.WriteAt(pk.orig[:1], int64(entry))
+		unix.PtraceSetRegs(pid, &regs)
+		detach()
+		return nil, nil
+	}
 	if tids, _ := procfs.Tasks(pid); len(tids) > 1 {
 		// Library constructors started threads. Apply runs its remote
 		// system calls at the entry point (ptrace's scratch code, safe
@@ -177,7 +185,9 @@ func seize(pid, opts int) error {
 // blocking, so that a deadline holds).
 func waitPid(pid int, deadline time.Time) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
-	pause := 200 * time.Microsecond
+	// Short sleeps first: the loader reaches the entry point within a
+	// few milliseconds, and the process waits for us once it has.
+	pause := 20 * time.Microsecond
 	for {
 		got, err := unix.Wait4(pid, &ws, unix.WALL|unix.WNOHANG, nil)
 		if err == unix.EINTR {
@@ -196,8 +206,8 @@ func waitPid(pid int, deadline time.Time) (unix.WaitStatus, error) {
 			return ws, fmt.Errorf("process %d: %w", pid, os.ErrDeadlineExceeded)
 		}
 		time.Sleep(pause)
-		if pause < 5*time.Millisecond {
-			pause *= 2
+		if pause < time.Millisecond {
+			pause += pause / 4
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
 	"livesplice/internal/update"
@@ -17,8 +19,9 @@ var ErrHook = errors.New("hook failed")
 // HookError is a hook that vetoed or failed.
 type HookError struct {
 	Kind, Name string
-	Ret        int32 // a veto's return value
-	Err        error // nil for a veto
+	Addr       uint64 // the hook's address in the target
+	Ret        int32  // a veto's return value
+	Err        error  // nil for a veto
 	Timeout    time.Duration
 }
 
@@ -28,6 +31,14 @@ func (e *HookError) Error() string {
 		return fmt.Sprintf("%s hook %s vetoed it (returned %d)", e.Kind, e.Name, e.Ret)
 	case errors.Is(e.Err, ptrace.ErrTimeout):
 		return fmt.Sprintf("%s hook %s did not return within %v (it was interrupted; it may have left a lock held or its work half done)", e.Kind, e.Name, e.Timeout)
+	}
+	var fe *ptrace.FaultError
+	if errors.As(e.Err, &fe) {
+		where := fmt.Sprintf("pc %#x", fe.PC)
+		if fe.PC >= e.Addr && fe.PC-e.Addr < 1<<20 {
+			where = fmt.Sprintf("%s+%#x", e.Name, fe.PC-e.Addr)
+		}
+		return fmt.Sprintf("%s hook %s crashed: %s (fault address %#x) at %s", e.Kind, e.Name, unix.SignalName(fe.Signal), fe.Addr, where)
 	}
 	return fmt.Sprintf("%s hook %s failed: %v", e.Kind, e.Name, e.Err)
 }
@@ -65,7 +76,7 @@ func (s *session) callHooks(hooks []state.Hook, kind string) error {
 		s.opt.logf("calling %s hook %s at %#x", kind, h.Name, h.Addr)
 		rax, err := s.p.Call(h.Addr, s.opt.hookTimeout())
 		if err != nil {
-			return &HookError{Kind: kind, Name: h.Name, Err: err, Timeout: s.opt.hookTimeout()}
+			return &HookError{Kind: kind, Name: h.Name, Addr: h.Addr, Err: err, Timeout: s.opt.hookTimeout()}
 		}
 		if update.HookVetoes(kind) && int32(rax) != 0 {
 			return &HookError{Kind: kind, Name: h.Name, Ret: int32(rax)}

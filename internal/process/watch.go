@@ -269,8 +269,24 @@ func (w *watcher) onExec(pid int) {
 	if !want {
 		return
 	}
-	pk, err := stopAtEntry(pid, w.opt.deadline())
+	// At the entry point: is a target mapped now that the loader is done?
+	mapsTarget := func() bool {
+		maps, err := procfs.ReadMaps(pid)
+		if err != nil {
+			return false
+		}
+		mods := modules(maps)
+		for _, d := range ds {
+			if d.mapsIn(pid, mods) {
+				return true
+			}
+		}
+		return false
+	}
+	pk, err := stopAtEntry(pid, w.opt.deadline(), mapsTarget)
 	switch {
+	case err == nil && pk == nil:
+		// No target among its libraries: it went on at once.
 	case err == nil:
 		w.applyFiles(pid, ds, "entry", "", false)
 		if err := pk.unpark(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -525,7 +526,11 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, req int,
 			// Ignoring a fault would re-execute the faulting instruction
 			// for ever; injected code's faults never happened once its
 			// registers are restored.
-			return fail(fmt.Errorf("%s at %#x", unix.SignalName(unix.Signal(sig)), r.Rip))
+			fe := &FaultError{Signal: unix.Signal(sig), PC: r.Rip}
+			if si, err := getSiginfo(tid); err == nil {
+				fe.Addr = *(*uint64)(unsafe.Add(unsafe.Pointer(&si), 16)) // si_addr
+			}
+			return fail(fe)
 		case kind == kindSignal:
 			p.recordSignal(t, sig)
 		}
@@ -536,4 +541,17 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, req int,
 			return fail(err)
 		}
 	}
+}
+
+// FaultError is a fault (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP) of code
+// called in the target; its registers were restored, so for the program
+// it never happened.
+type FaultError struct {
+	Signal unix.Signal
+	Addr   uint64 // si_addr: the faulting address (or instruction)
+	PC     uint64
+}
+
+func (e *FaultError) Error() string {
+	return fmt.Sprintf("%s (fault address %#x) at pc %#x", unix.SignalName(e.Signal), e.Addr, e.PC)
 }
