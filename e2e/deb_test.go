@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"livesplice/internal/update"
 )
@@ -299,4 +300,35 @@ func TestDebTo(t *testing.T) {
 	wantDeb(t, ps, true, "after apply --all")
 	mustRun(t, "undo", "--all", f.ID)
 	wantDeb(t, ps, false, "after undo --all")
+}
+
+// BenchmarkDebCreate compares create --deb (pre, post and the symbol
+// rebuild) with a plain Debian build of the package (dpkg-buildpackage
+// -b, tests skipped as create skips them): the ratio is the cost of a
+// live update over a package rebuild.
+//
+//	go test -run '^$' -bench DebCreate -benchtime 1x ./e2e/
+func BenchmarkDebCreate(b *testing.B) {
+	if os.Getuid() != 0 {
+		b.Skip("needs root")
+	}
+	caseDir, _ := filepath.Abs("testdata/deb")
+	v, err := exec.Command("dpkg-query", "-W", "-f", "${source:Version}", "libcjson1").Output()
+	if err != nil {
+		b.Skip("libcjson1 not installed")
+	}
+	var plain, create time.Duration
+	for i := 0; i < b.N; i++ {
+		work := b.TempDir()
+		sh(b, work, fmt.Sprintf("apt-get source -q --only-source %s=%s >/dev/null 2>&1", debSource, v))
+		start := time.Now()
+		sh(b, work, "cd "+debSource+"-* && DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -b -uc -us >/dev/null 2>&1")
+		plain += time.Since(start)
+		start = time.Now()
+		mustRun(b, "create", "--deb", debSource, "-o", filepath.Join(work, "fix.lsu"), filepath.Join(caseDir, "fix.patch"))
+		create += time.Since(start)
+	}
+	b.ReportMetric(plain.Seconds()/float64(b.N), "plain-s/op")
+	b.ReportMetric(create.Seconds()/float64(b.N), "create-s/op")
+	b.ReportMetric(create.Seconds()/plain.Seconds(), "create/plain")
 }

@@ -17,7 +17,6 @@ import (
 
 	"livesplice/internal/repo"
 	"livesplice/internal/server"
-	"livesplice/internal/update"
 )
 
 // The update stream end to end: a repository, `livesplice serve` as a real
@@ -48,20 +47,7 @@ func newStreamFixture(t *testing.T) *streamFixture {
 	f.fix2 = filepath.Join(f.work, "fix2.lsu")
 	mustRun(t, "create", "--src", src, "--id", "stream-e2e-fix1", "-o", f.fix1, filepath.Join(caseDir, "fix1.patch"))
 	sh(t, src, "patch -s -p1 < "+filepath.Join(caseDir, "fix1.patch"))
-	mustRun(t, "create", "--src", src, "--id", "stream-e2e-fix2", "-o", f.fix2, filepath.Join(caseDir, "fix2.patch"))
-	// fix2 was built on fix1's code: say so in the update.
-	u, err := update.ReadFile(f.fix2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Requires = []string{"stream-e2e-fix1"}
-	data, err := update.Marshal(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(f.fix2, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	mustRun(t, "create", "--src", src, "--id", "stream-e2e-fix2", "--requires", "stream-e2e-fix1", "-o", f.fix2, filepath.Join(caseDir, "fix2.patch"))
 	f.repo = filepath.Join(f.work, "repo")
 	mustRun(t, "repo", "init", f.repo)
 	mustRun(t, "repo", "add", f.repo, f.fix1, f.fix2, "--binary", filepath.Join(f.run, "stream_e2e_target"))
@@ -277,6 +263,14 @@ func TestStream(t *testing.T) {
 		r = f.upgrade(t, s2, srv.url)
 		if r.exit != 0 || strings.TrimSpace(r.stdout) != "stream version 4: applied 2, already applied 2, failed 0" {
 			t.Fatalf("after re-add: exit %d %q %q", r.exit, r.stdout, r.stderr)
+		}
+
+		// Keys rotated: the agent follows the new root, signed by the old.
+		mustRun(t, "repo", "rotate-key", f.repo, "root")
+		mustRun(t, "repo", "rotate-key", f.repo, "timestamp")
+		r = f.upgrade(t, s2, srv.url)
+		if r.exit != 0 || strings.TrimSpace(r.stdout) != "stream version 6: applied 0, already applied 4, failed 0" {
+			t.Fatalf("after key rotation: exit %d %q %q", r.exit, r.stdout, r.stderr)
 		}
 
 		// The process restarts and the server is gone: --init applies the

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"livesplice/internal/klp"
 	"livesplice/internal/objdiff"
 	"livesplice/internal/update"
 )
@@ -132,6 +133,23 @@ func TestCreateKernelCmdline(t *testing.T) {
 		t.Errorf("vermagic %q is not for release %s", out, f.Kernel.Release)
 	}
 	klpRelocs(t, f.Kernel.Module, ".klp.rela.vmlinux.text.cmdline_proc_show", ".klp.sym.vmlinux.saved_command_line,0")
+
+	// apply may set the positions it learned by run-pre matching.
+	fs, err := klp.Funcs(f.Kernel.Module)
+	if err != nil || len(fs) != 1 || fs[0].Object != "vmlinux" || fs[0].Name != "cmdline_proc_show" || fs[0].Sympos != 0 {
+		t.Fatalf("module functions: %+v %v", fs, err)
+	}
+	m, err := klp.SetFuncSympos(f.Kernel.Module, "vmlinux", "cmdline_proc_show", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs, err = klp.Funcs(m); err != nil || fs[0].Sympos != 2 {
+		t.Fatalf("old_sympos not set: %+v %v", fs, err)
+	}
+	if m, err = klp.SetSymbolSympos(m, "vmlinux", "saved_command_line", 3); err != nil {
+		t.Fatal(err)
+	}
+	klpRelocs(t, m, ".klp.rela.vmlinux.text.cmdline_proc_show", ".klp.sym.vmlinux.saved_command_line,3")
 }
 
 // klpRelocs checks that the module's livepatch relocation section sec is

@@ -270,7 +270,7 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 			want[fn.Name] = true
 		}
 	}
-	news, err := NewFuncs(f.Kernel.Module, want)
+	klpFuncs, err := NewFuncs(f.Kernel.Module, want)
 	if err != nil {
 		return nil, err
 	}
@@ -287,12 +287,24 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 			if fn.Status != update.StatusReplaced {
 				continue
 			}
-			pf := PatchedFunc{Object: t.Path, Name: fn.Name, Sympos: sympos(fn), New: news[fn.Name]}
+			pf := PatchedFunc{Object: t.Path, Name: fn.Name}
+			var kfs []KlpFunc
+			for _, kf := range klpFuncs {
+				if kf.Old == fn.Name {
+					kfs = append(kfs, kf)
+				}
+			}
+			if len(kfs) > 1 {
+				return nil, fmt.Errorf("run-pre match %s: %w: the module replaces %d functions of that name", fn.Name, runpre.ErrAmbiguous, len(kfs))
+			}
+			if len(kfs) == 1 {
+				pf.New, pf.Sympos = kfs[0].New, kfs[0].Sympos
+			}
 			out = append(out, pf)
 			if obj != "" && !ks.HasModule(obj) {
 				continue
 			}
-			addr, err := h.matchFunc(m, t, fn, ks, mem, recs)
+			addr, err := h.matchFunc(m, t, fn, pf.Sympos, ks, mem, recs)
 			if err != nil {
 				return nil, err
 			}
@@ -311,29 +323,30 @@ func objectModule(path string) string {
 }
 
 // matchFunc finds where fn runs and proves it is fn's pre code.
-func (h *Host) matchFunc(m *matcher, t *update.Target, fn update.Function, ks *Kallsyms, mem *Kcore, recs []record) (uint64, error) {
+// sympos is the module's old_sympos for it: which of the same-named text
+// symbols of the object livepatch will patch (0: the name must be unique).
+func (h *Host) matchFunc(m *matcher, t *update.Target, fn update.Function, sympos int, ks *Kallsyms, mem *Kcore, recs []record) (uint64, error) {
 	y := t.Symbols[fn.Symbol]
-	var defs []Sym
-	for _, s := range ks.Lookup(y.Name, m.module) {
-		if s.IsText() {
-			defs = append(defs, s)
-		}
-	}
+	// livepatch counts sympos among every symbol of the name in the object.
+	defs := ks.Lookup(y.Name, m.module)
 	switch {
 	case len(defs) == 0:
 		return 0, fmt.Errorf("run-pre match %s: %w (no such function in %s)", fn.Name, runpre.ErrNotFound, t.Path)
-	case sympos(fn) > 0:
-		if sympos(fn) > len(defs) {
-			return 0, fmt.Errorf("run-pre match %s: %w (sympos %d, %s has %d)", fn.Name, runpre.ErrNotFound, sympos(fn), t.Path, len(defs))
+	case sympos > 0:
+		if sympos > len(defs) {
+			return 0, fmt.Errorf("run-pre match %s: %w (sympos %d, %s has %d)", fn.Name, runpre.ErrNotFound, sympos, t.Path, len(defs))
 		}
-		defs = defs[sympos(fn)-1 : sympos(fn)]
+		defs = defs[sympos-1 : sympos]
 	case len(defs) > 1:
-		return 0, fmt.Errorf("run-pre match %s: %w: %d functions of that name in %s and the update gives no sympos", fn.Name, runpre.ErrAmbiguous, len(defs), t.Path)
+		return 0, fmt.Errorf("run-pre match %s: %w: %d symbols of that name in %s and the module gives no sympos", fn.Name, runpre.ErrAmbiguous, len(defs), t.Path)
+	}
+	if !defs[0].IsText() {
+		return 0, fmt.Errorf("run-pre match %s: %w (the symbol in %s is not code)", fn.Name, runpre.ErrNotFound, t.Path)
 	}
 	addr := defs[0].Addr
 	where := t.Path
 	// Stacking: the code that runs is the newest loaded replacement.
-	if r, nf, ok := h.replacedBy(recs, t.Path, fn); ok {
+	if r, nf, ok := h.replacedBy(recs, t.Path, fn.Name, sympos); ok {
 		cands := ks.Lookup(nf, r.Module)
 		if len(cands) != 1 {
 			return 0, fmt.Errorf("run-pre match %s: replaced by update %s, whose replacement %s is not found once in module %s: %w", fn.Name, r.ID, nf, r.Module, runpre.ErrNotFound)
@@ -357,7 +370,7 @@ func (h *Host) matchFunc(m *matcher, t *update.Target, fn update.Function, ks *K
 }
 
 // replacedBy finds the newest loaded update that replaces fn of object.
-func (h *Host) replacedBy(recs []record, object string, fn update.Function) (record, string, bool) {
+func (h *Host) replacedBy(recs []record, object, name string, sympos int) (record, string, bool) {
 	for i := len(recs) - 1; i >= 0; i-- {
 		r := recs[i]
 		if !h.patchLoaded(r.Module) {
@@ -367,7 +380,7 @@ func (h *Host) replacedBy(recs []record, object string, fn update.Function) (rec
 			continue
 		}
 		for _, pf := range r.Funcs {
-			if pf.Object == object && pf.Name == fn.Name && pf.Sympos == sympos(fn) && pf.New != "" {
+			if pf.Object == object && pf.Name == name && pf.Sympos == sympos && pf.New != "" {
 				return r, pf.New, true
 			}
 		}
@@ -497,8 +510,3 @@ func (h *Host) Show() ([]Shown, error) {
 	}
 	return out, nil
 }
-
-// sympos is the position of a replaced function among the same-named
-// symbols of its object in kallsyms order (livepatch's old_sympos); 0 means
-// the name must be unique. The update format has no such field yet.
-func sympos(update.Function) int { return 0 }

@@ -7,15 +7,22 @@ import (
 	"fmt"
 )
 
+// KlpFunc is one struct klp_func of a livepatch module.
+type KlpFunc struct {
+	Old    string // the replaced function
+	New    string // the replacement's symbol in the module
+	Sympos int    // old_sympos: which same-named symbol (0: the name is unique)
+}
+
 // NewFuncs reads from a livepatch module (.ko) which function of the module
 // replaces which kernel function: each struct klp_func starts with
-// {const char *old_name; void *new_func; ...}, so in the module's
-// relocations a pointer to a string naming an old function is followed, 8
-// bytes on, by a pointer to the new function. Only names in want are
-// reported (old name -> new function's symbol name). A stacked update uses
-// this to find, in the module of the update below it, the code it was built
-// on.
-func NewFuncs(ko []byte, want map[string]bool) (map[string]string, error) {
+// {const char *old_name; void *new_func; unsigned long old_sympos; ...}, so
+// in the module's relocations a pointer to a string naming an old function
+// is followed, 8 bytes on, by a pointer to the new function, and 8 bytes
+// further lies the sympos. Only names in want are reported. Apply matches
+// the symbol the module will patch (its sympos), and a stacked update uses
+// the new function's name to find the code it was built on.
+func NewFuncs(ko []byte, want map[string]bool) ([]KlpFunc, error) {
 	ef, err := elf.NewFile(bytes.NewReader(ko))
 	if err != nil {
 		return nil, fmt.Errorf("livepatch module: %w", err)
@@ -28,7 +35,7 @@ func NewFuncs(ko []byte, want map[string]bool) (map[string]string, error) {
 		sym    int // index into syms
 		addend int64
 	}
-	out := map[string]string{}
+	var out []KlpFunc
 	for _, rs := range ef.Sections {
 		if rs.Type != elf.SHT_RELA || int(rs.Info) >= len(ef.Sections) || int(rs.Link) >= len(ef.Sections) {
 			continue
@@ -40,6 +47,10 @@ func NewFuncs(ko []byte, want map[string]bool) (map[string]string, error) {
 		data, err := rs.Data()
 		if err != nil {
 			continue
+		}
+		var tdata []byte
+		if tgt.Type == elf.SHT_PROGBITS {
+			tdata, _ = tgt.Data()
 		}
 		at := map[uint64]ref{}
 		for k := 0; k+24 <= len(data); k += 24 {
@@ -61,9 +72,17 @@ func NewFuncs(ko []byte, want map[string]bool) (map[string]string, error) {
 			if !ok || !want[old] {
 				continue
 			}
-			if name, ok := funcAt(syms, nf.sym, nf.addend); ok {
-				out[old] = name
+			name, ok := funcAt(syms, nf.sym, nf.addend)
+			if !ok {
+				continue
 			}
+			kf := KlpFunc{Old: old, New: name}
+			if _, reloc := at[off+16]; !reloc && off+24 <= uint64(len(tdata)) {
+				if v := binary.LittleEndian.Uint64(tdata[off+16:]); v < 1<<20 {
+					kf.Sympos = int(v)
+				}
+			}
+			out = append(out, kf)
 		}
 	}
 	return out, nil

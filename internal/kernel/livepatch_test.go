@@ -1,12 +1,16 @@
 package kernel
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"livesplice/internal/runpre"
+	"livesplice/internal/update"
 )
 
 // fakeHost is a /proc, /sys and record directory in a temporary directory.
@@ -113,4 +117,32 @@ func TestLock(t *testing.T) {
 		t.Fatalf("lock after unlock: %v", err)
 	}
 	unlock2()
+}
+
+// Two statics of one name: only the module's sympos says which one is
+// patched, and that one must match.
+func TestMatchFuncSympos(t *testing.T) {
+	const a1, a2 = 0xffffffff81100000, 0xffffffff81200000
+	ks, err := ParseKallsyms(strings.NewReader("ffffffff81100000 t show_val\nffffffff81200000 t show_val\nffffffff81300000 T other\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := NewKcore(bytes.NewReader(coreFile(map[uint64][]byte{
+		a1: {0x31, 0xc0, 0xc3, 0xcc}, // xor %eax,%eax; ret
+		a2: {0xb0, 0x01, 0xc3, 0xcc}, // mov $1,%al; ret
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &update.Target{Path: "vmlinux", Symbols: []update.Symbol{{Kind: update.SymLocal, Name: "show_val"}},
+		Functions: []update.Function{{Name: "show_val", Status: update.StatusReplaced, Symbol: 0, Section: -1,
+			Pre: &update.Code{Data: []byte{0xb0, 0x01, 0xc3}}}}}
+	h := fakeHost(t)
+	for sympos, want := range map[int]error{0: runpre.ErrAmbiguous, 1: runpre.ErrMismatch, 2: nil, 3: runpre.ErrNotFound} {
+		m := &matcher{ks: ks, syms: tg.Symbols, known: map[int]uint64{}}
+		addr, err := h.matchFunc(m, tg, tg.Functions[0], sympos, ks, mem, nil)
+		if !errors.Is(err, want) || (want == nil && addr != a2) {
+			t.Errorf("sympos %d: %#x, %v; want %v", sympos, addr, err, want)
+		}
+	}
 }

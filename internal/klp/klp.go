@@ -11,6 +11,7 @@
 package klp
 
 import (
+	"bytes"
 	"debug/elf"
 	_ "embed"
 	"errors"
@@ -85,6 +86,9 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 		}
 		if t == nil {
 			continue
+		}
+		if err := movedVariables(u, t); err != nil {
+			return nil, err
 		}
 		if err := m.addUnit(u, t); err != nil {
 			return nil, err
@@ -190,4 +194,44 @@ func elfFlags(kind string) (elf.SectionType, elf.SectionFlag) {
 // that create does not take apart.
 func textSection(name string) bool {
 	return strings.HasPrefix(name, ".text.") && !strings.HasPrefix(name, ".text..")
+}
+
+// movedVariables refuses new data that is an existing variable under the
+// same name: a variable whose initial value changed from or to zero moves
+// between .bss.<name> and .data.<name>, which the differ sees as a new
+// variable; the new code would use a fresh copy while the kernel's keeps
+// its state.
+func movedVariables(u Unit, t *update.Target) error {
+	f, err := elf.NewFile(bytes.NewReader(u.Pre))
+	if err != nil {
+		return fmt.Errorf("%s: %w", u.Rel, err)
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		return fmt.Errorf("%s: symbols: %w", u.Rel, err)
+	}
+	pre := map[string]string{} // variable name -> its pre section
+	file := u.Rel
+	for _, y := range syms {
+		if elf.ST_TYPE(y.Info) == elf.STT_FILE && file == u.Rel {
+			file = y.Name
+		}
+		if elf.ST_TYPE(y.Info) != elf.STT_OBJECT || y.Section == elf.SHN_UNDEF || int(y.Section) >= len(f.Sections) {
+			continue
+		}
+		if s := f.Sections[y.Section]; s.Flags&elf.SHF_WRITE != 0 && s.Flags&elf.SHF_ALLOC != 0 {
+			pre[y.Name] = s.Name
+		}
+	}
+	for _, s := range t.Sections {
+		if s.Kind != update.KindData && s.Kind != update.KindBss {
+			continue
+		}
+		for _, d := range s.Defs {
+			if ps, ok := pre[d.Name]; ok && !d.Func && ps != s.Name {
+				return refused(file, d.Name, "initial value of an existing variable changed (it moved from %s to %s); the running kernel already holds its value", ps, s.Name)
+			}
+		}
+	}
+	return nil
 }

@@ -22,6 +22,7 @@ const kernelish = `
 extern int printk(const char *fmt, ...);
 extern int hidden_counter;
 static int table[4] = {1, 2, 3, TABLE3};
+int counter COUNTER; /* a global: the differ sees .data.counter as new */
 static __attribute__((noinline)) int helper(int x) { return x * 3 + hidden_counter; }
 int show(int v)
 {
@@ -31,7 +32,7 @@ int show(int v)
 	EXTRA
 	return helper(v) + table[v & 3] + hidden_counter;
 }
-void set(int i, int v) { table[i & 3] = v; }
+void set(int i, int v) { table[i & 3] = v; counter++; }
 CALLBACK
 `
 
@@ -44,7 +45,7 @@ const paraEntry = `".pushsection .parainstructions,\"a\"\n .balign 8\n .quad 1b\
 
 // compile builds kernelish with the given macros, as kbuild would with
 // -ffunction-sections -fdata-sections.
-func compile(t *testing.T, defs ...string) []byte {
+func compile(t testing.TB, defs ...string) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "unit.c")
@@ -66,7 +67,7 @@ func compile(t *testing.T, defs ...string) []byte {
 	return b
 }
 
-var base = []string{"TABLE3=4", "ALT=", "EXTRA=", "CALLBACK="}
+var base = []string{"TABLE3=4", "ALT=", "EXTRA=", "CALLBACK=", "COUNTER="}
 
 func with(over ...string) []string {
 	m := map[string]string{}
@@ -349,5 +350,70 @@ func TestKpatchMacrosHeader(t *testing.T) {
 		if !bytes.Contains(KpatchMacros, []byte(m)) {
 			t.Errorf("kpatch-macros.h lacks %s", m)
 		}
+	}
+}
+
+// symposUnit mimics the stub's table of old_sympos fields.
+const symposUnit = `
+struct klp_func_like { const char *old_name; void *new_func; unsigned long old_sympos; };
+static struct klp_func_like funcs[] = { { "show", 0, 0 }, { "other", 0, 0 }, { 0 } };
+struct livesplice_sympos { const char *object, *name; unsigned long *sympos; };
+static const struct livesplice_sympos tab[] __attribute__((used, section(".livesplice.sympos"))) = {
+	{ "vmlinux", "show", &funcs[0].old_sympos },
+	{ "ext4", "other", &funcs[1].old_sympos },
+};
+void *keep(void) { return funcs; }
+`
+
+func TestSympos(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "s.c"), []byte(symposUnit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-O2", "-c", "-fdata-sections", "-o", filepath.Join(dir, "s.o"), filepath.Join(dir, "s.c")).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	ko, err := os.ReadFile(filepath.Join(dir, "s.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := Funcs(ko)
+	if err != nil || len(fs) != 2 || fs[0].Object != "vmlinux" || fs[0].Name != "show" || fs[1].Object != "ext4" || fs[1].Name != "other" {
+		t.Fatalf("Funcs: %+v %v", fs, err)
+	}
+	m, err := SetFuncSympos(ko, "ext4", "other", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs, err = Funcs(m); err != nil || fs[0].Sympos != 0 || fs[1].Sympos != 3 {
+		t.Fatalf("after SetFuncSympos: %+v %v", fs, err)
+	}
+	if _, err := SetFuncSympos(ko, "vmlinux", "other", 1); err == nil {
+		t.Fatal("a function of another object was set")
+	}
+
+	r, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: compile(t, base...), Post: compile(t, with(`EXTRA=printk("x");`)...)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = SetSymbolSympos(r.Object, "vmlinux", "hidden_counter", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(m, []byte("\x00.klp.sym.vmlinux.hidden_counter,2\x00")) || bytes.Contains(m, []byte(".klp.sym.vmlinux.hidden_counter,0")) {
+		t.Fatal("symbol position not rewritten")
+	}
+	if _, err := SetSymbolSympos(r.Object, "vmlinux", "hidden_counter", 10); err == nil {
+		t.Fatal("a two-digit position was accepted")
+	}
+}
+
+func TestBuildRefusesZeroToValue(t *testing.T) {
+	pre := compile(t, base...)
+	post := compile(t, with("COUNTER== 1")...)
+	_, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, nil)
+	var re *objdiff.RefusedError
+	if !errors.As(err, &re) || re.Symbol != "counter" || re.File != "unit.c" || !strings.Contains(re.Reason, "initial value") {
+		t.Fatalf("want a refusal naming unit.c, counter and the reason, got %v", err)
 	}
 }

@@ -467,6 +467,17 @@ func stub(funcs []Func, callbacks map[string]map[string]string) ([]byte, error) 
 		}
 		b.WriteString("\t{ }\n};\n\n")
 	}
+	if len(funcs) > 0 {
+		// Where each old_sympos lives, so that apply can set it (SetFuncSympos).
+		b.WriteString("struct livesplice_sympos { const char *object, *name; unsigned long *sympos; };\n")
+		b.WriteString("static const struct livesplice_sympos livesplice_sympos[] __used __section(\"" + symposSection + "\") = {\n")
+		for oi, o := range objs {
+			for fi, f := range byObj[o] {
+				fmt.Fprintf(&b, "\t{ %q, %q, &funcs_%d[%d].old_sympos },\n", o, f.Name, oi, fi)
+			}
+		}
+		b.WriteString("};\n\n")
+	}
 	b.WriteString("static struct klp_object objs[] = {\n")
 	for oi, o := range objs {
 		name := "NULL"
