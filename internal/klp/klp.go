@@ -80,15 +80,15 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 	targets := map[string]*update.Target{}
 	var order []string
 	for _, u := range units {
+		if err := movedVariables(u); err != nil {
+			return nil, err
+		}
 		t, err := diffUnit(u)
 		if err != nil {
 			return nil, err
 		}
 		if t == nil {
 			continue
-		}
-		if err := movedVariables(u, t); err != nil {
-			return nil, err
 		}
 		if err := m.addUnit(u, t); err != nil {
 			return nil, err
@@ -196,42 +196,49 @@ func textSection(name string) bool {
 	return strings.HasPrefix(name, ".text.") && !strings.HasPrefix(name, ".text..")
 }
 
-// movedVariables refuses new data that is an existing variable under the
-// same name: a variable whose initial value changed from or to zero moves
-// between .bss.<name> and .data.<name>, which the differ sees as a new
-// variable; the new code would use a fresh copy while the kernel's keeps
-// its state.
-func movedVariables(u Unit, t *update.Target) error {
-	f, err := elf.NewFile(bytes.NewReader(u.Pre))
+// movedVariables refuses a variable that moved between .bss.<name> and
+// .data.<name>: its initial value changed from or to zero. The differ pairs
+// sections by name and would see a new variable (or no change at all),
+// while the running kernel keeps the old one and its value.
+func movedVariables(u Unit) error {
+	pre, file, err := variables(u.Pre, u.Rel)
 	if err != nil {
-		return fmt.Errorf("%s: %w", u.Rel, err)
+		return err
+	}
+	post, _, err := variables(u.Post, u.Rel)
+	if err != nil {
+		return err
+	}
+	for name, ps := range pre {
+		if qs, ok := post[name]; ok && qs != ps && (strings.HasPrefix(ps, ".bss.") != strings.HasPrefix(qs, ".bss.")) {
+			return refused(file, name, "initial value of an existing variable changed (it moved from %s to %s); the running kernel already holds its value", ps, qs)
+		}
+	}
+	return nil
+}
+
+// variables maps the named variables an object defines in writable
+// sections to their section names; it also returns the STT_FILE name.
+func variables(obj []byte, rel string) (map[string]string, string, error) {
+	f, err := elf.NewFile(bytes.NewReader(obj))
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", rel, err)
 	}
 	syms, err := f.Symbols()
 	if err != nil {
-		return fmt.Errorf("%s: symbols: %w", u.Rel, err)
+		return nil, "", fmt.Errorf("%s: symbols: %w", rel, err)
 	}
-	pre := map[string]string{} // variable name -> its pre section
-	file := u.Rel
+	vars, file := map[string]string{}, rel
 	for _, y := range syms {
-		if elf.ST_TYPE(y.Info) == elf.STT_FILE && file == u.Rel {
+		if elf.ST_TYPE(y.Info) == elf.STT_FILE && file == rel {
 			file = y.Name
 		}
 		if elf.ST_TYPE(y.Info) != elf.STT_OBJECT || y.Section == elf.SHN_UNDEF || int(y.Section) >= len(f.Sections) {
 			continue
 		}
 		if s := f.Sections[y.Section]; s.Flags&elf.SHF_WRITE != 0 && s.Flags&elf.SHF_ALLOC != 0 {
-			pre[y.Name] = s.Name
+			vars[y.Name] = s.Name
 		}
 	}
-	for _, s := range t.Sections {
-		if s.Kind != update.KindData && s.Kind != update.KindBss {
-			continue
-		}
-		for _, d := range s.Defs {
-			if ps, ok := pre[d.Name]; ok && !d.Func && ps != s.Name {
-				return refused(file, d.Name, "initial value of an existing variable changed (it moved from %s to %s); the running kernel already holds its value", ps, s.Name)
-			}
-		}
-	}
-	return nil
+	return vars, file, nil
 }
