@@ -495,9 +495,41 @@ func (d *differ) checkData() error {
 			}
 			return d.refuse(name, "initial value of an existing variable changed (section %s); the running program already holds its value", s.name)
 		case s.write():
+			// A new section, but maybe not a new variable: one whose
+			// initial value changes to or from zero moves between .bss
+			// and .data.
+			if y := s.symbolAt(0); y != nil {
+				if old := d.preVariable(y); old != nil {
+					return d.refuse(name, "initial value of an existing variable changed (section %s, was %s); the running program already holds its value", s.name, old.sec.name)
+				}
+			}
 			// new variable
 		default:
 			return d.refuse(s.name, "changed section of type %v that nothing can carry", s.typ)
+		}
+	}
+	return nil
+}
+
+// preVariable finds the pre build's variable that post symbol y (in an
+// unpaired section) is: a global of the same name, or a static of the same
+// name and file.
+func (d *differ) preVariable(y *symbol) *symbol {
+	if y.typ != elf.STT_OBJECT || y.name == "" {
+		return nil
+	}
+	if y.bind != elf.STB_LOCAL {
+		if p := d.pre.global(y.name); p != nil && p.sec != nil && p.sec.write() {
+			return p
+		}
+		return nil
+	}
+	if p, ok := d.rename[y]; ok && p.sec != nil && p.sec.write() {
+		return p
+	}
+	for _, p := range d.pre.symbols {
+		if p != nil && p.bind == elf.STB_LOCAL && p.typ == elf.STT_OBJECT && p.name == y.name && p.sec != nil && p.sec.write() {
+			return p
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,11 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 		if f.Kind != update.KindProcess {
 			return fmt.Errorf("update %s is a %s update, not for a process", f.ID, f.Kind)
 		}
+	}
+	// Without CAP_SYS_PTRACE every process but our own is out of reach,
+	// while the connector may still send events: refuse at once.
+	if !canTraceAll() {
+		return fmt.Errorf("watch traces every process: run it as root (CAP_SYS_PTRACE): %w", ErrNotPermitted)
 	}
 	l, err := procevents.Listen()
 	if err != nil {
@@ -124,6 +130,10 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 			w.scan()
 		}()
 	}
+	var lastOverrun time.Time
+	pending := false
+	catchUp := time.NewTicker(overrunGap)
+	defer catchUp.Stop()
 	for {
 		select {
 		case ev := <-events:
@@ -138,7 +148,20 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 				w.onExec(ev.Tgid)
 			}()
 		case <-overrun:
-			rescan() // some execs were lost: catch them as running processes
+			// Some execs were lost: catch them as running processes, at
+			// most once per overrunGap however often the buffer overruns.
+			if time.Since(lastOverrun) >= overrunGap {
+				lastOverrun = time.Now()
+				rescan()
+			} else {
+				pending = true
+			}
+		case <-catchUp.C:
+			if pending && time.Since(lastOverrun) >= overrunGap {
+				pending = false
+				lastOverrun = time.Now()
+				rescan()
+			}
 		case <-tick:
 			rescan()
 		case err := <-recvDone:
@@ -148,6 +171,19 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 			return err
 		}
 	}
+}
+
+// overrunGap spaces the rescans that lost events call for.
+const overrunGap = 5 * time.Second
+
+// canTraceAll reports whether this process has CAP_SYS_PTRACE.
+func canTraceAll() bool {
+	v, err := procfs.Status(os.Getpid(), "CapEff")
+	if err != nil {
+		return false
+	}
+	caps, err := strconv.ParseUint(v, 16, 64)
+	return err == nil && caps&(1<<unix.CAP_SYS_PTRACE) != 0
 }
 
 // lock serialises the handling of one process.

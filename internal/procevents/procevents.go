@@ -68,16 +68,21 @@ func Listen() (*Listener, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("process events: bind to the process connector: %w", err)
 	}
-	if err := l.control(mcastListen); err != nil {
+	if err := l.control(mcastListen, execOnly()); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("process events: subscribe: %w (needs root and a kernel with CONFIG_PROC_EVENTS)", err)
 	}
 	return l, nil
 }
 
-// control sends PROC_CN_MCAST_LISTEN or _IGNORE to the connector.
-func (l *Listener) control(op uint32) error {
-	msg := make([]byte, unix.NLMSG_HDRLEN+cnMsgSize+4)
+// control sends PROC_CN_MCAST_LISTEN or _IGNORE to the connector; with
+// filter, as a struct proc_input that asks for exec events only.
+func (l *Listener) control(op uint32, filter bool) error {
+	size := 4
+	if filter {
+		size = 8
+	}
+	msg := make([]byte, unix.NLMSG_HDRLEN+cnMsgSize+size)
 	le := binary.LittleEndian
 	le.PutUint32(msg[0:], uint32(len(msg)))
 	le.PutUint16(msg[4:], unix.NLMSG_DONE)
@@ -85,9 +90,28 @@ func (l *Listener) control(op uint32) error {
 	cn := msg[unix.NLMSG_HDRLEN:]
 	le.PutUint32(cn[0:], cnIdxProc)
 	le.PutUint32(cn[4:], cnValProc)
-	le.PutUint16(cn[16:], 4)
+	le.PutUint16(cn[16:], uint16(size))
 	le.PutUint32(cn[cnMsgSize:], op)
+	if filter {
+		le.PutUint32(cn[cnMsgSize+4:], procEventExec)
+	}
 	return unix.Sendto(l.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+}
+
+// execOnly reports whether the kernel (6.6 or later) filters events per
+// listener: then only exec events are sent to us, not every fork and exit
+// of the machine, which would fill the buffer. An older kernel ignores a
+// request of that size, so it gets the plain one.
+func execOnly() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 6 || major == 6 && minor >= 6
 }
 
 // Next waits for the next exec event. It returns ctx's error when ctx is
@@ -142,6 +166,6 @@ func parseExec(b []byte) (Exec, bool) {
 
 // Close unsubscribes and closes the socket. Next must have returned.
 func (l *Listener) Close() error {
-	_ = l.control(mcastIgnore)
+	_ = l.control(mcastIgnore, execOnly())
 	return unix.Close(l.fd)
 }
