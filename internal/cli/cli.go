@@ -23,6 +23,7 @@ import (
 	"livesplice/internal/ptrace"
 	"livesplice/internal/runpre"
 	"livesplice/internal/state"
+	"livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
@@ -73,6 +74,8 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue):
 		return ExitUsage
+	case errors.As(err, new(*target.KindMismatch)):
+		return ExitMismatch
 	case errors.Is(err, runpre.ErrMismatch), errors.Is(err, runpre.ErrNotFound), errors.Is(err, runpre.ErrAmbiguous), errors.Is(err, process.ErrNotMapped),
 		errors.Is(err, kernel.ErrWrongKernel):
 		return ExitMismatch
@@ -244,11 +247,8 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Apply an update to a running process, or to every process that runs its target",
 		Args:  args(1, "one update FILE"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if kern {
-				return applyKernel(a[0], pid, all, opt, verbose, stderr)
-			}
-			if (pid <= 0) == !all {
-				return usageError{errors.New("apply: give --pid PID or --all")}
+			if n := btoi(pid > 0) + btoi(all) + btoi(kern); n != 1 {
+				return usageError{errors.New("apply: give one of --pid PID, --all or --kernel")}
 			}
 			f, err := update.ReadFile(a[0])
 			if err != nil {
@@ -260,7 +260,7 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 			if all {
 				return reportAll("apply", process.ApplyAll(f, opt), asJSON, stdout, stderr)
 			}
-			return process.Apply(pid, f, opt)
+			return chosen(pid, kern).Apply(f, targetOptions(opt))
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to patch")
@@ -273,6 +273,25 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 	return c
 }
 
+// chosen is the target of --pid PID or --kernel.
+func chosen(pid int, kern bool) target.Target {
+	if kern {
+		return target.Kernel()
+	}
+	return target.Process(pid)
+}
+
+func targetOptions(o process.Options) target.Options {
+	return target.Options{Deadline: o.Deadline, HookTimeout: o.HookTimeout, Log: o.Log}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 	var pid int
 	var kern bool
@@ -283,16 +302,13 @@ func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Take an applied update out of a running process, or out of every process that has it",
 		Args:  args(1, "one update ID"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if kern {
-				return undoKernel(a[0], pid, all, opt, stderr)
-			}
-			if (pid <= 0) == !all {
-				return usageError{errors.New("undo: give --pid PID or --all")}
+			if n := btoi(pid > 0) + btoi(all) + btoi(kern); n != 1 {
+				return usageError{errors.New("undo: give one of --pid PID, --all or --kernel")}
 			}
 			if all {
 				return reportAll("undo", process.UndoAll(a[0], opt), asJSON, stdout, stderr)
 			}
-			return process.Undo(pid, a[0], opt)
+			return chosen(pid, kern).Undo(a[0], targetOptions(opt))
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to unpatch")

@@ -18,8 +18,8 @@ func TestUsageAndBadFiles(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"bogus"}, ExitUsage, "unknown command"},
-		{[]string{"apply", "x.lsu"}, ExitUsage, "give --pid PID or --all"},
-		{[]string{"apply", "--pid", "5", "--all", "x.lsu"}, ExitUsage, "give --pid PID or --all"},
+		{[]string{"apply", "x.lsu"}, ExitUsage, "give one of --pid PID, --all or --kernel"},
+		{[]string{"apply", "--pid", "5", "--all", "x.lsu"}, ExitUsage, "give one of --pid PID, --all or --kernel"},
 		{[]string{"apply", "--pid", "x", "f"}, ExitUsage, "invalid argument"},
 		{[]string{"undo", "--pid", "1"}, ExitUsage, "expected one update ID"},
 		{[]string{"create", "-o", "x", "p.patch"}, ExitUsage, "--src DIR and -o FILE are required"},

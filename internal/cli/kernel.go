@@ -7,38 +7,10 @@ import (
 	"strings"
 
 	"livesplice/internal/kernel"
-	"livesplice/internal/process"
-	"livesplice/internal/update"
 )
 
 // The --kernel forms of apply, undo and show: the running kernel is the
 // target, through internal/kernel.
-
-func kernelOptions(opt process.Options, verbose bool, stderr io.Writer) kernel.Options {
-	o := kernel.Options{Deadline: opt.Deadline}
-	if verbose {
-		o.Log = stderr
-	}
-	return o
-}
-
-func applyKernel(path string, pid int, all bool, opt process.Options, verbose bool, stderr io.Writer) error {
-	if pid > 0 || all {
-		return usageError{errors.New("apply: --kernel takes neither --pid nor --all")}
-	}
-	f, err := update.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	return kernel.System.Apply(f, kernelOptions(opt, verbose, stderr))
-}
-
-func undoKernel(id string, pid int, all bool, opt process.Options, stderr io.Writer) error {
-	if pid > 0 || all {
-		return usageError{errors.New("undo: --kernel takes neither --pid nor --all")}
-	}
-	return kernel.System.Undo(id, kernelOptions(opt, false, stderr))
-}
 
 // KernelShowJSON is the stable --json output of show --kernel.
 type KernelShowJSON struct {

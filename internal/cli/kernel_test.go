@@ -32,7 +32,7 @@ func TestKernelUsage(t *testing.T) {
 		{"show", "--kernel", "--pid", "5"},
 	} {
 		var out, errb bytes.Buffer
-		if code := Main(args, &out, &errb); code != ExitUsage || !strings.Contains(errb.String(), "--kernel takes neither") {
+		if code := Main(args, &out, &errb); code != ExitUsage || !(strings.Contains(errb.String(), "--kernel takes neither") || strings.Contains(errb.String(), "give one of --pid PID, --all or --kernel")) {
 			t.Errorf("%v: exit %d, %q", args, code, errb.String())
 		}
 	}

@@ -239,10 +239,21 @@ func debTarget(t *update.Target, inst string, rec deb.Recovered) error {
 	if !tab.Stripped {
 		return nil
 	}
-	for _, y := range t.Symbols {
-		if y.Kind == update.SymLocal {
-			return fmt.Errorf("%s is stripped and its symbols could not be recovered (%s): the update needs its static symbol %s", inst, rec.Reason, y.Name)
+	// Name a replaced static function if there is one: that is what the
+	// fix is about; else any static symbol the new code refers to.
+	var need []string
+	for _, fn := range t.Functions {
+		if fn.Status == update.StatusReplaced && t.Symbols[fn.Symbol].Kind == update.SymLocal {
+			need = append(need, fn.Name)
 		}
+	}
+	for _, y := range t.Symbols {
+		if len(need) == 0 && y.Kind == update.SymLocal {
+			need = append(need, y.Name)
+		}
+	}
+	if len(need) > 0 {
+		return fmt.Errorf("%s is stripped and its symbols could not be recovered (%s): the update needs its static %s", inst, rec.Reason, strings.Join(need, ", "))
 	}
 	return nil
 }

@@ -69,7 +69,7 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 	// Without CAP_SYS_PTRACE every process but our own is out of reach,
 	// while the connector may still send events: refuse at once.
 	if !canTraceAll() {
-		return fmt.Errorf("watch traces every process: run it as root (CAP_SYS_PTRACE): %w", ErrNotPermitted)
+		return fmt.Errorf("needs CAP_SYS_PTRACE to trace every process: %w", ErrNotPermitted)
 	}
 	l, err := procevents.Listen()
 	if err != nil {

@@ -150,11 +150,10 @@ func TestFleetPageInBrowser(t *testing.T) {
 		switch e := ev.(type) {
 		case *runtime.EventExceptionThrown:
 			d := e.ExceptionDetails
-			msg = fmt.Sprintf("exception: %s", d.Text)
+			msg = fmt.Sprintf("exception at %s:%d:%d: %s", d.URL, d.LineNumber+1, d.ColumnNumber+1, d.Text)
 			if d.Exception != nil {
 				msg += " " + d.Exception.Description
 			}
-			msg += fmt.Sprintf(" (%s:%d:%d)", d.URL, d.LineNumber+1, d.ColumnNumber+1)
 		case *runtime.EventConsoleAPICalled:
 			if e.Type != runtime.ConsoleAPICalledTypeError && e.Type != runtime.ConsoleAPICalledTypeAssert {
 				return
