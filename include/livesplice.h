@@ -30,6 +30,43 @@
 #ifndef LIVESPLICE_H
 #define LIVESPLICE_H
 
+#ifdef __KERNEL__
+/*
+ * Kernel updates (create --kernel): the hooks become the klp_object's
+ * livepatch callbacks (create generates them; only PRE_APPLY, POST_APPLY,
+ * FAIL_APPLY, PRE_UNDO and POST_UNDO can be expressed, the others are
+ * refused), and the shadow functions are the kernel's klp_shadow_*
+ * (allocations with GFP_ATOMIC, so they may be called in any context).
+ */
+#include <linux/gfp.h>
+#include <linux/livepatch.h>
+
+typedef int (*livesplice_check_fn)(void);
+typedef void (*livesplice_action_fn)(void);
+
+static inline void *livesplice_shadow_get(void *obj, unsigned long id)
+{
+	return klp_shadow_get(obj, id);
+}
+
+static inline void *livesplice_shadow_get_or_alloc(void *obj, unsigned long id, size_t size,
+		int (*ctor)(void *obj, void *shadow, void *data), void *data)
+{
+	return klp_shadow_get_or_alloc(obj, id, size, GFP_ATOMIC, ctor, data);
+}
+
+static inline void livesplice_shadow_free(void *obj, unsigned long id,
+		void (*dtor)(void *obj, void *shadow))
+{
+	klp_shadow_free(obj, id, dtor);
+}
+
+static inline void livesplice_shadow_free_all(unsigned long id,
+		void (*dtor)(void *obj, void *shadow))
+{
+	klp_shadow_free_all(id, dtor);
+}
+#else /* !__KERNEL__ */
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -48,6 +85,11 @@ __attribute__((weak)) void livesplice_shadow_free(void *obj, unsigned long id,
 		void (*dtor)(void *obj, void *shadow));
 __attribute__((weak)) void livesplice_shadow_free_all(unsigned long id,
 		void (*dtor)(void *obj, void *shadow));
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* __KERNEL__ */
 
 /* Two levels, so that __COUNTER__ is expanded before it is pasted. */
 #define LIVESPLICE_HOOK__(kind, type, fn, n) \
@@ -71,9 +113,5 @@ __attribute__((weak)) void livesplice_shadow_free_all(unsigned long id,
 	__attribute__((used, section(".livesplice.layout_handled." #n))) = #type
 #define LIVESPLICE_LAYOUT_HANDLED_(type, n) LIVESPLICE_LAYOUT_HANDLED__(type, n)
 #define LIVESPLICE_LAYOUT_HANDLED(type) LIVESPLICE_LAYOUT_HANDLED_(type, __COUNTER__)
-
-#ifdef __cplusplus
-}
-#endif
 
 #endif /* LIVESPLICE_H */

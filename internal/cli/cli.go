@@ -89,7 +89,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM), errors.Is(err, process.ErrNotPermitted),
 		errors.Is(err, kernel.ErrNotRoot), errors.Is(err, kernel.ErrRejected):
 		return ExitPermission
-	case errors.Is(err, process.ErrHook):
+	case errors.Is(err, process.ErrHook), errors.Is(err, kernel.ErrVetoed):
 		return ExitHook
 	case errors.Is(err, agent.ErrVerify):
 		return ExitVerify

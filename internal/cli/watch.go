@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 // running processes are patched and new ones are caught, then one line
 // per process patched, skipped or failed, and "stopped" at the end.
 type WatchLine struct {
+	Time   string `json:"time"`  // RFC 3339, UTC, with nanoseconds
 	Event  string `json:"event"` // ready, patched, skipped, failed, stopped
 	Pid    int    `json:"pid,omitempty"`
 	Update string `json:"update,omitempty"`
@@ -51,8 +53,12 @@ func watchCmd(stdout, stderr io.Writer) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			var mu sync.Mutex // Ready and Report come from different goroutines
 			emit := func(l WatchLine) {
+				mu.Lock()
+				defer mu.Unlock()
 				if asJSON {
+					l.Time = time.Now().UTC().Format(time.RFC3339Nano)
 					b, _ := json.Marshal(l)
 					fmt.Fprintf(stdout, "%s\n", b)
 					return

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"livesplice/include"
 	"livesplice/internal/kbuild"
 	"livesplice/internal/klp"
 	"livesplice/internal/update"
@@ -91,13 +92,16 @@ func CreateKernel(ctx context.Context, o KernelOptions) (*update.File, error) {
 	start := time.Now()
 	// A kpatch-build patch includes "kpatch-macros.h" from the patched
 	// file's directory: give it livesplice's.
-	extra := map[string][]byte{}
+	// livesplice.h (its kernel branch) for #include <livesplice.h>, in the
+	// source's include directory of the builds only: also in the pre build
+	// of a stacked update, whose tree has an earlier patch that uses it.
+	extra := map[string][]byte{"include/" + include.HeaderName: include.Header}
 	if bytes.Contains(patch, []byte("kpatch-macros.h")) {
 		for _, f := range files {
 			extra[filepath.Join(filepath.Dir(f), "kpatch-macros.h")] = klp.KpatchMacros
 		}
 	}
-	built, err := tree.Compile(ctx, units, optional, patchAbs, filepath.Join(work, "post"), extra)
+	built, err := tree.Compile(ctx, units, optional, patchAbs, filepath.Join(work, "units"), extra)
 	if err != nil {
 		return nil, err
 	}

@@ -64,6 +64,9 @@ func Fetch(ctx context.Context, src, version, dir string) (string, error) {
 		if strings.Contains(err.Error(), "deb-src") {
 			return "", fmt.Errorf("fetch source package %s %s: %w", src, version, ErrNoSources)
 		}
+		if strings.Contains(err.Error(), "Can not find version") {
+			return "", fmt.Errorf("fetch source package %s %s: apt's sources no longer (or do not yet) serve that version (an older one is on snapshot.debian.org): %w", src, version, err)
+		}
 		return "", fmt.Errorf("fetch source package %s %s: %w", src, version, err)
 	}
 	ents, err := os.ReadDir(dir)

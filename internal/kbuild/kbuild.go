@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,9 @@ const UnitCFLAGS = "-ffunction-sections -fdata-sections"
 // marker is written into a prepared tree when preparation finished.
 const marker = ".livesplice-prepared"
 
+// sourceFile in a prepared tree names the source it was prepared from.
+const sourceFile = ".livesplice-source"
+
 // Options locate the inputs of a prepared tree.
 type Options struct {
 	Src     string    // the kernel source (never written)
@@ -46,9 +50,11 @@ type Options struct {
 
 // Tree is a prepared output tree for one source, config and compiler.
 type Tree struct {
-	Src     string // absolute source path
-	Out     string // the prepared O= directory
-	Release string // KERNELRELEASE (uname -r of the target kernel)
+	Src     string   // absolute path of the source the tree was prepared from
+	View    string   // the caller's source, when it reuses the tree of Src ("": Src)
+	changed []string // View's files that differ from Src's (relative)
+	Out     string   // the prepared O= directory
+	Release string   // KERNELRELEASE (uname -r of the target kernel)
 	Key     string
 	jobs    int
 	log     io.Writer
@@ -95,12 +101,10 @@ func Prepare(ctx context.Context, o Options) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.New()
-	for _, part := range [][]byte{[]byte("kbuild-v1"), []byte(src), mk, config, []byte(rel), []byte(cc)} {
-		fmt.Fprintf(h, "%d:", len(part))
-		h.Write(part)
-	}
-	key := hex.EncodeToString(h.Sum(nil))[:16]
+	// Keyed by what the prepared tree is made from, not by the source's
+	// path: another source that differs only in compiled .c/.h files (a
+	// tree with an earlier update's patch in it) reuses the tree.
+	key := hashKey("kbuild-v2", string(mk), string(config), rel, cc)
 	root := o.Cache
 	if root == "" {
 		root = CacheRoot()
@@ -118,7 +122,35 @@ func Prepare(ctx context.Context, o Options) (*Tree, error) {
 	}
 	defer unlock()
 	if _, err := os.Stat(filepath.Join(t.Out, marker)); err == nil {
-		return t, nil
+		b, err := os.ReadFile(filepath.Join(t.Out, sourceFile))
+		prepared := strings.TrimSpace(string(b))
+		if err != nil || prepared == src {
+			return t, nil
+		}
+		changed, err := changedFiles(prepared, src)
+		if err == nil {
+			t.Src, t.View, t.changed = prepared, src, changed
+			t.logf("using the kernel tree prepared for %s (%d file(s) of %s differ)", prepared, len(changed), src)
+			return t, nil
+		}
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// The source it was prepared from is gone: prepare it anew.
+		case errors.Is(err, errNotReusable):
+			// This source needs its own tree.
+			t.Key = hashKey(key, src)
+			t.Out = filepath.Join(root, "kbuild", t.Key)
+			unlock2, err := lock(t.Out + ".lock")
+			if err != nil {
+				return nil, err
+			}
+			defer unlock2()
+			if _, err := os.Stat(filepath.Join(t.Out, marker)); err == nil {
+				return t, nil
+			}
+		default:
+			return nil, fmt.Errorf("compare kernel sources %s and %s: %w", prepared, src, err)
+		}
 	}
 	start := time.Now()
 	t.logf("preparing kernel tree %s (release %s) in %s", src, rel, t.Out)
@@ -146,11 +178,32 @@ func Prepare(ctx context.Context, o Options) (*Tree, error) {
 	if err := os.WriteFile(filepath.Join(t.Out, "Module.symvers"), sv, 0o644); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(t.Out, sourceFile), []byte(src+"\n"), 0o644); err != nil {
+		return nil, err
+	}
 	if err := os.WriteFile(filepath.Join(t.Out, marker), []byte(rel+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	t.logf("prepared kernel tree in %.1fs", time.Since(start).Seconds())
 	return t, nil
+}
+
+// hashKey hashes parts unambiguously into a 16-digit cache key.
+func hashKey(parts ...string) string {
+	h := sha256.New()
+	for _, part := range parts {
+		fmt.Fprintf(h, "%d:", len(part))
+		io.WriteString(h, part)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// viewDir is the caller's source: what units are read from.
+func (t *Tree) viewDir() string {
+	if t.View != "" {
+		return t.View
+	}
+	return t.Src
 }
 
 func (t *Tree) logf(format string, args ...any) {

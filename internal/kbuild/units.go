@@ -39,7 +39,7 @@ func (t *Tree) Units(ctx context.Context, files []string) (units []string, optio
 	for _, f := range files {
 		switch ext := filepath.Ext(f); {
 		case ext == ".c" || ext == ".S":
-			if _, err := os.Stat(filepath.Join(t.Src, f)); err != nil {
+			if _, err := os.Stat(filepath.Join(t.viewDir(), f)); err != nil {
 				continue // a new or deleted file: no pre unit to replace (a new file's code must be reached from a changed one)
 			}
 			set[strings.TrimSuffix(f, ext)+".o"] = true
@@ -76,11 +76,11 @@ func (t *Tree) Units(ctx context.Context, files []string) (units []string, optio
 // includers finds the .c files that include header h by name: <a/b.h> for
 // headers under an include directory, "b.h" for local ones (same directory).
 func (t *Tree) includers(ctx context.Context, h string) ([]string, error) {
-	name, dir := "", t.Src
+	name, dir := "", t.viewDir()
 	if i := strings.Index(h, "include/"); i >= 0 && (i == 0 || strings.HasPrefix(h, "arch/")) {
 		name = strings.TrimPrefix(h[i+len("include/"):], "uapi/")
 	} else {
-		name, dir = filepath.Base(h), filepath.Join(t.Src, filepath.Dir(h))
+		name, dir = filepath.Base(h), filepath.Join(t.viewDir(), filepath.Dir(h))
 	}
 	pat := `^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]` + regexp.QuoteMeta(name) + `[>"]`
 	cmd := exec.CommandContext(ctx, "grep", "-rlE", "--include=*.c", pat, ".")
@@ -98,7 +98,7 @@ func (t *Tree) includers(ctx context.Context, h string) ([]string, error) {
 		if l == "" {
 			continue
 		}
-		rel, err := filepath.Rel(t.Src, filepath.Join(dir, l))
+		rel, err := filepath.Rel(t.viewDir(), filepath.Join(dir, l))
 		if err != nil || strings.HasPrefix(rel, "tools/") || strings.HasPrefix(rel, "scripts/") || strings.HasPrefix(rel, "samples/") || strings.HasPrefix(rel, "Documentation/") {
 			continue
 		}
@@ -144,9 +144,35 @@ func (t *Tree) Compile(ctx context.Context, units []string, optional map[string]
 			units = kept
 		}
 	}
+	// With another source's prepared tree, the units that read a file
+	// this source changed are compiled again with this source mounted over
+	// the prepared one (objects in an overlay, the cache stays the
+	// prepared source's).
+	preDir := map[string]string{}
+	if t.View != "" {
+		var view []string
+		for _, u := range units {
+			if t.readsChanged(u) {
+				view = append(view, u)
+			}
+		}
+		if len(view) > 0 {
+			upper, err := t.compileIn(ctx, view, "", filepath.Join(work, "pre"), extra)
+			if err != nil {
+				return nil, fmt.Errorf("compile pre units from %s: %w", t.View, err)
+			}
+			for _, u := range view {
+				preDir[u] = upper
+			}
+		}
+	}
 	var res []Unit
 	for _, u := range units {
-		pre, err := os.ReadFile(filepath.Join(t.Out, u))
+		dir := t.Out
+		if d, ok := preDir[u]; ok {
+			dir = d
+		}
+		pre, err := os.ReadFile(filepath.Join(dir, u))
 		if err != nil {
 			return nil, fmt.Errorf("pre unit %s: %w", u, err)
 		}
@@ -156,7 +182,7 @@ func (t *Tree) Compile(ctx context.Context, units []string, optional map[string]
 		}
 		res = append(res, Unit{Rel: u, Source: t.source(u), Object: obj, Pre: pre})
 	}
-	upper, err := t.compilePost(ctx, units, patchFile, work, extra)
+	upper, err := t.compileIn(ctx, units, patchFile, filepath.Join(work, "post"), extra)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +196,7 @@ func (t *Tree) Compile(ctx context.Context, units []string, optional map[string]
 
 func (t *Tree) source(u string) string {
 	base := strings.TrimSuffix(u, ".o")
-	if _, err := os.Stat(filepath.Join(t.Src, base+".S")); err == nil {
+	if _, err := os.Stat(filepath.Join(t.viewDir(), base+".S")); err == nil {
 		return base + ".S"
 	}
 	return base + ".c"
@@ -200,10 +226,13 @@ func (t *Tree) linkedInto(u string) (string, error) {
 // safeMountPath reports whether p can appear in overlay mount options.
 func safeMountPath(p string) bool { return !strings.ContainsAny(p, ",:\\ \n\"'") }
 
-// compilePost builds the units with the patch applied and returns the
-// overlay's upper directory of the output tree, which holds the objects.
-func (t *Tree) compilePost(ctx context.Context, units []string, patchFile, work string, extra map[string][]byte) (string, error) {
-	for _, p := range []string{t.Src, t.Out, work, patchFile} {
+// compileIn builds the units from the caller's source (View, else Src)
+// with the extra files and the patch (if any) applied, in a private mount
+// namespace where overlays show them at the prepared source's path, and
+// returns the overlay's upper directory of the output tree, which holds the
+// objects.
+func (t *Tree) compileIn(ctx context.Context, units []string, patchFile, work string, extra map[string][]byte) (string, error) {
+	for _, p := range []string{t.Src, t.viewDir(), t.Out, work, patchFile} {
 		if !safeMountPath(p) {
 			return "", fmt.Errorf("path %q cannot be used in an overlay mount (no commas, colons, spaces or quotes)", p)
 		}
@@ -245,26 +274,27 @@ func (t *Tree) compilePost(ctx context.Context, units []string, patchFile, work 
 		}
 		build += "\n" + c
 	}
-	script := strings.Join([]string{
+	lines := []string{
 		"set -e",
-		fmt.Sprintf("mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s", t.Src, dirs["src-up"], dirs["src-work"], t.Src),
+		fmt.Sprintf("mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s", t.viewDir(), dirs["src-up"], dirs["src-work"], t.Src),
 		fmt.Sprintf("mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s", t.Out, dirs["out-up"], dirs["out-work"], t.Out),
-		fmt.Sprintf("patch -p1 --batch --forward --silent --no-backup-if-mismatch -d %s < %s", shellQuote(t.Src), shellQuote(patchFile)),
-		"rm -f " + shellJoin(rm),
-		build,
-	}, "\n")
+	}
+	if patchFile != "" {
+		lines = append(lines, fmt.Sprintf("patch -p1 --batch --forward --silent --no-backup-if-mismatch -d %s < %s", shellQuote(t.Src), shellQuote(patchFile)))
+	}
+	script := strings.Join(append(lines, "rm -f "+shellJoin(rm), build), "\n")
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		msg := lastLines(out.String(), 25)
 		if strings.Contains(msg, "Hunk") || strings.Contains(msg, "patch") && strings.Contains(msg, "FAILED") {
-			return "", fmt.Errorf("the patch does not apply to %s:\n%s", t.Src, msg)
+			return "", fmt.Errorf("the patch does not apply to %s:\n%s", t.viewDir(), msg)
 		}
 		if strings.Contains(msg, "error:") || strings.Contains(msg, "Error ") {
-			return "", fmt.Errorf("compile post units: %w\n%s", err, msg)
+			return "", fmt.Errorf("compile units: %w\n%s", err, msg)
 		}
-		return "", fmt.Errorf("compile post units (needs root for a private mount namespace with overlays): %w\n%s", err, msg)
+		return "", fmt.Errorf("compile units (needs root for a private mount namespace with overlays): %w\n%s", err, msg)
 	}
 	return dirs["out-up"], nil
 }
@@ -358,6 +388,25 @@ func (t *Tree) preUpToDate(u string) bool {
 		}
 	}
 	return sawDeps
+}
+
+// readsChanged reports whether unit u's last compile (kbuild's command
+// file) read a file that the caller's source changed, or cannot tell.
+func (t *Tree) readsChanged(u string) bool {
+	b, err := os.ReadFile(filepath.Join(t.Out, filepath.Dir(u), "."+filepath.Base(u)+".cmd"))
+	if err != nil {
+		return true
+	}
+	changed := map[string]bool{}
+	for _, c := range t.changed {
+		changed[filepath.Join(t.Src, c)] = true
+	}
+	for _, f := range strings.Fields(strings.NewReplacer("\\", " ", ":=", " ").Replace(string(b))) {
+		if changed[f] {
+			return true
+		}
+	}
+	return false
 }
 
 // notNewer reports whether file p (relative to out unless absolute) is not

@@ -38,6 +38,7 @@ var (
 	ErrDependent   = errors.New("a later update is loaded on top of it")
 	ErrNotRoot     = errors.New("patching the kernel needs root")
 	ErrRejected    = errors.New("the kernel refused the module")
+	ErrVetoed      = errors.New("a PRE_APPLY hook of the update vetoed it")
 	ErrHiddenAddrs = errors.New("/proc/kallsyms shows no addresses (run as root; see /proc/sys/kernel/kptr_restrict)")
 )
 
@@ -219,7 +220,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 		return err
 	}
 	start := time.Now()
-	if err := loadModule(f.Kernel.Module); err != nil {
+	if err := loadModule(f.Kernel.Module, mod); err != nil {
 		os.Remove(h.recordPath(f.ID))
 		return fmt.Errorf("update %s: %w", f.ID, err)
 	}

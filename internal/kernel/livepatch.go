@@ -123,7 +123,7 @@ func (h *Host) stragglers(patching bool) string {
 }
 
 // loadModule loads a module image, explaining the refusals users meet.
-func loadModule(ko []byte) error {
+func loadModule(ko []byte, modName string) error {
 	err := unix.InitModule(ko, "")
 	switch {
 	case err == nil:
@@ -136,10 +136,44 @@ func loadModule(ko []byte) error {
 		return fmt.Errorf("load livepatch module: a module of the same name is already loaded: %w", ErrApplied)
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("load livepatch module: another livepatch transition is still running: %w", ErrBusy)
+	case errors.Is(err, unix.ECANCELED):
+		// The pre_patch callback create generates for livesplice.h's
+		// PRE_APPLY hooks returns -ECANCELED on a veto (docs/custom-code.md).
+		if line := lastKmsg("livesplice: " + modName + ": pre_apply hook "); line != "" {
+			return fmt.Errorf("load livepatch module: %w: %s; nothing was loaded", ErrVetoed, strings.TrimPrefix(line, "livesplice: "+modName+": "))
+		}
+		return fmt.Errorf("load livepatch module: %w (its name and value are in dmesg); nothing was loaded", ErrVetoed)
 	case errors.Is(err, unix.ENOEXEC):
 		return fmt.Errorf("load livepatch module: %w: the module was built for another kernel (vermagic or symbol versions differ): %w", err, ErrWrongKernel)
 	}
 	return fmt.Errorf("load livepatch module: %w (see dmesg)", err)
+}
+
+// lastKmsg returns the text of the newest kernel log record that contains
+// substr ("" if none or the log cannot be read).
+func lastKmsg(substr string) string {
+	f, err := os.OpenFile("/dev/kmsg", os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	found := ""
+	buf := make([]byte, 8192)
+	for {
+		n, err := f.Read(buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue // records overwritten while reading
+		}
+		if err != nil || n == 0 {
+			return found
+		}
+		// "prio,seq,time,flags;text\n" and continuation lines
+		_, text, _ := strings.Cut(string(buf[:n]), ";")
+		text, _, _ = strings.Cut(text, "\n")
+		if strings.Contains(text, substr) {
+			found = text
+		}
+	}
 }
 
 // unloadModule removes a module, retrying while its last reference goes

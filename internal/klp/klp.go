@@ -75,7 +75,7 @@ var cName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
 // Build diffs the units and assembles the livepatch object and stub.
 // exports are the symbols the module loader resolves (Module.symvers).
 func Build(units []Unit, exports map[string]bool) (*Result, error) {
-	m := &moduleBuilder{obj: newOutObject(), exports: exports, fresh: map[string]int{}, callbacks: map[string]map[string]string{}}
+	m := &moduleBuilder{obj: newOutObject(), exports: exports, fresh: map[string]int{}, callbacks: map[string]map[string]string{}, hooks: map[string]map[string][]hook{}}
 	m.tables = map[string]*tableOut{}
 	targets := map[string]*update.Target{}
 	var order []string
@@ -101,7 +101,7 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 		}
 		addKernelFunctions(kt, t)
 	}
-	if len(m.funcs) == 0 && len(m.callbacks) == 0 {
+	if len(m.funcs) == 0 && len(m.callbacks) == 0 && len(m.hooks) == 0 {
 		return nil, ErrNoChange
 	}
 	m.finishTables()
@@ -110,7 +110,7 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 	for _, o := range order {
 		r.Targets = append(r.Targets, *targets[o])
 	}
-	stub, err := stub(m.funcs, m.callbacks)
+	stub, err := stub(m.funcs, m.callbacks, m.hooks)
 	if err != nil {
 		return nil, err
 	}

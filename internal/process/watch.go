@@ -51,7 +51,7 @@ type watcher struct {
 	opt   WatchOptions
 	self  int
 	mu    sync.Mutex
-	busy  map[int]*sync.Mutex // per-process: one handler at a time
+	busy  map[int]*pidLock // per-process: one handler at a time
 	repMu sync.Mutex
 }
 
@@ -76,7 +76,7 @@ func Watch(ctx context.Context, files []*update.File, opt WatchOptions) error {
 		return err
 	}
 	defer l.Close()
-	w := &watcher{files: files, opt: opt, self: os.Getpid(), busy: map[int]*sync.Mutex{}}
+	w := &watcher{files: files, opt: opt, self: os.Getpid(), busy: map[int]*pidLock{}}
 	// Subscribed first, scanned second: a process exec'd in between is
 	// seen by both, and the per-process lock orders them.
 	var wg sync.WaitGroup
@@ -186,22 +186,28 @@ func canTraceAll() bool {
 	return err == nil && caps&(1<<unix.CAP_SYS_PTRACE) != 0
 }
 
+// pidLock is the lock of one process and how many want it.
+type pidLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
 // lock serialises the handling of one process.
 func (w *watcher) lock(pid int) func() {
 	w.mu.Lock()
-	m := w.busy[pid]
-	if m == nil {
-		m = &sync.Mutex{}
-		w.busy[pid] = m
+	l := w.busy[pid]
+	if l == nil {
+		l = &pidLock{}
+		w.busy[pid] = l
 	}
+	l.refs++
 	w.mu.Unlock()
-	m.Lock()
+	l.mu.Lock()
 	return func() {
-		m.Unlock()
+		l.mu.Unlock()
 		w.mu.Lock()
-		if w.busy[pid] == m && m.TryLock() {
+		if l.refs--; l.refs == 0 {
 			delete(w.busy, pid)
-			m.Unlock()
 		}
 		w.mu.Unlock()
 	}
