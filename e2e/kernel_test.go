@@ -288,20 +288,31 @@ step after-refusals sh -c 'ls /sys/kernel/livepatch; /livesplice show --kernel'
 // update (a new function, a new global, a static local that keeps its state
 // across reads) is built on the original source, so it is refused while
 // the first one replaces the function, and applies once that is undone.
+// In the same boot: an update built on a tree with the first patch in it
+// (create --src on that tree, --requires the first) stacks on the first;
+// livesplice.h's hooks and shadow variables in a kernel update (livepatch
+// callbacks, klp_shadow_*); a vetoing PRE_APPLY hook, nothing loaded. On
+// the host: a hook livepatch cannot run (CHECK_APPLY) refused at create.
 func TestKernelCreateApply(t *testing.T) {
 	lab := kernelLab(t)
 	work := t.TempDir()
 	bin := staticLivesplice(t, work)
-	create := func(id, patch string) string {
+	createFrom := func(src, id, patch string, extra ...string) (string, []byte, error) {
 		t.Helper()
 		lsu := filepath.Join(work, id+".lsu")
 		abs, err := filepath.Abs(filepath.Join("testdata/kernel", patch))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(livesplice, "create", "--kernel", "--src", lab.Src, "--config", lab.Config,
-			"--headers", lab.Headers, "--id", id, "-o", lsu, abs)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		args := append([]string{"create", "--kernel", "--src", src, "--config", lab.Config,
+			"--headers", lab.Headers, "--id", id, "-o", lsu}, extra...)
+		out, err := exec.Command(livesplice, append(args, abs)...).CombinedOutput()
+		return lsu, out, err
+	}
+	create := func(src, id, patch string, extra ...string) string {
+		t.Helper()
+		lsu, out, err := createFrom(src, id, patch, extra...)
+		if err != nil {
 			t.Fatalf("create --kernel %s: %v\n%s", patch, err, out)
 		}
 		f, err := update.ReadFile(lsu)
@@ -313,13 +324,27 @@ func TestKernelCreateApply(t *testing.T) {
 		}
 		return lsu
 	}
-	fix := create("cmdline-fix", "cmdline.patch")
-	counter := create("counter", "counter.patch")
+	fix := create(lab.Src, "cmdline-fix", "cmdline.patch")
+	counter := create(lab.Src, "counter", "counter.patch")
+	stacked := create(stackedTree(t, lab.Src, "cmdline.patch"), "stacked", "stacked.patch", "--requires", "cmdline-fix")
+	shadow := create(lab.Src, "shadow", "shadow.patch")
+	veto := create(lab.Src, "veto", "veto.patch")
+	_, out, err := createFrom(lab.Src, "check", "check-apply.patch")
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 5 || !strings.Contains(string(out), "cmdline_check: LIVESPLICE_CHECK_APPLY hook: livepatch has no point") {
+		t.Errorf("create with a CHECK_APPLY hook: exit %d, want 5 naming the hook; output:\n%s", code, out)
+	}
 	initrd := filepath.Join(work, "initrd.cpio")
-	err := kernellab.Initramfs(initrd, []kernellab.File{
+	err = kernellab.Initramfs(initrd, []kernellab.File{
 		{Src: bin, Dst: "/livesplice"},
 		{Src: fix, Dst: "/u/cmdline.lsu"},
 		{Src: counter, Dst: "/u/counter.lsu"},
+		{Src: stacked, Dst: "/u/stacked.lsu"},
+		{Src: shadow, Dst: "/u/shadow.lsu"},
+		{Src: veto, Dst: "/u/veto.lsu"},
 	}, `
 step cmdline0 cat /proc/cmdline
 step apply /livesplice apply --kernel /u/cmdline.lsu
@@ -337,6 +362,28 @@ step read2 cat /proc/cmdline
 step counter-undo /livesplice undo --kernel counter
 step cmdline3 cat /proc/cmdline
 step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show --kernel'
+step stacked-alone /livesplice apply --kernel /u/stacked.lsu
+step stack-fix /livesplice apply --kernel /u/cmdline.lsu
+step stack-apply /livesplice apply --kernel /u/stacked.lsu
+step stack-read cat /proc/cmdline
+step stack-undo-first /livesplice undo --kernel cmdline-fix
+step stack-undo2 /livesplice undo --kernel stacked
+step stack-read1 cat /proc/cmdline
+step stack-undo1 /livesplice undo --kernel cmdline-fix
+step stack-read0 cat /proc/cmdline
+step shadow-apply /livesplice apply --kernel /u/shadow.lsu
+step shadow-read1 cat /proc/cmdline
+step shadow-read2 cat /proc/cmdline
+step shadow-undo /livesplice undo --kernel shadow
+step shadow-read0 cat /proc/cmdline
+step shadow-again /livesplice apply --kernel /u/shadow.lsu
+step shadow-read3 cat /proc/cmdline
+step shadow-undo2 /livesplice undo --kernel shadow
+step shadow-log sh -c 'dmesg | grep -o "livesplice-test: .*"'
+step veto /livesplice apply --kernel /u/veto.lsu
+step veto-read cat /proc/cmdline
+step veto-log sh -c 'dmesg | grep -o "livesplice-test: .*" | tail -n 2'
+step veto-final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show --kernel'
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -347,6 +394,15 @@ step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show 
 	}
 	steps := kernellab.ParseSteps(console)
 	const original = "console=ttyS0 panic=-1 quiet loglevel=3\n"
+	const shadowLog = `livesplice-test: pre_apply
+livesplice-test: post_apply generation 7
+livesplice-test: pre_undo after 2 reads
+livesplice-test: post_undo freed the shadows
+livesplice-test: pre_apply
+livesplice-test: post_apply generation 7
+livesplice-test: pre_undo after 1 reads
+livesplice-test: post_undo freed the shadows
+`
 	for _, c := range []struct {
 		step string
 		rc   int
@@ -368,6 +424,33 @@ step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show 
 		{"counter-undo", 0, ""},
 		{"cmdline3", 0, original},
 		{"final", 0, ""},
+		// Stacked: built on the tree with the fix in it, requires it.
+		{"stacked-alone", 6, "cmdline-fix"},
+		{"stack-fix", 0, ""},
+		{"stack-apply", 0, ""},
+		{"stack-read", 0, "loglevel=3 (spliced twice)\n"},
+		{"stack-undo-first", 6, "undo stacked first"},
+		{"stack-undo2", 0, ""},
+		{"stack-read1", 0, "loglevel=3 (spliced by livesplice)\n"},
+		{"stack-undo1", 0, ""},
+		{"stack-read0", 0, original},
+		// livesplice.h in the kernel: the shadow counts reads of the
+		// existing command line, PRE_APPLY set the generation, POST_UNDO
+		// freed the shadows (the count starts again).
+		{"shadow-apply", 0, ""},
+		{"shadow-read1", 0, "loglevel=3 (shadow reads 1, generation 7)\n"},
+		{"shadow-read2", 0, "loglevel=3 (shadow reads 2, generation 7)\n"},
+		{"shadow-undo", 0, ""},
+		{"shadow-read0", 0, original},
+		{"shadow-again", 0, ""},
+		{"shadow-read3", 0, "loglevel=3 (shadow reads 1, generation 7)\n"},
+		{"shadow-undo2", 0, ""},
+		{"shadow-log", 0, shadowLog},
+		// A vetoing PRE_APPLY: exit 8, FAIL_APPLY ran, nothing loaded.
+		{"veto", 8, "pre_apply hook cmdline_not_now vetoed the update (returned 1); nothing was loaded"},
+		{"veto-read", 0, original},
+		{"veto-log", 0, "livesplice-test: veto\nlivesplice-test: fail_apply after the veto\n"},
+		{"veto-final", 0, ""},
 	} {
 		s, ok := steps[c.step]
 		switch {
@@ -384,6 +467,31 @@ step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show 
 	if t.Failed() {
 		t.Logf("console:\n%s", console)
 	}
+}
+
+// stackedTree returns a copy of the kernel source src with a patch of
+// testdata/kernel applied: hard links (cp -al, cheap), which patch replaces
+// by new files for the ones it changes, so src is never written.
+func stackedTree(t *testing.T, src, patch string) string {
+	t.Helper()
+	tree := filepath.Join(t.TempDir(), "linux")
+	if out, err := exec.Command("cp", "-al", src, tree).CombinedOutput(); err != nil {
+		// Another file system: a full copy that keeps the times.
+		os.RemoveAll(tree)
+		if out2, err := exec.Command("cp", "-a", src, tree).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v\n%s%s", src, err, out, out2)
+		}
+	}
+	abs, err := filepath.Abs(filepath.Join("testdata/kernel", patch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("patch", "-p1", "--batch", "--silent", "-i", abs)
+	cmd.Dir = tree
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("patch %s: %v\n%s", tree, err, out)
+	}
+	return tree
 }
 
 // lpBusy is a livepatch replacing busymod_work_func of the kernel's sample

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -29,22 +28,6 @@ type running struct {
 	Comm    string
 	Objects []object
 	Patched bool // maps livesplice's state record: some update was applied
-}
-
-// allPids lists every process but this one and PID 1 (an agent run
-// touches init only when named with --pid).
-func allPids() []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err == nil && pid != self && pid != 1 {
-			out = append(out, pid)
-		}
-	}
-	sort.Ints(out)
-	return out
 }
 
 // scanner reads the objects of processes, reading each file's build-id

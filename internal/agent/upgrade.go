@@ -315,7 +315,7 @@ func (r *run) add(outs []Outcome) {
 // processes upgrades every process in scope (or only --pid), undoing the
 // revoked updates first, and records each target's effective version.
 func (r *run) processes() error {
-	pids := allPids()
+	pids := procfs.Others()
 	if r.o.Pid > 0 {
 		pids = []int{r.o.Pid}
 	}

@@ -178,15 +178,7 @@ func createCmd(stderr io.Writer) *cobra.Command {
 				return err
 			}
 			f.Requires = append(f.Requires, requires...)
-			data, err := update.Marshal(f)
-			if err != nil {
-				return err
-			}
-			tmp := out + ".tmp"
-			if err := os.WriteFile(tmp, data, 0o644); err != nil {
-				return err
-			}
-			return os.Rename(tmp, out)
+			return update.WriteFile(out, f)
 		},
 	}
 	c.Flags().StringVar(&src, "src", "", "unpatched source tree (never modified)")

@@ -41,13 +41,5 @@ func createDeb(cmd *cobra.Command, pkg, version, to, id, out string, keep bool, 
 	if err != nil {
 		return err
 	}
-	data, err := update.Marshal(f)
-	if err != nil {
-		return err
-	}
-	tmp := out + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, out)
+	return update.WriteFile(out, f)
 }

@@ -87,7 +87,7 @@ func (m *moduleBuilder) addHooks(c *unitCtx) error {
 		}
 		name := m.funcName(mi)
 		if !slices.Contains(kernelHookKinds, e.kind) {
-			return refused(c.file, name, "%s(%s): livepatch has no point where this hook could run in the kernel (no moment with every task stopped); a kernel update can use LIVESPLICE_PRE_APPLY, POST_APPLY, FAIL_APPLY, PRE_UNDO and POST_UNDO (docs/custom-code.md)", hookMacro(e.kind), name)
+			return refused(c.file, name, "%s hook: livepatch has no point where it could run in the kernel (no moment with every task stopped); a kernel update can use LIVESPLICE_PRE_APPLY, POST_APPLY, FAIL_APPLY, PRE_UNDO and POST_UNDO (docs/custom-code.md)", hookMacro(e.kind))
 		}
 		if len(m.callbacks[c.u.Object]) > 0 {
 			return refused(c.file, name, "the patch uses both kpatch-macros.h callbacks and livesplice.h hooks for %s; use one of them", c.u.Object)

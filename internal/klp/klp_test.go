@@ -417,3 +417,58 @@ func TestBuildRefusesZeroToValue(t *testing.T) {
 		t.Fatalf("want a refusal naming unit.c, counter and the reason, got %v", err)
 	}
 }
+
+// hooks is what livesplice.h's hook macros leave in a kernel unit.
+const hooks = `CALLBACK=` +
+	`static int my_veto(void) { return counter; } static int (*const my_veto_ptr)(void) __attribute__((used, section(".livesplice.hook.pre_apply.1"))) = my_veto;` +
+	`static void my_post(void) { counter++; } static void (*const my_post_ptr)(void) __attribute__((used, section(".livesplice.hook.post_undo.2"))) = my_post;` +
+	`static void my_fail(void) { counter--; } static void (*const my_fail_ptr)(void) __attribute__((used, section(".livesplice.hook.fail_apply.3"))) = my_fail;`
+
+func TestBuildHooks(t *testing.T) {
+	pre := compile(t, base...)
+	post := compile(t, with(hooks)...)
+	r, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"extern int __livesplice_hook_pre_apply_",
+		"pre_apply hook my_veto vetoed the update",
+		"return -ECANCELED;",
+		".callbacks = { .pre_patch = livesplice_pre_patch_0, .post_patch = livesplice_post_patch_0, .pre_unpatch = livesplice_pre_unpatch_0, .post_unpatch = livesplice_post_unpatch_0, }",
+	} {
+		if !bytes.Contains(r.Stub, []byte(want)) {
+			t.Errorf("stub lacks %q:\n%s", want, r.Stub)
+		}
+	}
+	// post_unpatch runs FAIL_APPLY hooks unless post_patch ran, POST_UNDO ones after it.
+	s := string(r.Stub)
+	unpatch := s[strings.Index(s, "static void livesplice_post_unpatch_0"):]
+	if f, p := strings.Index(unpatch, "livesplice_fail_apply_0();"), strings.Index(unpatch, "__livesplice_hook_post_undo_"); f < 0 || p < f {
+		t.Errorf("post_unpatch does not run fail_apply, then post_undo:\n%s", unpatch)
+	}
+	o, err := elf.NewFile(bytes.NewReader(r.Object))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, _ := o.Symbols()
+	found := 0
+	for _, y := range syms {
+		if strings.HasPrefix(y.Name, "__livesplice_hook_") && elf.ST_BIND(y.Info) == elf.STB_GLOBAL {
+			found++
+		}
+	}
+	if found != 3 {
+		t.Errorf("%d hook aliases in the object, want 3", found)
+	}
+}
+
+func TestBuildRefusesUnsupportedHook(t *testing.T) {
+	pre := compile(t, base...)
+	post := compile(t, with(`CALLBACK=static int my_check(void) { return 0; } static int (*const my_check_ptr)(void) __attribute__((used, section(".livesplice.hook.check_apply.0"))) = my_check;`)...)
+	_, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, nil)
+	var re *objdiff.RefusedError
+	if !errors.As(err, &re) || re.Symbol != "my_check" || !strings.Contains(re.Reason, "LIVESPLICE_CHECK_APPLY hook") {
+		t.Fatalf("err = %v, want a refusal naming my_check and LIVESPLICE_CHECK_APPLY", err)
+	}
+}

@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -21,22 +19,6 @@ type Outcome struct {
 	Pid    int    `json:"pid"`
 	Result string `json:"result"` // "patched", "unpatched", "skipped" or "failed"
 	Reason string `json:"reason,omitempty"`
-}
-
-// pids lists every process but this one (and PID 1: a fleet operation
-// never touches init; name it with --pid to patch it).
-func pids() []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err == nil && pid != self && pid != 1 {
-			out = append(out, pid)
-		}
-	}
-	sort.Ints(out)
-	return out
 }
 
 // targetNames are the file names an update's targets may be mapped as.
@@ -95,7 +77,7 @@ func ApplyAll(f *update.File, opt Options) []Outcome {
 	d := newDiscovery(f)
 	// Finding the candidates (reading every process's maps) runs in the
 	// workers too.
-	return forEach(pids(), func(pid int) (Outcome, bool) {
+	return forEach(procfs.Others(), func(pid int) (Outcome, bool) {
 		if !d.maps(pid) {
 			return Outcome{}, false
 		}
@@ -114,7 +96,7 @@ func ApplyAll(f *update.File, opt Options) []Outcome {
 
 // UndoAll takes an update out of every process that has it applied.
 func UndoAll(id string, opt Options) []Outcome {
-	return forEach(pids(), func(pid int) (Outcome, bool) {
+	return forEach(procfs.Others(), func(pid int) (Outcome, bool) {
 		if !hasUpdate(pid, id) {
 			return Outcome{}, false
 		}
@@ -140,7 +122,7 @@ type Patched struct {
 func ShowAll() []Patched {
 	out := []Patched{}
 	want := "/memfd:" + state.MappingName + " (deleted)"
-	for _, pid := range pids() {
+	for _, pid := range procfs.Others() {
 		maps, err := procfs.ReadMaps(pid)
 		if err != nil {
 			continue

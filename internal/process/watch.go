@@ -226,7 +226,7 @@ func (w *watcher) report(ev WatchEvent) {
 // and do not have it yet.
 func (w *watcher) scan() {
 	ds := w.discoveries()
-	forEach(pids(), func(pid int) (Outcome, bool) {
+	forEach(procfs.Others(), func(pid int) (Outcome, bool) {
 		unlock := w.lock(pid)
 		defer unlock()
 		w.applyFiles(pid, ds, "running", "", true)

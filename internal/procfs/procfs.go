@@ -233,3 +233,19 @@ func Blocked(pid int) []int {
 	}
 	return out
 }
+
+// Others lists every process but the caller and PID 1, in pid order: what
+// a fleet operation may touch (init only ever when named by pid).
+func Others() []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && pid != self && pid != 1 {
+			out = append(out, pid)
+		}
+	}
+	sort.Ints(out)
+	return out
+}

@@ -288,6 +288,20 @@ func ReadFile(path string) (*File, error) {
 	return f, nil
 }
 
+// WriteFile encodes f and writes it to path whole or not at all: a
+// temporary file beside it, renamed over it.
+func WriteFile(path string, f *File) error {
+	data, err := Marshal(f)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 // Validate checks every index and size so that apply never trusts a bad file.
 func (f *File) Validate() error {
 	if !ValidID(f.ID) {
