@@ -8,7 +8,7 @@ FUZZ = ./internal/update:FuzzUnmarshal ./internal/state:FuzzDecode ./internal/un
 	./internal/objdiff:FuzzLoadObject ./internal/elfsym:FuzzLoad ./internal/layout:FuzzLayout
 FUZZ += ./internal/klp:FuzzModule
 FUZZ += ./internal/kernel:FuzzKallsyms ./internal/kernel:FuzzKcore ./internal/kernel:FuzzNewFuncs ./internal/kernel:FuzzMatch
-FUZZ += ./internal/repo:FuzzParseEntry ./internal/agent:FuzzParseConfig ./internal/fleet:FuzzParse
+FUZZ += ./internal/repo:FuzzMetadata ./internal/repo:FuzzParseEntry ./internal/agent:FuzzParseConfig ./internal/fleet:FuzzParse
 FUZZTIME ?= 5s
 
 build:
