@@ -66,8 +66,12 @@ func Write(buf []byte, off uint64, typ uint32, p, s uint64, a int64, got uint64)
 	switch elf.R_X86_64(typ) {
 	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_PC64:
 		v = int64(s) + a - int64(p)
-	case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
+	case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX, elf.R_X86_64_GOTTPOFF:
 		v = int64(got) + a - int64(p)
+	case elf.R_X86_64_TLSGD, elf.R_X86_64_TLSLD: // s: the running object's GOT pair
+		v = int64(s) + a - int64(p)
+	case elf.R_X86_64_TPOFF32, elf.R_X86_64_DTPOFF32: // s: an offset, not an address
+		v = int64(s) + a
 	case elf.R_X86_64_32:
 		u := uint64(int64(s) + a)
 		if u > math.MaxUint32 {
@@ -121,6 +125,10 @@ func Observe(pre, run []byte, off uint64, typ uint32, p uint64, a int64, mem Mem
 		return uint64(v32 - a), 0, nil
 	case elf.R_X86_64_64:
 		return binary.LittleEndian.Uint64(run[off:]) - uint64(a), 0, nil
+	case elf.R_X86_64_TPOFF32, elf.R_X86_64_DTPOFF32:
+		return uint64(v32 - a), 0, nil
+	case elf.R_X86_64_TLSGD, elf.R_X86_64_TLSLD:
+		return uint64(int64(p) + v32 - a), 0, nil
 	}
 	// GOT forms: unchanged, or relaxed by the linker (binutils 2.40).
 	if off >= 2 {
@@ -137,6 +145,8 @@ func Observe(pre, run []byte, off uint64, typ uint32, p uint64, a int64, mem Mem
 		case po[0] == 0xff && po[1] == 0x15 && ro[0] == 0x67 && ro[1] == 0xe8: // call *foo@GOTPCREL -> addr32 call foo
 			return uint64(int64(p) + v32 - a), 2, nil
 		case po[0] == 0x8b && ro[0] == 0xc7 && ro[1]&0xf8 == 0xc0: // mov foo@GOTPCREL -> mov $foo
+			return uint64(v32), 2, nil
+		case po[0] == 0x03 && ro[0] == 0x81 && ro[1]&0xf8 == 0xc0 && elf.R_X86_64(typ) == elf.R_X86_64_GOTTPOFF: // add foo@gottpoff -> add $foo@tpoff
 			return uint64(v32), 2, nil
 		}
 	}

@@ -114,7 +114,11 @@ func (b *Builder) symbol(y update.Symbol) int {
 }
 
 func symbolKey(y update.Symbol) string {
-	return fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", y.Kind, y.Name, y.File, y.Section, y.Offset)
+	k := fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", y.Kind, y.Name, y.File, y.Section, y.Offset)
+	if y.IsTLS() {
+		k += "\x00" + y.Type // one symbol per access model: each has its own value
+	}
+	return k
 }
 
 // differ compares one object pair.
@@ -181,7 +185,7 @@ func (d *differ) refuse(sym, format string, args ...any) error {
 }
 
 func namedLocal(y *symbol) bool {
-	return y.bind == elf.STB_LOCAL && y.name != "" && (y.typ == elf.STT_FUNC || y.typ == elf.STT_OBJECT || y.typ == elf.STT_NOTYPE) && y.sec != nil
+	return y.bind == elf.STB_LOCAL && y.name != "" && (y.typ == elf.STT_FUNC || y.typ == elf.STT_OBJECT || y.typ == elf.STT_NOTYPE || y.typ == elf.STT_TLS) && y.sec != nil
 }
 
 // correlate pairs post sections and local symbols with their pre twins: by
@@ -482,8 +486,10 @@ func (d *differ) checkData() error {
 			name = y.name
 		}
 		switch {
+		case s.tls() && !paired:
+			return d.refuse(name, "new thread-local variable (section %s): the running threads have no storage for it (keep per-thread state in a shadow variable keyed by the thread)", s.name)
 		case s.tls():
-			return d.refuse(name, "thread-local data changed or added (section %s); thread-local variables cannot be spliced yet", s.name)
+			return d.refuse(name, "thread-local variable changed (section %s): every running thread already holds its own copy", s.name)
 		case s.typ == elf.SHT_INIT_ARRAY || s.typ == elf.SHT_FINI_ARRAY || s.typ == elf.SHT_PREINIT_ARRAY ||
 			strings.HasPrefix(s.name, ".ctors") || strings.HasPrefix(s.name, ".dtors"):
 			return d.refuse(s.name, "constructors or destructors changed; they already ran in the running program")
@@ -666,7 +672,12 @@ func (d *differ) carry(s *section) (int, error) {
 	var relocs []update.Reloc
 	for _, r := range s.relocs {
 		if tlsReloc(r) {
-			return 0, d.refuse(r.sym.name, "thread-local variable used by %s (relocation %v); code that uses thread-local variables cannot be spliced yet", s.name, elf.R_X86_64(r.typ))
+			y, err := d.tlsSymbol(r, d.post, s.name)
+			if err != nil {
+				return 0, err
+			}
+			relocs = append(relocs, update.Reloc{Offset: r.off, Type: r.typ, Symbol: d.b.symbol(y), Addend: r.addend})
+			continue
 		}
 		if update.RelocWidth(r.typ) == 0 {
 			return 0, d.refuse(r.sym.name, "relocation type %v in %s is not supported", elf.R_X86_64(r.typ), s.name)
@@ -738,7 +749,12 @@ func (d *differ) preCode(y *symbol) (*update.Code, error) {
 			continue
 		}
 		if tlsReloc(r) {
-			return nil, d.refuse(y.name, "uses thread-local variable %s (relocation %v); code that uses thread-local variables cannot be spliced yet", r.sym.name, elf.R_X86_64(r.typ))
+			ty, err := d.tlsSymbol(r, d.pre, y.name)
+			if err != nil {
+				return nil, err
+			}
+			c.Relocs = append(c.Relocs, update.Reloc{Offset: r.off - y.value, Type: r.typ, Symbol: d.b.symbol(ty), Addend: r.addend})
+			continue
 		}
 		if update.RelocWidth(r.typ) == 0 {
 			return nil, d.refuse(y.name, "relocation type %v is not supported", elf.R_X86_64(r.typ))
@@ -763,6 +779,42 @@ func (d *differ) preCode(y *symbol) (*update.Code, error) {
 // offset into every thread's block (or a call to __tls_get_addr), which the
 // update format cannot carry yet. Named as such, not as an unknown
 // relocation, so that the refusal says why.
+// tlsSymbol is the update's symbol for a reference (in object o) to an
+// existing thread-local variable, typed by how the code reaches it
+// (update.TLSClass): run-pre matching learns its place from the running
+// code, apply writes it. A new thread-local variable is refused: the
+// running threads have no storage for it.
+func (d *differ) tlsSymbol(r reloc, o *object, user string) (update.Symbol, error) {
+	y := r.sym
+	class := update.TLSClass(r.typ)
+	if class == "" {
+		return update.Symbol{}, d.refuse(user, "thread-local variable %s reached through %v, an access model livesplice cannot splice (local exec, initial exec, general and local dynamic it can)", y.name, elf.R_X86_64(r.typ))
+	}
+	if y.name == "" || y.typ == elf.STT_SECTION {
+		return update.Symbol{}, d.refuse(user, "thread-local data reached through section %s rather than a variable's symbol", y.name)
+	}
+	var id update.Symbol
+	switch {
+	case y.undef:
+		id = update.Symbol{Kind: update.SymGlobal, Name: y.name}
+	case o == d.pre:
+		id = d.identity(y, d.pre)
+	case y.bind == elf.STB_LOCAL:
+		p, ok := d.rename[y]
+		if !ok {
+			return update.Symbol{}, d.refuse(y.name, "new thread-local variable: the running threads have no storage for it (keep per-thread state in a shadow variable keyed by the thread)")
+		}
+		id = d.identity(p, d.pre)
+	default:
+		if d.pre.global(y.name) == nil {
+			return update.Symbol{}, d.refuse(y.name, "new thread-local variable: the running threads have no storage for it (keep per-thread state in a shadow variable keyed by the thread)")
+		}
+		id = d.identity(y, d.post)
+	}
+	id.Type = "tls-" + class
+	return id, nil
+}
+
 func tlsReloc(r reloc) bool {
 	switch elf.R_X86_64(r.typ) {
 	case elf.R_X86_64_TPOFF32, elf.R_X86_64_TPOFF64, elf.R_X86_64_GOTTPOFF, elf.R_X86_64_TLSGD,

@@ -602,6 +602,15 @@ func dist(a, b uint64) uint64 {
 // then every loaded object's exports in load order.
 func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, error) {
 	y := p.t.Symbols[si]
+	if y.IsTLS() {
+		// Where a thread-local variable lives (its thread-pointer
+		// offset, the object's GOT pair) is only known from the running
+		// code that reaches it the same way.
+		if v, ok := p.match.Learned[si]; ok {
+			return v, nil
+		}
+		return 0, fmt.Errorf("thread-local variable %s: new code reaches it as %s, and no replaced function's running code shows where that leads (replace a function that uses it the same way)", y.Name, strings.TrimPrefix(y.Type, "tls-"))
+	}
 	switch y.Kind {
 	case update.SymSection:
 		return secAddr(y.Section) + y.Offset, nil

@@ -124,7 +124,7 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 			skip[i] = true
 		}
 		y := t.Symbols[r.Symbol]
-		if y.Kind != update.SymLocal {
+		if y.Kind != update.SymLocal && !y.IsTLS() {
 			continue // globals are found by name; anonymous data needs no address
 		}
 		if v, ok := known[r.Symbol]; ok && v != s {

@@ -1,10 +1,15 @@
-/* Answers every line with how many lines this thread has seen. */
+/* Answers every line with how many lines this thread has seen, counted in
+ * a thread-local variable of the program (local exec) and in two of a
+ * library (general and local dynamic, and initial exec from here). */
 #include <stdio.h>
+#include "tlslib.h"
 
 __thread int seen;
 
 __attribute__((noinline)) int count(void)
 {
+	if (lib_seen < 0) /* the library's variable: initial exec */
+		return -1;
 	return ++seen;
 }
 
@@ -12,7 +17,8 @@ int main(void)
 {
 	char line[64];
 	while (fgets(line, sizeof line, stdin)) {
-		printf("seen=%d\n", count());
+		int s = count();
+		printf("seen=%d lib=%d\n", s, lib_count());
 		fflush(stdout);
 	}
 	return 0;

@@ -1,0 +1,2 @@
+extern __thread int lib_seen;
+int lib_count(void);
