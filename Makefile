@@ -28,7 +28,7 @@ lint:
 	gofmt -l . | (! grep .)
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
-	$(GO) test -race -count=1 ./internal/ptrace/ ./internal/unwind/ ./internal/build/
+	$(GO) test -race -count=1 ./internal/ptrace/ ./internal/unwind/ ./internal/build/ ./internal/process/ ./internal/server/ ./internal/agent/
 
 bench:
 	$(GO) run ./bench
