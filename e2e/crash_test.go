@@ -152,3 +152,46 @@ func TestCrashAtRandomInstants(t *testing.T) {
 		settle(t, p, upd, when)
 	}
 }
+
+// A C++ program, whose unwinder (libgcc) is handed the update's call frame
+// information: livesplice killed before, while and after it registers or
+// deregisters the frames leaves a program that still throws and catches
+// (through the old code or the new, never through freed frames), and the
+// next commands recover and work.
+func TestCrashAroundFrameRegistration(t *testing.T) {
+	p, upd := prepare(t, "cxx")
+	check := func(when string) {
+		t.Helper()
+		if got := p.query("-1"); got != "error: negative" {
+			t.Fatalf("%s: an exception through the program: %q", when, got)
+		}
+		switch got := p.query("500"); got {
+		case "1000", "error: too large":
+		default:
+			t.Fatalf("%s: %q", when, got)
+		}
+	}
+	settleCxx := func(when string) {
+		t.Helper()
+		mustRun(t, "apply", "--pid", p.pid(), upd)
+		if got := p.query("500"); got != "error: too large" {
+			t.Fatalf("%s: after the follow-up apply: %q", when, got)
+		}
+		mustRun(t, "undo", "--pid", p.pid(), "fix")
+		if got := p.query("500"); got != "1000" {
+			t.Fatalf("%s: after the follow-up undo: %q", when, got)
+		}
+		check(when + ", settled")
+	}
+	for _, pt := range []string{"apply:prepared", "frames:registering", "apply:frames", "apply:entry"} {
+		killedAt(t, pt, "apply", "--pid", p.pid(), upd)
+		check(pt)
+		settleCxx(pt)
+	}
+	for _, pt := range []string{"frames:deregistering", "undo:unmapped"} {
+		mustRun(t, "apply", "--pid", p.pid(), upd)
+		killedAt(t, pt, "undo", "--pid", p.pid(), "fix")
+		check(pt)
+		settleCxx(pt)
+	}
+}

@@ -1,8 +1,10 @@
 // Package kbuild compiles single translation units of a Linux source tree
 // the way the running kernel was built, without ever building the kernel:
 // a prepared output tree (olddefconfig, prepare, modules_prepare; `make O=`)
-// is kept in a cache keyed by source, config and compiler, and each patch
-// compiles only the units it affects, pre and post. The post build sees the
+// is kept in a cache keyed by the top Makefile, config, release and
+// compiler, and shared by sources that differ only in compiled .c/.h files
+// (a tree with an earlier update's patch in it), and each patch compiles
+// only the units it affects, pre and post. The post build sees the
 // patched sources and writes its objects through overlay mounts in a private
 // mount namespace, so neither the source tree nor the cached tree is ever
 // modified by it.

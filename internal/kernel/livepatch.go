@@ -152,19 +152,21 @@ func loadModule(ko []byte, modName string) error {
 // lastKmsg returns the text of the newest kernel log record that contains
 // substr ("" if none or the log cannot be read).
 func lastKmsg(substr string) string {
-	f, err := os.OpenFile("/dev/kmsg", os.O_RDONLY|unix.O_NONBLOCK, 0)
+	// Raw syscalls: an os.File would wait in Go's poller for the next
+	// record instead of returning EAGAIN at the end of the log.
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	found := ""
 	buf := make([]byte, 8192)
 	for {
-		n, err := f.Read(buf)
+		n, err := unix.Read(fd, buf)
 		if errors.Is(err, unix.EPIPE) {
 			continue // records overwritten while reading
 		}
-		if err != nil || n == 0 {
+		if err != nil || n <= 0 {
 			return found
 		}
 		// "prio,seq,time,flags;text\n" and continuation lines

@@ -3,6 +3,7 @@ package objdiff
 import (
 	"encoding/binary"
 	"sort"
+	"strings"
 
 	"livesplice/internal/update"
 )
@@ -62,17 +63,28 @@ func (d *differ) frames() {
 			r := relAt[o]
 			var sym int
 			var add int64
-			if y := r.sym; y.sec != nil && y.sec.exec() {
+			y := r.sym
+			switch {
+			case y.sec == nil || y.undef:
+				sym, add = d.b.symbol(update.Symbol{Kind: update.SymGlobal, Name: y.name}), r.addend
+			case y.sec.exec():
 				i, ok := d.carried[y.sec]
 				if !ok {
 					return 0, false
 				}
 				sym, add = d.b.symbol(update.Symbol{Kind: update.SymSection, Section: i}), int64(y.value)+r.addend
-			} else {
-				var err error
-				if sym, add, err = d.postSymbol(d.post.resolve(r), r); err != nil {
+			default:
+				// An LSDA (.gcc_except_table) or a personality routine's
+				// DW.ref word: the update carries its own copy, so that
+				// nothing hidden in the running program must be found.
+				if y.sec.write() && !strings.HasPrefix(y.sec.name, ".data.rel.local.DW.ref.") {
 					return 0, false
 				}
+				i, err := d.carry(y.sec)
+				if err != nil {
+					return 0, false
+				}
+				sym, add = d.b.symbol(update.Symbol{Kind: update.SymSection, Section: i}), int64(y.value)+r.addend
 			}
 			relocs = append(relocs, update.Reloc{Offset: at + o - e.off, Type: r.typ, Symbol: sym, Addend: add})
 		}

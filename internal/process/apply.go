@@ -145,13 +145,25 @@ func apply(pid int, f *update.File, opt Options) error {
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
 	}
 	fault.Point("apply:prepared")
+	if err := s.registerFrames(last); err != nil {
+		// In doubt whether libgcc holds the frames: drop the record but
+		// leave the memory (frames.go).
+		abandon()
+		s.rec = old
+		s.writeState()
+		return fmt.Errorf("apply %s to process %d: give its call frame information to the program's unwinder: %w; nothing was changed (its memory stays mapped)", f.ID, pid, err)
+	}
+	fault.Point("apply:frames")
 	u := s.unwinder()
 	opt.logf("matched and placed the new code in %v", time.Since(t0))
 	undoPrepared := func() {
 		abandon()
+		leak := s.dropFrames(last)
 		s.rec = old
 		s.writeState()
-		rollback()
+		if !leak {
+			rollback()
+		}
 	}
 	// Everything written in the stop is made now, before it.
 	s.rec.Updates[last].Status = state.StatusCommitting

@@ -139,8 +139,9 @@ func (s *session) remove(idx int, op string) error {
 	if err := s.refresh(); err != nil {
 		return err
 	}
+	leak := s.dropFrames(idx)
 	for _, g := range a.Regions {
-		if s.ours(g) {
+		if s.ours(g) && !leak {
 			if err := s.munmap(g.Addr, g.Size); err != nil {
 				s.opt.logf("%s %s: unmap %#x: %v", op, a.ID, g.Addr, err)
 			}

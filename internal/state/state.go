@@ -59,7 +59,11 @@ type Applied struct {
 	DependsOn []string  `json:"depends_on,omitempty"`
 	Defs      []Def     `json:"defs,omitempty"`   // symbols the update defined, where they live
 	Frames    []Region  `json:"frames,omitempty"` // the update's .eh_frame copies (call frame information of its code)
-	Hooks     []Hook    `json:"hooks,omitempty"`  // the update's undo hooks, for undo to call
+	// Unwinder journals handing Frames to the program's unwinder
+	// (libgcc's __register_frame): "", "registering", "registered",
+	// "deregistering".
+	Unwinder string `json:"unwinder,omitempty"`
+	Hooks    []Hook `json:"hooks,omitempty"` // the update's undo hooks, for undo to call
 }
 
 // Hook is a hook of an applied update: undo calls it (docs/custom-code.md).
