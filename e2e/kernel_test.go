@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"livesplice/e2e/kernellab"
+	"livesplice/internal/kbuild"
 	"livesplice/internal/update"
 )
 
@@ -326,7 +328,17 @@ func TestKernelCreateApply(t *testing.T) {
 	}
 	fix := create(lab.Src, "cmdline-fix", "cmdline.patch")
 	counter := create(lab.Src, "counter", "counter.patch")
+	// The copy differs from the source in one .c file: create reuses the
+	// source's prepared tree instead of preparing one for the copy.
+	trees := func() []string {
+		m, _ := filepath.Glob(filepath.Join(kbuild.CacheRoot(), "kbuild", "*", ".livesplice-prepared"))
+		return m
+	}
+	before := trees()
 	stacked := create(stackedTree(t, lab.Src, "cmdline.patch"), "stacked", "stacked.patch", "--requires", "cmdline-fix")
+	if after := trees(); !slices.Equal(before, after) {
+		t.Errorf("the stacked create prepared another kernel tree: %v, before %v", after, before)
+	}
 	shadow := create(lab.Src, "shadow", "shadow.patch")
 	veto := create(lab.Src, "veto", "veto.patch")
 	_, out, err := createFrom(lab.Src, "check", "check-apply.patch")

@@ -48,9 +48,9 @@ func (m *moduleBuilder) addHooks(c *unitCtx) error {
 	if err != nil {
 		return err
 	}
-	pre, err := elf.NewFile(bytes.NewReader(c.u.Pre))
+	pre, err := readPost(Unit{Rel: c.u.Rel + " (pre)", Post: c.u.Pre})
 	if err != nil {
-		return fmt.Errorf("%s: %w", c.u.Rel, err)
+		return err
 	}
 	type entry struct {
 		si   int
@@ -65,7 +65,7 @@ func (m *moduleBuilder) addHooks(c *unitCtx) error {
 		}
 		// The pre build has it too: an earlier update's hook (a stacked
 		// update built on a tree with that update's patch), not this one's.
-		if pre.Section(s.Name) != nil {
+		if oldHook(p, pre, si) {
 			continue
 		}
 		i := strings.LastIndexByte(rest, '.')
@@ -113,6 +113,33 @@ func printable(name string) string {
 		}
 		return '_'
 	}, name)
+}
+
+// oldHook reports whether the pre build has hook section si of the post
+// build with a pointer to the same function.
+func oldHook(post, pre *postObject, si int) bool {
+	target := func(o *postObject, i int) string {
+		rs := o.relocs[i]
+		if len(rs) != 1 {
+			return ""
+		}
+		sec, off, y := o.place(rs[0])
+		switch {
+		case sec != nil:
+			return fmt.Sprintf("%s+%d", sec.Name, off)
+		case y != nil:
+			return y.Name
+		}
+		return ""
+	}
+	name := post.f.Sections[si].Name
+	for pi, s := range pre.f.Sections {
+		if s.Name == name && s.Type != elf.SHT_RELA {
+			t := target(pre, pi)
+			return t != "" && t == target(post, si)
+		}
+	}
+	return false
 }
 
 // hookDispatchers writes, for object number oi, the klp callbacks that run

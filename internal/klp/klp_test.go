@@ -472,3 +472,17 @@ func TestBuildRefusesUnsupportedHook(t *testing.T) {
 		t.Fatalf("err = %v, want a refusal naming my_check and LIVESPLICE_CHECK_APPLY", err)
 	}
 }
+
+// A hook that the pre build has too belongs to an earlier update (the tree
+// of a stacked update has that update's patch): it is not run again.
+func TestBuildSkipsEarlierHooks(t *testing.T) {
+	pre := compile(t, with(hooks)...)
+	post := compile(t, with(hooks, `EXTRA=printk("show %d\n", v);`)...)
+	r, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, map[string]bool{"printk": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(r.Stub, []byte("__livesplice_hook_")) || bytes.Contains(r.Stub, []byte(".callbacks")) {
+		t.Fatalf("stub runs the earlier update's hooks:\n%s", r.Stub)
+	}
+}
