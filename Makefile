@@ -15,7 +15,7 @@ build:
 	$(GO) build -o bin/livesplice ./cmd/livesplice
 
 test:
-	$(GO) test -count=1 -timeout 40m ./...
+	$(GO) test -count=1 -timeout 70m ./...
 	$(MAKE) fuzz
 
 fuzz:
