@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"livesplice/internal/kernel"
+	"livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
@@ -33,7 +34,9 @@ func (systemKernel) Applied() ([]string, error) {
 	return ids, nil
 }
 
-func (systemKernel) Apply(f *update.File, o kernel.Options) error { return kernel.System.Apply(f, o) }
+func (systemKernel) Apply(f *update.File, o kernel.Options) error {
+	return target.Kernel().Apply(f, target.Options{Deadline: o.Deadline, Log: o.Log})
+}
 
 var runningKernel kernelTarget = systemKernel{}
 

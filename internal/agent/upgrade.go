@@ -19,6 +19,7 @@ import (
 	"livesplice/internal/process"
 	"livesplice/internal/procfs"
 	"livesplice/internal/state"
+	"livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
@@ -407,7 +408,8 @@ func matching(entries map[string]Cached, p running) ([]string, []object) {
 // on it are not tried. It returns the outcomes and every id the process
 // runs afterwards, in order.
 func (o Options) upgradeProcess(p running, matched []string, entries map[string]Cached, fetch func(string) ([]byte, error)) ([]Outcome, []string) {
-	shown, err := process.Show(p.Pid)
+	tg := target.Process(p.Pid)
+	shown, err := tg.Applied()
 	if err != nil && procfs.Exiting(p.Pid) {
 		return nil, nil // exited since the scan
 	}
@@ -421,10 +423,15 @@ func (o Options) upgradeProcess(p running, matched []string, entries map[string]
 		}
 	}
 	t := chainTarget{pid: p.Pid, comm: p.Comm, order: order,
-		apply:   func(f *update.File) error { return process.Apply(p.Pid, f, o.Apply) },
+		apply:   func(f *update.File) error { return tg.Apply(f, o.targetOptions()) },
 		already: func(err error) bool { return errors.Is(err, process.ErrAlreadyApplied) },
 		gone:    func() bool { return procfs.Exiting(p.Pid) }}
 	return o.applyChain(t, matched, entries, fetch)
+}
+
+// targetOptions are the apply and undo options for internal/target.
+func (o Options) targetOptions() target.Options {
+	return target.Options{Deadline: o.Apply.Deadline, HookTimeout: o.Apply.HookTimeout, Log: o.Apply.Log}
 }
 
 // chainTarget is a process or the kernel, as applyChain sees it.
@@ -500,7 +507,8 @@ func (o Options) applyChain(t chainTarget, matched []string, entries map[string]
 // undoRevoked takes the revoked updates out of a process, newest first, so
 // that an update is undone before the ones it was built on.
 func (o Options) undoRevoked(p running, revoked map[string]bool) []Outcome {
-	shown, err := process.Show(p.Pid)
+	tg := target.Process(p.Pid)
+	shown, err := tg.Applied()
 	if err != nil {
 		return nil // not ours to read, or gone: nothing of ours to undo
 	}
@@ -513,7 +521,7 @@ func (o Options) undoRevoked(p running, revoked map[string]bool) []Outcome {
 		out := Outcome{Pid: p.Pid, Comm: p.Comm, ID: id, Result: "undone"}
 		if o.DryRun {
 			out.Result = "would undo"
-		} else if err := process.Undo(p.Pid, id, o.Apply); err != nil {
+		} else if err := tg.Undo(id, o.targetOptions()); err != nil {
 			out.Result, out.Reason = "failed", "undo of a revoked update: "+oneLine(err)
 		} else {
 			o.logf("pid %d: undid revoked %s", p.Pid, id)
