@@ -3,6 +3,8 @@ package process
 import (
 	"debug/elf"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"livesplice/internal/fault"
@@ -33,10 +35,12 @@ const (
 // running thread may hold for a moment).
 const frameCallTimeout = 2 * time.Second
 
-// globalFunc finds an exported function in the process's global scope.
-func (s *session) globalFunc(name string) (uint64, bool) {
+// libgccFunc finds a function that libgcc_s exports, if the process has
+// libgcc_s loaded; other objects' symbol tables are never read for it, so
+// the many programs without it pay nothing.
+func (s *session) libgccFunc(name string) (uint64, bool) {
 	for _, m := range s.mods {
-		if m.load(s.pid) != nil {
+		if !strings.HasPrefix(filepath.Base(m.path), "libgcc_s.so") || m.load(s.pid) != nil {
 			continue
 		}
 		for _, g := range m.table.Global(name) {
@@ -56,8 +60,8 @@ func (s *session) registerFrames(idx int) error {
 	if len(a.Frames) == 0 {
 		return nil
 	}
-	reg, ok := s.globalFunc("__register_frame")
-	if _, ok2 := s.globalFunc("__deregister_frame"); !ok || !ok2 {
+	reg, ok := s.libgccFunc("__register_frame")
+	if _, ok2 := s.libgccFunc("__deregister_frame"); !ok || !ok2 {
 		return nil // no libgcc_s: nothing in the process unwinds that way
 	}
 	a.Unwinder = framesRegistering
@@ -91,7 +95,7 @@ func (s *session) dropFrames(idx int) (leak bool) {
 		s.opt.logf("%s: its call frame information may be registered with the program's unwinder; its memory stays mapped", a.ID)
 		return true
 	}
-	dereg, ok := s.globalFunc("__deregister_frame")
+	dereg, ok := s.libgccFunc("__deregister_frame")
 	if !ok {
 		return true
 	}

@@ -229,11 +229,22 @@ func (c *pageCache) ReadMem(addr uint64, b []byte) error {
 	return nil
 }
 
-// addFrames gives u the call frame information of the code that applied
+// placedFrames is an applied update's .eh_frame copy, read from the
+// process once per session (before any stop) and given to every unwinder
+// the session makes.
+type placedFrames struct {
+	id         string
+	start, end uint64 // the code it describes
+	addr       uint64
+	data       []byte
+}
+
+// readFrames reads the call frame information of the code that applied
 // updates placed, so that a thread inside new code is unwound exactly
 // rather than by the conservative stack scan. Frames that cannot be read
 // are left out: the scan still covers them.
-func (s *session) addFrames(u *unwind.Unwinder) {
+func (s *session) readFrames() {
+	s.frames = nil
 	if s.rec == nil {
 		return
 	}
@@ -245,10 +256,18 @@ func (s *session) addFrames(u *unwind.Unwinder) {
 				}
 				b := make([]byte, fr.Size)
 				if s.p.ReadMem(fr.Addr, b) == nil {
-					u.AddFrames(a.ID, r.Addr, r.Addr+r.Text, b, fr.Addr)
+					s.frames = append(s.frames, placedFrames{a.ID, r.Addr, r.Addr + r.Text, fr.Addr, b})
 				}
 			}
 		}
+	}
+}
+
+// addFrames gives u what readFrames read: no memory is read here, since a
+// retry of the safety check calls it with the world stopped.
+func (s *session) addFrames(u *unwind.Unwinder) {
+	for _, f := range s.frames {
+		u.AddFrames(f.id, f.start, f.end, f.data, f.addr)
 	}
 }
 
@@ -258,6 +277,7 @@ func (s *session) addFrames(u *unwind.Unwinder) {
 func (s *session) unwinder() *unwind.Unwinder {
 	s.cache = &pageCache{mem: s.p}
 	u := unwind.New(s.pid, s.maps, s.cache)
+	s.readFrames()
 	s.addFrames(u)
 	if regs, err := s.p.GetRegs(s.worker); err == nil {
 		u.Unwind(&regs, 64)

@@ -73,6 +73,7 @@ type session struct {
 	clean     map[int]bool            // threads checked while stopped since (precheck)
 	regs      map[int]unix.PtraceRegs // read by stopWorld, for the next check
 	lock      *os.File                // per-process lock (lockTarget), held until detach
+	frames    []placedFrames          // applied updates' call frame information (readFrames)
 }
 
 // attach seizes every thread of pid but stops only one, kept for remote
