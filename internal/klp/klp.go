@@ -11,7 +11,6 @@
 package klp
 
 import (
-	"bytes"
 	"debug/elf"
 	_ "embed"
 	"errors"
@@ -80,9 +79,6 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 	targets := map[string]*update.Target{}
 	var order []string
 	for _, u := range units {
-		if err := movedVariables(u); err != nil {
-			return nil, err
-		}
 		t, err := diffUnit(u)
 		if err != nil {
 			return nil, err
@@ -196,49 +192,3 @@ func textSection(name string) bool {
 	return strings.HasPrefix(name, ".text.") && !strings.HasPrefix(name, ".text..")
 }
 
-// movedVariables refuses a variable that moved between .bss.<name> and
-// .data.<name>: its initial value changed from or to zero. The differ pairs
-// sections by name and would see a new variable (or no change at all),
-// while the running kernel keeps the old one and its value.
-func movedVariables(u Unit) error {
-	pre, file, err := variables(u.Pre, u.Rel)
-	if err != nil {
-		return err
-	}
-	post, _, err := variables(u.Post, u.Rel)
-	if err != nil {
-		return err
-	}
-	for name, ps := range pre {
-		if qs, ok := post[name]; ok && qs != ps && (strings.HasPrefix(ps, ".bss.") != strings.HasPrefix(qs, ".bss.")) {
-			return refused(file, name, "initial value of an existing variable changed (it moved from %s to %s); the running kernel already holds its value", ps, qs)
-		}
-	}
-	return nil
-}
-
-// variables maps the named variables an object defines in writable
-// sections to their section names; it also returns the STT_FILE name.
-func variables(obj []byte, rel string) (map[string]string, string, error) {
-	f, err := elf.NewFile(bytes.NewReader(obj))
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", rel, err)
-	}
-	syms, err := f.Symbols()
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: symbols: %w", rel, err)
-	}
-	vars, file := map[string]string{}, rel
-	for _, y := range syms {
-		if elf.ST_TYPE(y.Info) == elf.STT_FILE && file == rel {
-			file = y.Name
-		}
-		if elf.ST_TYPE(y.Info) != elf.STT_OBJECT || y.Section == elf.SHN_UNDEF || int(y.Section) >= len(f.Sections) {
-			continue
-		}
-		if s := f.Sections[y.Section]; s.Flags&elf.SHF_WRITE != 0 && s.Flags&elf.SHF_ALLOC != 0 {
-			vars[y.Name] = s.Name
-		}
-	}
-	return vars, file, nil
-}

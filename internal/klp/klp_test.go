@@ -413,7 +413,7 @@ func TestBuildRefusesZeroToValue(t *testing.T) {
 	post := compile(t, with("COUNTER== 1")...)
 	_, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, nil)
 	var re *objdiff.RefusedError
-	if !errors.As(err, &re) || re.Symbol != "counter" || re.File != "unit.c" || !strings.Contains(re.Reason, "initial value") {
+	if !errors.As(err, &re) || re.Symbol != "counter" || re.File != "unit.c" || !strings.Contains(re.Reason, "initial value") || !strings.Contains(re.Reason, "was .bss.counter") {
 		t.Fatalf("want a refusal naming unit.c, counter and the reason, got %v", err)
 	}
 }
