@@ -3,6 +3,7 @@ package deb
 import (
 	"bytes"
 	"context"
+	"errors"
 	"debug/elf"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"livesplice/internal/repo"
 	"livesplice/internal/update"
 )
 
@@ -184,12 +186,10 @@ func sameCode(inst, rebuilt string) error {
 // symtab reads the functions and objects of the rebuilt file's .symtab,
 // for the installed file's build-id.
 func symtab(inst, rebuilt string) (*update.Symtab, error) {
-	fi, err := elf.Open(inst)
-	if err != nil {
-		return nil, err
+	id, _, err := repo.BuildID(inst)
+	if err == nil && id == "" {
+		err = errors.New("no GNU build-id")
 	}
-	id, err := buildID(fi)
-	fi.Close()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", inst, err)
 	}
@@ -234,38 +234,4 @@ func sameSymtab(a, b *update.Symtab) bool {
 		}
 	}
 	return true
-}
-
-// BuildID returns the GNU build-id (hex) of an ELF file.
-func BuildID(path string) (string, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	id, err := buildID(f)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return id, nil
-}
-
-func buildID(f *elf.File) (string, error) {
-	s := f.Section(".note.gnu.build-id")
-	if s == nil {
-		return "", fmt.Errorf("no GNU build-id")
-	}
-	b, err := s.Data()
-	if err != nil {
-		return "", err
-	}
-	// Elf64_Nhdr: namesz, descsz, type; "GNU\0"; the id.
-	if len(b) < 16 || f.ByteOrder.Uint32(b[8:]) != 3 || string(b[12:16]) != "GNU\x00" {
-		return "", fmt.Errorf("malformed GNU build-id note")
-	}
-	dsz := f.ByteOrder.Uint32(b[4:])
-	if uint64(len(b)) < 16+uint64(dsz) {
-		return "", fmt.Errorf("malformed GNU build-id note")
-	}
-	return fmt.Sprintf("%x", b[16:16+dsz]), nil
 }
