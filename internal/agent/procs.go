@@ -46,7 +46,7 @@ func (s *scanner) scan(pid int) (running, error) {
 	r.Comm = strings.TrimSpace(string(comm))
 	seen := map[string]bool{}
 	for _, m := range maps {
-		if m.Path == "/memfd:"+state.MappingName+" (deleted)" {
+		if m.Path == state.MappingPath {
 			r.Patched = true
 		}
 		if m.Inode == 0 || !strings.HasPrefix(m.Path, "/") || m.Offset != 0 {

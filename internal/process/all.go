@@ -121,7 +121,7 @@ type Patched struct {
 // at least one update.
 func ShowAll() []Patched {
 	out := []Patched{}
-	want := "/memfd:" + state.MappingName + " (deleted)"
+	want := state.MappingPath
 	for _, pid := range procfs.Others() {
 		maps, err := procfs.ReadMaps(pid)
 		if err != nil {

@@ -19,7 +19,7 @@ type memReader interface {
 
 // stateMapping finds the state record's mapping.
 func stateMapping(maps []procfs.Mapping) (procfs.Mapping, bool) {
-	want := "/memfd:" + state.MappingName + " (deleted)"
+	want := state.MappingPath
 	for _, m := range maps {
 		if m.Path == want {
 			return m, true

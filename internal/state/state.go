@@ -22,6 +22,9 @@ const Magic = "LIVESPLICE-STATE"
 // /proc/PID/maps as "/memfd:livesplice-state (deleted)".
 const MappingName = "livesplice-state"
 
+// MappingPath is how the record's memfd shows in /proc/PID/maps.
+const MappingPath = "/memfd:" + MappingName + " (deleted)"
+
 // Size is the size of the record's mapping.
 const Size = 1 << 20
 
