@@ -101,7 +101,7 @@ func TestCrashAtEveryPoint(t *testing.T) {
 	// ptrace:syscall: killed with an injected system call armed on the
 	// thread blocked in read(): it must run the call, restore itself and
 	// restart its read.
-	applyPoints := []string{"ptrace:syscall", "apply:attached", "apply:prepared", "apply:stopped",
+	applyPoints := []string{"ptrace:syscall", "ptrace:syscalls", "apply:attached", "apply:prepared", "apply:stopped",
 		"apply:committing:1", "apply:committing", "apply:entry:1", "apply:entry:2", "apply:entry:3", "apply:entry",
 		"apply:flipped", "apply:recorded:1", "apply:recorded"}
 	for _, pt := range applyPoints {

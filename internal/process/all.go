@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 
@@ -42,6 +43,10 @@ var fleetWorkers = 4 * runtime.NumCPU()
 // kept (ok), in pid order. Each op runs its ptrace session on its own
 // locked OS thread (internal/ptrace), so sessions run side by side.
 func forEach(pids []int, op func(pid int) (o Outcome, ok bool)) []Outcome {
+	// A fleet run allocates a little per process and keeps almost nothing:
+	// collecting less often saves about a tenth of its CPU, for a heap that
+	// stays a few tens of MiB.
+	defer debug.SetGCPercent(debug.SetGCPercent(800))
 	out := make([]Outcome, len(pids))
 	kept := make([]bool, len(pids))
 	work := make(chan int)

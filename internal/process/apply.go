@@ -31,8 +31,10 @@ type plan struct {
 	mod     *module
 	match   *runpre.Result
 	region  state.Region
-	images  [3][]byte // text+stubs, rodata+GOT, data+bss
-	offsets []uint64  // section offsets in the region
+	chain   uint64        // room in the new code for ptrace.Syscalls
+	protect []ptrace.Call // the region's final protections, not yet set
+	images  [3][]byte     // text+stubs, rodata+GOT, data+bss
+	offsets []uint64      // section offsets in the region
 	partOff [3]uint64
 	applied state.Applied
 	deps    map[string]bool
@@ -42,7 +44,7 @@ type plan struct {
 
 // Apply applies an update to a running process: all or nothing.
 func Apply(pid int, f *update.File, opt Options) error {
-	return exited(pid, apply(pid, f, opt))
+	return exited(pid, ptrace.Here(func() error { return apply(pid, f, opt) }))
 }
 
 func apply(pid int, f *update.File, opt Options) error {
@@ -95,6 +97,18 @@ func apply(pid int, f *update.File, opt Options) error {
 		hooks = append(hooks, p.hooks...)
 	}
 	abandon := func() { s.failHooks(hooks, update.HookFailApply) }
+	// Every region's protections, and the state record if the process has
+	// none yet, in one trip through the target. With hooks to run first,
+	// the record waits until they agreed: a veto leaves no trace.
+	var calls []ptrace.Call
+	for _, p := range plans {
+		calls = append(calls, p.protect...)
+	}
+	scratch := plans[0].region.Addr + plans[0].region.Size - 64
+	if err := s.syscalls(plans[0].chain, calls, scratch, len(hooks) == 0); err != nil {
+		rollback()
+		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
+	}
 	if err := s.preHooks(hooks, update.HookPreApply); err != nil {
 		abandon()
 		rollback()
@@ -110,7 +124,7 @@ func apply(pid int, f *update.File, opt Options) error {
 		}
 		spans = append(spans, p.busy...)
 	}
-	if err := s.ensureState(plans[0].region.Addr + plans[0].region.Size - 64); err != nil {
+	if err := s.syscalls(plans[0].chain, nil, scratch, true); err != nil {
 		abandon()
 		rollback()
 		return fmt.Errorf("apply %s to process %d: %w; nothing was changed", f.ID, pid, err)
@@ -357,6 +371,10 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 			size[0] += amd64.GateStubSize
 		}
 	}
+	textSize := size[0]
+	// Room for the code that runs this apply's system calls in one go.
+	chainOff := alignUp(size[0], 16)
+	size[0] = chainOff + ptrace.ChainCodeSize
 	size[1] = alignUp(size[1], 8)
 	for _, k := range sortedKeys(gots) {
 		gots[k] = size[1]
@@ -375,7 +393,8 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.region = state.Region{Addr: addr, Size: total, Text: size[0]}
+	p.region = state.Region{Addr: addr, Size: total, Text: textSize}
+	p.chain = addr + chainOff
 
 	// Resolve every symbol the new code refers to.
 	secAddr := func(i int) uint64 { return addr + p.partOff[part(t.Sections[i].Kind)] + p.offsets[i] }
@@ -521,12 +540,13 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 			}
 		}
 	}
-	if _, err := s.syscall(unix.SYS_MPROTECT, addr, p.partOff[1], unix.PROT_READ|unix.PROT_EXEC); err != nil {
-		return p, fmt.Errorf("mprotect new code: %w", err)
+	// The region was mapped read and execute (so that the chain's code
+	// runs); read-only data and data get their own protections, with the
+	// other plans' and the state record's system calls (apply).
+	if p.partOff[2] > p.partOff[1] {
+		p.protect = append(p.protect, ptrace.Call{Nr: unix.SYS_MPROTECT, Args: [6]uint64{addr + p.partOff[1], p.partOff[2] - p.partOff[1], unix.PROT_READ}})
 	}
-	if _, err := s.syscall(unix.SYS_MPROTECT, addr+p.partOff[2], total-p.partOff[2], unix.PROT_READ|unix.PROT_WRITE); err != nil {
-		return p, fmt.Errorf("mprotect new data: %w", err)
-	}
+	p.protect = append(p.protect, ptrace.Call{Nr: unix.SYS_MPROTECT, Args: [6]uint64{addr + p.partOff[2], total - p.partOff[2], unix.PROT_READ | unix.PROT_WRITE}})
 
 	return p, nil
 }
@@ -540,7 +560,7 @@ func sortedKeys(m map[int]uint64) []int {
 	return keys
 }
 
-// mapNear maps size bytes (read-only for now) within reach of a rel32 from
+// mapNear maps size bytes (read and execute for now) within reach of a rel32 from
 // the module's code, preferring the closest free gap below it.
 func (s *session) mapNear(mod *module, size uint64) (uint64, error) {
 	lo, hi := mod.start(), mod.end()
@@ -580,7 +600,7 @@ func (s *session) mapNear(mod *module, size uint64) (uint64, error) {
 	var lastErr error
 	for _, a := range cands {
 		a &^= page - 1
-		got, err := s.syscall(unix.SYS_MMAP, a, size, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
+		got, err := s.syscall(unix.SYS_MMAP, a, size, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
 		if err == nil && got == a {
 			return a, nil
 		}

@@ -85,7 +85,9 @@ func attach(pid int, opt Options) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := ptrace.AttachOne(pid)
+	// The caller runs on its own locked thread (ptrace.Here in Apply and
+	// Undo): every ptrace request of the session is then a plain call.
+	p, err := ptrace.AttachOneHere(pid)
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -205,29 +207,45 @@ func (s *session) munmap(addr, size uint64) error {
 	return err
 }
 
-// ensureState makes the record's mapping in the target if it has none;
-// scratch is writable-through-/proc memory for the memfd's name.
-func (s *session) ensureState(scratch uint64) error {
-	if s.stateAddr == 0 {
+// syscalls runs calls in the target in one trip, from the chain code room
+// at code (plan.chain), adding the system calls that make the state
+// record's mapping if withState and the process has none; scratch is
+// memory of ours for the memfd's name.
+func (s *session) syscalls(code uint64, calls []ptrace.Call, scratch uint64, withState bool) error {
+	first := len(calls) // the state record's calls, if any
+	if withState && s.stateAddr == 0 {
 		name := append([]byte(state.MappingName), 0)
 		if err := s.p.WriteMem(scratch, name); err != nil {
 			return fmt.Errorf("state record: %w", err)
 		}
-		fd, err := s.syscall(unix.SYS_MEMFD_CREATE, scratch, unix.MFD_CLOEXEC)
-		if err != nil {
-			return fmt.Errorf("state record: memfd_create: %w", err)
+		defer s.p.WriteMem(scratch, make([]byte, len(name)))
+		fd := map[int]int{0: first}
+		calls = append(calls,
+			ptrace.Call{Nr: unix.SYS_MEMFD_CREATE, Args: [6]uint64{scratch, unix.MFD_CLOEXEC}},
+			ptrace.Call{Nr: unix.SYS_FTRUNCATE, Args: [6]uint64{0, state.Size}, From: fd},
+			ptrace.Call{Nr: unix.SYS_MMAP, Args: [6]uint64{0, state.Size, unix.PROT_READ, unix.MAP_PRIVATE, 0, 0}, From: map[int]int{4: first}},
+			ptrace.Call{Nr: unix.SYS_CLOSE, From: fd})
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	res, err := s.p.Syscalls(code, calls)
+	var ce *ptrace.CallError
+	if errors.As(err, &ce) {
+		what := "mprotect new code"
+		if ce.Index >= first {
+			what = "state record"
+			if ce.Index > first {
+				s.syscall(unix.SYS_CLOSE, res[first]) // the memfd
+			}
 		}
-		_ = s.p.WriteMem(scratch, make([]byte, len(name)))
-		if _, err := s.syscall(unix.SYS_FTRUNCATE, fd, state.Size); err != nil {
-			s.syscall(unix.SYS_CLOSE, fd)
-			return fmt.Errorf("state record: ftruncate: %w", err)
-		}
-		addr, err := s.syscall(unix.SYS_MMAP, 0, state.Size, unix.PROT_READ, unix.MAP_PRIVATE, fd, 0)
-		s.syscall(unix.SYS_CLOSE, fd)
-		if err != nil {
-			return fmt.Errorf("state record: mmap: %w", err)
-		}
-		s.stateAddr = addr
+		return fmt.Errorf("%s: %w", what, &SyscallError{Nr: ce.Nr, Errno: ce.Errno})
+	}
+	if err != nil {
+		return err
+	}
+	if len(calls) > first {
+		s.stateAddr = res[first+2]
 	}
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 
 // Undo takes an applied update out of a running process: all or nothing.
 func Undo(pid int, id string, opt Options) error {
-	return exited(pid, undo(pid, id, opt))
+	return exited(pid, ptrace.Here(func() error { return undo(pid, id, opt) }))
 }
 
 func undo(pid int, id string, opt Options) error {

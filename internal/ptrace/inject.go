@@ -229,16 +229,19 @@ func (p *Process) Call(fn uint64, timeout time.Duration, args ...uint64) (uint64
 
 // beginInject picks the thread injected code runs on and reads what
 // injection needs: whether every thread is stopped (after ResumeExcept the
-// rest of the process runs and must keep running), the scratch address and
-// the thread's registers to restore.
-func (p *Process) beginInject(op string) (*thread, bool, uint64, unix.PtraceRegs, error) {
+// rest of the process runs and must keep running), the scratch address (at,
+// or the program's entry point if 0) and the thread's registers to restore.
+func (p *Process) beginInject(op string, at uint64) (*thread, bool, uint64, unix.PtraceRegs, error) {
 	var saved unix.PtraceRegs
 	t, err := p.workThread(op)
 	if err != nil {
 		return nil, false, 0, saved, err
 	}
 	allStopped := p.allStopped(op) == nil
-	scratch, err := p.scratch()
+	scratch, err := at, error(nil)
+	if at == 0 {
+		scratch, err = p.scratch()
+	}
 	if err == nil {
 		err = p.getRegs(t.tid, &saved)
 	}
@@ -277,7 +280,7 @@ const (
 
 // injectSyscall runs one system call on the work thread (see injectSafe).
 func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
-	return p.injectSafe(op, []byte{0x0f, 0x05}, nr, timeout, // syscall
+	return p.injectSafe(op, 0, 0, []byte{0x0f, 0x05}, nr, timeout, // syscall
 		func(r *unix.PtraceRegs, scratch, _ uint64) error {
 			r.Rip = scratch
 			r.Rax = nr
@@ -295,7 +298,7 @@ func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.
 func (p *Process) injectCall(op string, fn uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
 	const getpid = 39
 	prologue := []byte{0x50, 0xb8, getpid, 0, 0, 0, 0x0f, 0x05} // push %rax; mov $39,%eax; syscall
-	return p.injectSafe(op, prologue, getpid, timeout,
+	return p.injectSafe(op, 0, 0, prologue, getpid, timeout,
 		func(r *unix.PtraceRegs, scratch, area uint64) error {
 			// Below the save area, 16-byte aligned at the call, then the
 			// return address as a call pushes it.
@@ -332,10 +335,13 @@ func (p *Process) injectCall(op string, fn uint64, a [6]uint64, timeout time.Dur
 // TRACESYSGOOD) and puts the registers back itself, so the epilogue never
 // runs; if livesplice is killed meanwhile, the kernel lets the thread go,
 // it runs the epilogue, and the program goes on unharmed.
-func (p *Process) injectSafe(op string, prologue []byte, nr uint64, timeout time.Duration,
+//
+// The code goes at the program's entry point, or at at if not 0; extra
+// more bytes of stack below the save area are kept and put back too.
+func (p *Process) injectSafe(op string, at uint64, extra int, prologue []byte, nr uint64, timeout time.Duration,
 	setup func(r *unix.PtraceRegs, scratch, area uint64) error,
 	result func(r *unix.PtraceRegs) (uint64, error)) (uint64, error) {
-	t, allStopped, scratch, saved, err := p.beginInject(op)
+	t, allStopped, scratch, saved, err := p.beginInject(op, at)
 	if err != nil {
 		return 0, err
 	}
@@ -367,7 +373,7 @@ func (p *Process) injectSafe(op string, prologue []byte, nr uint64, timeout time
 	code := append(append([]byte{}, prologue...), epilogue...)
 	catch := scratch + uint64(len(prologue)) // rip at the system call's stops
 	// Below the save area: the stack a called function may use.
-	low := area - 256
+	low := area - 256 - uint64(extra)
 	origCode := make([]byte, len(code))
 	origStack := make([]byte, area+uint64(len(save))-low)
 	if err := p.readMem(scratch, origCode); err != nil {
@@ -405,8 +411,13 @@ func (p *Process) injectSafe(op string, prologue []byte, nr uint64, timeout time
 		return fail(fmt.Errorf("ptrace %s tid %d: %w", op, t.tid, err))
 	}
 	// A livesplice killed here leaves the thread to run the code and the
-	// epilogue on its own (tested through this fault point).
-	fault.Point("ptrace:syscall")
+	// epilogue on its own (tested through these fault points: one system
+	// call, or a chain of them).
+	if at == 0 {
+		fault.Point("ptrace:syscall")
+	} else {
+		fault.Point("ptrace:syscalls")
+	}
 	// Two syscall stops at catch: the entry, then the exit.
 	stops := 0
 	var rax uint64

@@ -4,7 +4,9 @@
 // The kernel ties a tracee to the thread that attached it, not to the
 // process: every ptrace and wait4 call for a tracee must come from that one
 // thread. A Process therefore owns a goroutine locked to its OS thread and
-// every method hands its work to it. Memory goes through the same thread,
+// every method hands its work to it; or, made by AttachOneHere, it runs on
+// the caller's own locked thread and every method is a plain call (a whole
+// session without one goroutine hand-off per request: see Here). Memory goes through the same thread,
 // because kernels built with PROC_MEM_FORCE_PTRACE only allow writes to
 // read-only pages through /proc/PID/mem from the tracer itself.
 //
@@ -61,6 +63,9 @@ type Process struct {
 	pid  int
 	reqs chan func()
 	quit chan struct{}
+	// inline: the caller's thread is the tracer (AttachOneHere); methods
+	// run directly and refuse calls from any other thread.
+	inline bool
 
 	// The fields below are only touched on the tracer thread.
 	tracerTid int
@@ -112,7 +117,7 @@ type pendingSig struct {
 // step fails, threads already attached are detached again, so the process
 // continues unchanged.
 func Attach(pid int) (*Process, error) {
-	p, err := newProcess(pid)
+	p, err := newProcess(pid, false)
 	if err != nil {
 		return nil, err
 	}
@@ -123,8 +128,9 @@ func Attach(pid int) (*Process, error) {
 	return p, nil
 }
 
-// newProcess checks pid and starts the tracer thread.
-func newProcess(pid int) (*Process, error) {
+// newProcess checks pid and starts the tracer thread, or with inline takes
+// the calling thread as the tracer.
+func newProcess(pid int, inline bool) (*Process, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("ptrace attach pid %d: invalid pid", pid)
 	}
@@ -146,6 +152,11 @@ func newProcess(pid int) (*Process, error) {
 		reqs:    make(chan func()),
 		quit:    make(chan struct{}),
 		threads: map[int]*thread{},
+		inline:  inline,
+	}
+	if inline {
+		p.tracerTid = unix.Gettid()
+		return p, nil
 	}
 	ready := make(chan int)
 	go p.serve(ready)
@@ -172,6 +183,9 @@ func (p *Process) serve(ready chan<- int) {
 
 // do runs f on the tracer thread and returns its error.
 func (p *Process) do(op string, f func() error) error {
+	if p.inline {
+		return p.doHere(op, f)
+	}
 	errc := make(chan error, 1)
 	run := func() {
 		defer func() {
@@ -191,6 +205,40 @@ func (p *Process) do(op string, f func() error) error {
 	case <-p.quit:
 		return fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, errDetached)
 	}
+}
+
+// doHere runs f on the calling thread, which must be the tracer.
+func (p *Process) doHere(op string, f func() error) (err error) {
+	if tid := unix.Gettid(); tid != p.tracerTid {
+		return fmt.Errorf("ptrace %s pid %d: called on thread %d, not on the tracer thread %d", op, p.pid, tid, p.tracerTid)
+	}
+	if p.closed {
+		return fmt.Errorf("ptrace %s pid %d: %w", op, p.pid, errDetached)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("ptrace %s pid %d: internal error: %v", op, p.pid, r)
+		}
+	}()
+	return f()
+}
+
+// Here runs f on a new goroutine locked to its own OS thread, and waits
+// for it: the thread on which AttachOneHere may be called. The thread is
+// never unlocked, so it ends with f, and the kernel detaches whatever f
+// left attached.
+func Here(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer func() {
+			if r := recover(); r != nil {
+				errc <- fmt.Errorf("internal error: %v", r)
+			}
+		}()
+		errc <- f()
+	}()
+	return <-errc
 }
 
 // shutdown ends the tracer goroutine. Runs on the tracer thread.
@@ -215,7 +263,20 @@ func (p *Process) shutdown() {
 // with Syscall on the stopped thread and stop the whole process with Stop
 // only for a moment. Threads created before Stop are found by Stop.
 func AttachOne(pid int) (*Process, error) {
-	p, err := newProcess(pid)
+	return attachOne(pid, false)
+}
+
+// AttachOneHere is AttachOne with the calling thread as the tracer: the
+// caller must be locked to its OS thread (runtime.LockOSThread, or inside
+// Here), stay locked while attached, and call every method of the Process
+// from that thread. Requests are then plain calls, not hand-offs to another
+// thread, which is most of the cost of a session on a busy machine.
+func AttachOneHere(pid int) (*Process, error) {
+	return attachOne(pid, true)
+}
+
+func attachOne(pid int, inline bool) (*Process, error) {
+	p, err := newProcess(pid, inline)
 	if err != nil {
 		return nil, err
 	}
