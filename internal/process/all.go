@@ -80,6 +80,7 @@ func forEach(pids []int, op func(pid int) (o Outcome, ok bool)) []Outcome {
 // that cannot be patched is reported with the reason and the others go on.
 func ApplyAll(f *update.File, opt Options) []Outcome {
 	d := newDiscovery(f)
+	opt.ids = d.seen
 	// Finding the candidates (reading every process's maps) runs in the
 	// workers too.
 	return forEach(procfs.Others(), func(pid int) (Outcome, bool) {

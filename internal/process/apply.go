@@ -299,7 +299,7 @@ func (f finder) Follow(addr uint64) (uint64, uint64, bool) {
 // first target (flag 0), a new one in this region, so that one byte
 // switches every object of the update at once.
 func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
-	mod, err := findTarget(s.pid, s.mods, t)
+	mod, err := findTarget(s.pid, s.mods, t, s.opt.ids)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -54,11 +56,16 @@ var tables = struct {
 
 // keyOf identifies an open file.
 func keyOf(f *os.File) (fileKey, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	// f.Stat, not unix.Fstat(f.Fd()): Fd costs two fcntl calls.
+	fi, err := f.Stat()
+	if err != nil {
 		return fileKey{}, fmt.Errorf("stat %s: %w", f.Name(), err)
 	}
-	return fileKey{dev: st.Dev, ino: st.Ino, ctime: st.Ctim}, nil
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileKey{}, fmt.Errorf("stat %s: no device and inode", f.Name())
+	}
+	return fileKey{dev: st.Dev, ino: st.Ino, ctime: unix.Timespec(st.Ctim)}, nil
 }
 
 // cachedTable loads the symbol table of an open ELF file, once per file.
@@ -158,24 +165,54 @@ func noteBuildID(p *elf.Prog) string {
 }
 
 // moduleBuildID is the build-id of a mapped object, read through the
-// mapping of its ELF header.
-func moduleBuildID(pid int, m *module) string {
+// mapping of its ELF header (or remembered by ids, if not nil).
+func moduleBuildID(pid int, m *module, ids *scanIDs) string {
 	for _, mp := range m.maps {
 		if mp.Offset == 0 {
-			id, _ := mappedBuildID(pid, mp)
+			id, _ := ids.of(pid, mp)
 			return id
 		}
 	}
 	return ""
 }
 
+// scanIDs remembers, within one fleet scan, each file's build-id by the
+// device and inode that /proc/PID/maps shows, so that a thousand processes
+// mapping libc cost one look at it; a new scan starts afresh (an inode may
+// be reused). A nil *scanIDs remembers nothing.
+type scanIDs struct {
+	mu sync.Mutex
+	m  map[string]string // "dev inode" -> build-id
+}
+
+func (b *scanIDs) of(pid int, mp procfs.Mapping) (string, error) {
+	if b == nil {
+		return mappedBuildID(pid, mp)
+	}
+	key := mp.Dev + " " + strconv.FormatUint(mp.Inode, 10)
+	b.mu.Lock()
+	id, ok := b.m[key]
+	b.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := mappedBuildID(pid, mp)
+	if err != nil {
+		return "", err // gone, or not ours to read: no verdict on this file
+	}
+	b.mu.Lock()
+	b.m[key] = id
+	b.mu.Unlock()
+	return id, nil
+}
+
 // findTarget finds the mapped object an update target is for: by build-id,
 // else by file name or soname (the rule above).
-func findTarget(pid int, mods []*module, t *update.Target) (*module, error) {
+func findTarget(pid int, mods []*module, t *update.Target, ids *scanIDs) (*module, error) {
 	if t.PreBuildID != "" {
 		var found []*module
 		for _, m := range mods {
-			if moduleBuildID(pid, m) == t.PreBuildID {
+			if moduleBuildID(pid, m, ids) == t.PreBuildID {
 				found = append(found, m)
 			}
 		}
@@ -190,20 +227,17 @@ func findTarget(pid int, mods []*module, t *update.Target) (*module, error) {
 	return findModule(pid, mods, t.Path, t.Soname)
 }
 
-// discovery finds the processes that map a target of an update. Within
-// one scan it remembers each file's build-id by the device and inode that
-// /proc/PID/maps shows, so that a thousand processes mapping libc cost one
-// look at it; a new scan starts afresh (an inode may be reused).
+// discovery finds the processes that map a target of an update; seen
+// also serves the scan's apply sessions (Options.ids).
 type discovery struct {
 	f     *update.File
 	names map[string]bool
 	ids   map[string]bool
-	mu    sync.Mutex
-	seen  map[string]string // maps "dev inode" -> build-id
+	seen  *scanIDs
 }
 
 func newDiscovery(f *update.File) *discovery {
-	d := &discovery{f: f, names: targetNames(f), ids: map[string]bool{}, seen: map[string]string{}}
+	d := &discovery{f: f, names: targetNames(f), ids: map[string]bool{}, seen: &scanIDs{m: map[string]string{}}}
 	for _, t := range f.Targets {
 		if t.PreBuildID != "" {
 			d.ids[t.PreBuildID] = true
@@ -237,18 +271,9 @@ func (d *discovery) mapsIn(pid int, mods []*module) bool {
 			if mp.Offset != 0 {
 				continue
 			}
-			key := mp.Dev + " " + fmt.Sprint(mp.Inode)
-			d.mu.Lock()
-			id, ok := d.seen[key]
-			d.mu.Unlock()
-			if !ok {
-				var err error
-				if id, err = mappedBuildID(pid, mp); err != nil {
-					break // gone, or not ours to read: no verdict on this file
-				}
-				d.mu.Lock()
-				d.seen[key] = id
-				d.mu.Unlock()
+			id, err := d.seen.of(pid, mp)
+			if err != nil {
+				break
 			}
 			if d.ids[id] {
 				return true

@@ -72,6 +72,12 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 func checkThreads(u *unwind.Unwinder, spans []span, all map[int]unix.PtraceRegs, tids []int) ([]busy, []error) {
 	results := make([]busy, len(tids))
 	errs := make([]error, len(tids))
+	if len(tids) == 1 {
+		// No goroutine to wait for: the caller is a locked tracer thread,
+		// and parking it costs more than the check.
+		results[0], errs[0] = checkOne(u, spans, all, tids[0])
+		return results, errs
+	}
 	var wg sync.WaitGroup
 	next := make(chan int, len(tids))
 	for i := range tids {
@@ -83,16 +89,20 @@ func checkThreads(u *unwind.Unwinder, spans []span, all map[int]unix.PtraceRegs,
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if regs, ok := all[tids[i]]; ok {
-					results[i], errs[i] = checkThread(u, spans, tids[i], &regs)
-				} else {
-					errs[i] = fmt.Errorf("thread %d: no registers", tids[i])
-				}
+				results[i], errs[i] = checkOne(u, spans, all, tids[i])
 			}
 		}()
 	}
 	wg.Wait()
 	return results, errs
+}
+
+func checkOne(u *unwind.Unwinder, spans []span, all map[int]unix.PtraceRegs, tid int) (busy, error) {
+	regs, ok := all[tid]
+	if !ok {
+		return busy{}, fmt.Errorf("thread %d: no registers", tid)
+	}
+	return checkThread(u, spans, tid, &regs)
 }
 
 // precheck stops the threads that sleep in a system call (the program

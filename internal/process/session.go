@@ -31,6 +31,9 @@ type Options struct {
 	// (default 5 s); a hook that runs longer is interrupted and the
 	// operation abandoned.
 	HookTimeout time.Duration
+
+	// ids: a fleet scan's build-ids by device and inode (ApplyAll).
+	ids *scanIDs
 }
 
 // Sentinel errors that callers and tests match with errors.Is.

@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
-
-	"golang.org/x/sys/unix"
 
 	"livesplice/internal/procfs"
 	"livesplice/internal/state"
@@ -60,14 +59,17 @@ func readState(mem memReader, maps []procfs.Mapping) (*state.Record, uint64, int
 type procMem struct{ f *os.File }
 
 func (p procMem) ReadMem(addr uint64, b []byte) error {
-	n, err := unix.Pread(int(p.f.Fd()), b, int64(addr))
+	if addr > math.MaxInt64 {
+		return fmt.Errorf("read at %#x: address out of range", addr)
+	}
+	n, err := p.f.ReadAt(b, int64(addr))
+	if n == len(b) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	if n != len(b) {
-		return fmt.Errorf("short read at %#x", addr)
-	}
-	return nil
+	return fmt.Errorf("short read at %#x", addr)
 }
 
 // Shown is one update as show reports it: the record, and what the

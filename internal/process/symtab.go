@@ -13,7 +13,7 @@ import (
 // what it has, and run-pre matching refuses the static functions it
 // cannot find there, by name.
 func (m *module) useSymtab(pid int, st *update.Symtab) {
-	if st == nil || m.table == nil || !m.table.Stripped || moduleBuildID(pid, m) != st.BuildID {
+	if st == nil || m.table == nil || !m.table.Stripped || moduleBuildID(pid, m, nil) != st.BuildID {
 		return
 	}
 	syms := make([]elfsym.Sym, 0, len(st.Symbols))

@@ -79,7 +79,7 @@ func (p *Process) readMem(addr uint64, b []byte) error {
 	if err := p.checkRange("read memory", addr, len(b)); err != nil {
 		return err
 	}
-	fd := int(p.mem.Fd())
+	fd := p.memFd
 	for n := 0; n < len(b); {
 		m, err := unix.Pread(fd, b[n:], int64(addr)+int64(n))
 		if err == unix.EINTR {
@@ -100,7 +100,7 @@ func (p *Process) writeMem(addr uint64, b []byte) error {
 	if err := p.checkRange("write memory", addr, len(b)); err != nil {
 		return err
 	}
-	fd := int(p.mem.Fd())
+	fd := p.memFd
 	for n := 0; n < len(b); {
 		m, err := unix.Pwrite(fd, b[n:], int64(addr)+int64(n))
 		if err == unix.EINTR {

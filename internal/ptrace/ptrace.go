@@ -71,6 +71,9 @@ type Process struct {
 	tracerTid int
 	threads   map[int]*thread
 	mem       *os.File // /proc/PID/task/memTid/mem
+	// memFd is mem's descriptor, taken once: File.Fd costs two fcntl
+	// calls each time, on every read and write.
+	memFd int
 	// rmem is a read-only handle any goroutine may read through without
 	// a round trip to the tracer thread (reads need no tracer).
 	rmem   atomic.Pointer[os.File]
@@ -466,7 +469,7 @@ func (p *Process) openMem() error {
 	if p.mem != nil {
 		p.mem.Close()
 	}
-	p.mem, p.memTid = f, tids[0]
+	p.mem, p.memTid, p.memFd = f, tids[0], int(f.Fd())
 	if p.rmem.Load() == nil {
 		if r, err := os.Open(path); err == nil {
 			p.rmem.Store(r)
