@@ -191,4 +191,3 @@ func elfFlags(kind string) (elf.SectionType, elf.SectionFlag) {
 func textSection(name string) bool {
 	return strings.HasPrefix(name, ".text.") && !strings.HasPrefix(name, ".text..")
 }
-
