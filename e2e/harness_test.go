@@ -185,6 +185,9 @@ func mappings(t testing.TB, pid string) string {
 
 // caseSpec is a case's case.json.
 type caseSpec struct {
+	// Source: the program's tree, relative to the case (default src);
+	// cases that differ only in their patches or steps share one.
+	Source  string   `json:"source"`
 	Build   string   `json:"build"`   // ordinary build (default make)
 	Program []string `json:"program"` // argv, relative to the tree
 	Env     []string `json:"env"`
@@ -236,7 +239,10 @@ func runCase(t *testing.T, name string, extraBuild string) {
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	os.Mkdir(src, 0o755)
-	copyTree(t, filepath.Join(caseDir, "src"), src)
+	if c.Source == "" {
+		c.Source = "src"
+	}
+	copyTree(t, filepath.Join(caseDir, c.Source), src)
 	// The running program: the project's ordinary build.
 	run0 := filepath.Join(work, "run")
 	os.Mkdir(run0, 0o755)
