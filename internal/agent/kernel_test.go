@@ -87,4 +87,26 @@ func TestKernelTarget(t *testing.T) {
 	if tr := rec.Targets["kernel@6.1.0-test"]; tr == nil || strings.Join(tr.Updates, ",") != "k-fix1,k-fix2" {
 		t.Fatalf("kernel record: %+v", rec.Targets)
 	}
+
+	// After a reboot (nothing applied), offline: a cached file changed since
+	// it was verified is refused, and so is what requires it; the intact
+	// one before it is applied.
+	k.applied = nil
+	cached := filepath.Join(state, "updates", "k-fix2.lsu")
+	data, err := os.ReadFile(cached)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-1] ^= 1
+	if err := os.WriteFile(cached, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Upgrade(o)
+	if err != nil || strings.Join(k.applied, ",") != "k-fix1" {
+		t.Fatalf("offline with a changed cached file: %+v %v, applied %v", rep, err, k.applied)
+	}
+	if s, _ := rep.Summary(); s != "stream version 2: applied 1, already applied 0, failed 1" ||
+		!errors.Is(rep.Err(), ErrVerify) || !strings.Contains(rep.Outcomes[1].Reason, "changed since it was verified") {
+		t.Fatalf("offline with a changed cached file: %s %v %+v", s, rep.Err(), rep.Outcomes)
+	}
 }
