@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
 
 	"livesplice/internal/repo"
@@ -108,11 +109,9 @@ func (s *stateDir) write(r *Record) error {
 	if err != nil {
 		return err
 	}
-	tmp := s.recordPath() + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("agent state: %w", err)
-	}
-	if err := os.Rename(tmp, s.recordPath()); err != nil {
+	// Whole or not at all, and on disk before the agent goes on (a power
+	// cut must not lose what was applied).
+	if err := renameio.WriteFile(s.recordPath(), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("agent state: %w", err)
 	}
 	return nil

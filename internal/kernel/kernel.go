@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
 
 	"livesplice/internal/runpre"
@@ -132,11 +133,10 @@ func (h *Host) writeRecord(r record) error {
 	if err != nil {
 		return err
 	}
-	tmp := h.recordPath(r.ID) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := renameio.WriteFile(h.recordPath(r.ID), b, 0o600); err != nil {
 		return fmt.Errorf("record update: %w", err)
 	}
-	return os.Rename(tmp, h.recordPath(r.ID))
+	return nil
 }
 
 // lock keeps two livesplice processes from working on the kernel at once.
@@ -165,6 +165,19 @@ func Release() (string, error) {
 	return unix.ByteSliceToString(u.Release[:]), nil
 }
 
+// checkRelease refuses a kernel update built for another release than
+// running (uname -r): livepatch modules and run-pre code are per release.
+func checkRelease(f *update.File, running string) error {
+	if f.Kernel == nil || f.Kernel.Release != running {
+		built := "no kernel"
+		if f.Kernel != nil {
+			built = "kernel " + f.Kernel.Release
+		}
+		return fmt.Errorf("update %s was built for %s, this one runs %s: %w", f.ID, built, running, ErrWrongKernel)
+	}
+	return nil
+}
+
 // Apply verifies the update against the running kernel and loads it.
 func (h *Host) Apply(f *update.File, o Options) error {
 	if f.Kind != update.KindKernel || f.Kernel == nil {
@@ -173,16 +186,18 @@ func (h *Host) Apply(f *update.File, o Options) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
+	rel, err := Release()
+	if err != nil {
+		return err
+	}
+	if err := checkRelease(f, rel); err != nil {
+		return err
+	}
 	unlock, err := h.lock()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if rel, err := Release(); err != nil {
-		return err
-	} else if rel != f.Kernel.Release {
-		return fmt.Errorf("update %s was built for kernel %s, this one runs %s: %w", f.ID, f.Kernel.Release, rel, ErrWrongKernel)
-	}
 	recs, err := h.records()
 	if err != nil {
 		return err

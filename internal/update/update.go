@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/google/renameio/v2"
 )
 
 // FormatVersion is the version of the update file format this package
@@ -295,11 +297,7 @@ func WriteFile(path string, f *File) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return renameio.WriteFile(path, data, 0o644)
 }
 
 // Validate checks every index and size so that apply never trusts a bad file.
