@@ -98,6 +98,26 @@ type Memory interface {
 	ReadMem(addr uint64, b []byte) error
 }
 
+// Direct solves the plain relocation formulas (PC32, PLT32, PC64, 32,
+// 32S, 64) for the symbol's address, from the field at off of run placed
+// at p; ok is false for any other type. The field must lie in run.
+func Direct(run []byte, off uint64, typ uint32, p uint64, a int64) (s uint64, ok bool) {
+	v32 := func() int64 { return int64(int32(binary.LittleEndian.Uint32(run[off:]))) }
+	switch elf.R_X86_64(typ) {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
+		return uint64(int64(p) + v32() - a), true
+	case elf.R_X86_64_PC64:
+		return uint64(int64(p) + int64(binary.LittleEndian.Uint64(run[off:])) - a), true
+	case elf.R_X86_64_32:
+		return uint64(uint32(v32())) - uint64(a), true
+	case elf.R_X86_64_32S:
+		return uint64(v32() - a), true
+	case elf.R_X86_64_64:
+		return binary.LittleEndian.Uint64(run[off:]) - uint64(a), true
+	}
+	return 0, false
+}
+
 // Observe reads the address that a relocation of the pre code resolved to
 // in the running code: run[off:] is the field, at address p. pre is the pre
 // code (to tell which instruction the compiler emitted). It also returns
@@ -109,22 +129,15 @@ func Observe(pre, run []byte, off uint64, typ uint32, p uint64, a int64, mem Mem
 		return 0, 0, fmt.Errorf("relocation at %#x: bad type or place", off)
 	}
 	v32 := int64(int32(binary.LittleEndian.Uint32(run[off:])))
-	switch elf.R_X86_64(typ) {
-	case elf.R_X86_64_PC32:
+	if elf.R_X86_64(typ) == elf.R_X86_64_PC32 {
 		if s, n, ok, err := observeViaGOT(pre, run, int(off), p, a, mem); ok || err != nil {
 			return s, n, err
 		}
-		return uint64(int64(p) + v32 - a), 0, nil
-	case elf.R_X86_64_PLT32:
-		return uint64(int64(p) + v32 - a), 0, nil
-	case elf.R_X86_64_PC64:
-		return uint64(int64(p) + int64(binary.LittleEndian.Uint64(run[off:])) - a), 0, nil
-	case elf.R_X86_64_32:
-		return uint64(uint32(v32)) - uint64(a), 0, nil
-	case elf.R_X86_64_32S:
-		return uint64(v32 - a), 0, nil
-	case elf.R_X86_64_64:
-		return binary.LittleEndian.Uint64(run[off:]) - uint64(a), 0, nil
+	}
+	if s, ok := Direct(run, off, typ, p, a); ok {
+		return s, 0, nil
+	}
+	switch elf.R_X86_64(typ) {
 	case elf.R_X86_64_TPOFF32, elf.R_X86_64_DTPOFF32:
 		return uint64(v32 - a), 0, nil
 	case elf.R_X86_64_TLSGD, elf.R_X86_64_TLSLD:

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/arch/x86/x86asm"
 
+	"livesplice/internal/amd64"
 	"livesplice/internal/runpre"
 	"livesplice/internal/update"
 )
@@ -209,18 +210,8 @@ func observe(run []byte, r update.Reloc, addr uint64) (uint64, error) {
 	if w := uint64(update.RelocWidth(r.Type)); w == 0 || off > uint64(len(run)) || uint64(len(run))-off < w {
 		return 0, fmt.Errorf("relocation at +%#x outside the code", off)
 	}
-	p := addr + off
-	switch elf.R_X86_64(r.Type) {
-	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
-		return uint64(int64(p) + int64(int32(binary.LittleEndian.Uint32(run[off:]))) - r.Addend), nil
-	case elf.R_X86_64_PC64:
-		return uint64(int64(p) + int64(binary.LittleEndian.Uint64(run[off:])) - r.Addend), nil
-	case elf.R_X86_64_32:
-		return uint64(binary.LittleEndian.Uint32(run[off:])) - uint64(r.Addend), nil
-	case elf.R_X86_64_32S:
-		return uint64(int64(int32(binary.LittleEndian.Uint32(run[off:]))) - r.Addend), nil
-	case elf.R_X86_64_64:
-		return binary.LittleEndian.Uint64(run[off:]) - uint64(r.Addend), nil
+	if s, ok := amd64.Direct(run, off, r.Type, addr+off, r.Addend); ok {
+		return s, nil
 	}
 	return 0, fmt.Errorf("relocation type %v at +%#x does not occur in kernel code", elf.R_X86_64(r.Type), off)
 }
