@@ -40,6 +40,21 @@ type Tree struct {
 	Root    string
 	Objects []Object // every object file compiled, sorted by Rel
 	Outputs []Output // every linked executable or shared library, sorted by Rel
+
+	units []unit     // how each object was compiled (for Recompile)
+	plain *plainInfo // set by RunPlain
+}
+
+// unit is one compilation unit as the build compiled it: one source into
+// one object. Paths are absolute, in the tree it was built in.
+type unit struct {
+	obj      string   // the object; "" for a compile-and-link source no object can be named for
+	source   string   // the source compiled
+	cwd      string   // where the compiler ran
+	args     []string // the compiler's arguments as the build gave them
+	compiler string   // the name the build called the compiler by (cc, g++, ...)
+	env      []string // the compilerEnv variables the compile had
+	link     string   // for a source compiled and linked in one: the output's Rel
 }
 
 // Object is an object file compiled in a tree.
@@ -62,7 +77,8 @@ const (
 	envSrc     = "LIVESPLICE_SRC"
 	envRealCC  = "LIVESPLICE_REAL_CC"
 	envRealCXX = "LIVESPLICE_REAL_CXX"
-	envInclude = "LIVESPLICE_INCLUDE" // directory holding livesplice.h
+	envInclude = "LIVESPLICE_INCLUDE"    // directory holding livesplice.h
+	envPlain   = "LIVESPLICE_WRAP_PLAIN" // non-empty: run the compiler with the arguments as given, only log (RunPlain)
 )
 
 // wrapperNames are the names under which the wrapper is installed in bin/;

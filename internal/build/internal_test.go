@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -183,5 +184,79 @@ func TestIsBuildProduct(t *testing.T) {
 		if got := isBuildProduct([]byte(head)); got != want {
 			t.Errorf("%q: %v", head, got)
 		}
+	}
+}
+
+func TestUnitArgs(t *testing.T) {
+	for _, tc := range []struct{ args, source, want string }{
+		{"-O2 -MD -MF x.d -MT x.o -MQ y -MP -c -o out/x.o x.c", "/w/x.c", "-O2 -c x.c"},
+		{"-O2 -Wp,-MD,.deps/x.Po -MFx.d -c -ox.o -I inc -include cfg.h x.c", "/w/x.c", "-O2 -c -I inc -include cfg.h x.c"},
+		// One source of several; the others, objects and the link's own
+		// options go.
+		{"-O2 -g -o prog a.c sub/b.c x.o libz.a -L lib -lm -lfoo -Wl,-z,now -Xlinker -Map -Xlinker m -shared -rdynamic", "/w/sub/b.c", "-O2 -g sub/b.c"},
+		{"-c -x c weird.src other.src", "/w/weird.src", "-c -x c weird.src"},
+	} {
+		got := strings.Join(unitArgs(strings.Fields(tc.args), "/w", tc.source), " ")
+		if got != tc.want {
+			t.Errorf("%q for %s: %q, want %q", tc.args, tc.source, got, tc.want)
+		}
+	}
+}
+
+func TestReroot(t *testing.T) {
+	for s, want := range map[string]string{
+		"/w/pre":                     "/w/post",
+		"/w/pre/a.c":                 "/w/post/a.c",
+		"-I/w/pre/inc":               "-I/w/post/inc",
+		"-ffile-prefix-map=/w/pre=.": "-ffile-prefix-map=/w/post=.",
+		"-DX=\"/w/pre:/w/pre/b\"":    "-DX=\"/w/post:/w/post/b\"",
+		"/w/prefix/a.c":              "/w/prefix/a.c",
+		"/w/pre.d":                   "/w/pre.d",
+		"-O2":                        "-O2",
+	} {
+		if got := reroot(s, "/w/pre", "/w/post"); got != want {
+			t.Errorf("%q: %q, want %q", s, got, want)
+		}
+	}
+}
+
+func TestParseDeps(t *testing.T) {
+	in := "x.o: x.c /usr/include/stdio.h \\\n  inc/a\\ b.h dir/c$$.h \\\n sub/d.h\n"
+	want := []string{"x.c", "/usr/include/stdio.h", "inc/a b.h", "dir/c$.h", "sub/d.h"}
+	if got := parseDeps(in); !reflect.DeepEqual(got, want) {
+		t.Errorf("%q", got)
+	}
+	if got := parseDeps(""); len(got) != 0 {
+		t.Errorf("empty: %q", got)
+	}
+}
+
+// A source compiled and linked in one step together with another of the
+// same name has no object of its own: Recompile refuses it by name.
+func TestRecompileSameStemRefused(t *testing.T) {
+	dir := t.TempDir()
+	for f, s := range map[string]string{
+		"a.c":     "int a(void) { return 1; }\n",
+		"sub/a.c": "int main(void) { return 0; }\n",
+	} {
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch := filepath.Join(t.TempDir(), "a.patch")
+	os.WriteFile(patch, []byte("--- a/a.c\n+++ b/a.c\n@@ -1 +1 @@\n-int a(void) { return 1; }\n+int a(void) { return 2; }\n"), 0o644)
+	rec := record{Cwd: dir, Args: []string{"-o", "prog", "a.c", "sub/a.c"}, Kind: "link", Output: filepath.Join(dir, "prog"),
+		Sources: []string{filepath.Join(dir, "a.c"), filepath.Join(dir, "sub/a.c")}}
+	us := inlineUnits(&Tree{Root: dir}, rec, "prog", nil)
+	if len(us) != 2 || us[0].obj != "" || us[1].obj != "" {
+		t.Fatalf("units %+v", us)
+	}
+	tr := &Tree{Root: dir, Outputs: []Output{{Rel: "prog"}}, units: us, plain: &plainInfo{src: dir, cc: "gcc"}}
+	post := filepath.Join(filepath.Dir(dir), "post")
+	defer os.RemoveAll(post)
+	_, err := Recompile(context.Background(), tr, RecompileOptions{Patch: patch})
+	if err == nil || !strings.Contains(err.Error(), "recompile a.c") || !strings.Contains(err.Error(), "another source of the same name") {
+		t.Fatalf("err = %v", err)
 	}
 }

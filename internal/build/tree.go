@@ -25,24 +25,31 @@ func readTree(root, logPath string) (*Tree, int, error) {
 	t := &Tree{Root: root}
 	// Later records win: a file built twice is described by its last build.
 	objects := map[string]Object{}
+	units := map[string]unit{}    // compiles, by object
+	inline := map[string][]unit{} // sources compiled and linked in one, by output
 	links := map[string]record{}
 	compiles := 0
 	for _, r := range recs {
 		switch r.Kind {
 		case "compile":
 			compiles++
-			if len(r.Sources) == 1 {
-				addObject(t, objects, r.Output, r.Sources[0])
+			if len(r.Sources) == 1 && addObject(t, objects, r.Output, r.Sources[0]) {
+				rel, _ := t.rel(r.Output)
+				units[rel] = unit{obj: r.Output, source: r.Sources[0], cwd: r.Cwd, args: r.Args, compiler: r.Compiler, env: r.Env}
 			}
 		case "link":
 			if len(r.Sources) > 0 {
 				compiles++
 			}
+			kept := map[string]string{}
 			for _, k := range r.Kept {
-				addObject(t, objects, k.Object, k.Source)
+				if addObject(t, objects, k.Object, k.Source) {
+					kept[k.Source] = k.Object
+				}
 			}
 			if rel, ok := t.rel(r.Output); ok {
 				links[rel] = r
+				inline[rel] = inlineUnits(t, r, rel, kept)
 			}
 		}
 	}
@@ -50,6 +57,11 @@ func readTree(root, logPath string) (*Tree, int, error) {
 		t.Objects = append(t.Objects, o)
 	}
 	sort.Slice(t.Objects, func(i, j int) bool { return t.Objects[i].Rel < t.Objects[j].Rel })
+	for _, o := range t.Objects {
+		if u, ok := units[o.Rel]; ok {
+			t.units = append(t.units, u)
+		}
+	}
 
 	am := &archiveMapper{t: t, cache: map[string][]byte{}}
 	for rel, l := range links {
@@ -77,6 +89,7 @@ func readTree(root, logPath string) (*Tree, int, error) {
 		}
 		sort.Strings(out.Objects)
 		t.Outputs = append(t.Outputs, out)
+		t.units = append(t.units, inline[rel]...)
 	}
 	sort.Slice(t.Outputs, func(i, j int) bool { return t.Outputs[i].Rel < t.Outputs[j].Rel })
 	return t, compiles, nil
@@ -121,16 +134,44 @@ func (t *Tree) rel(p string) (string, bool) {
 // addObject records an object if it still exists inside the tree; objects
 // written elsewhere (/dev/null, /tmp) or deleted by the build are not part
 // of it.
-func addObject(t *Tree, objects map[string]Object, obj, src string) {
+func addObject(t *Tree, objects map[string]Object, obj, src string) bool {
 	rel, ok := t.rel(obj)
 	if !ok || !isFile(obj) {
-		return
+		return false
 	}
 	s, ok := t.rel(src)
 	if !ok {
 		s = filepath.ToSlash(src)
 	}
 	objects[rel] = Object{Rel: rel, Source: s}
+	return true
+}
+
+// inlineUnits are the units of a compile-and-link record: one per source,
+// whose object is the one gcc kept (a wrapped build) or, in a plain build,
+// the name gcc would have kept it under, which Recompile makes. Sources
+// with the same stem, or whose object name would lie outside the tree or
+// is a file already there, get no object name (Recompile refuses them).
+func inlineUnits(t *Tree, r record, rel string, kept map[string]string) []unit {
+	if len(r.Sources) == 0 {
+		return nil
+	}
+	inv := parseArgs(r.Args)
+	var us []unit
+	for _, s := range r.Sources {
+		u := unit{source: s, cwd: r.Cwd, args: r.Args, compiler: r.Compiler, env: r.Env, link: rel}
+		switch k, ok := kept[s]; {
+		case ok:
+			u.obj = k
+		case inv.uniqueStems():
+			obj := absIn(r.Cwd, inv.dumpPrefix()+stem(s)+".o")
+			if _, err := os.Lstat(obj); inside(t.Root, obj) && err != nil {
+				u.obj = obj
+			}
+		}
+		us = append(us, u)
+	}
+	return us
 }
 
 func isFile(p string) bool {

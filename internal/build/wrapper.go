@@ -53,6 +53,7 @@ func WrapperMain() int {
 		return 1
 	}
 	tree, src := os.Getenv(envTree), os.Getenv(envSrc)
+	inv.plain = os.Getenv(envPlain) != ""
 	status := runCompiler(real, inv.wrappedArgs(tree, src))
 	if status != 0 || inv.mode == modePass {
 		// Failed compiles (configure probes, or a real error that fails the
@@ -60,6 +61,11 @@ func WrapperMain() int {
 		return status
 	}
 	recs := inv.records(cwd, tree, args)
+	cenv := compilerEnviron()
+	for i := range recs {
+		recs[i].Compiler = name
+		recs[i].Env = cenv
+	}
 	var buf []byte
 	for _, r := range recs {
 		b, err := json.Marshal(r)
@@ -171,6 +177,7 @@ type invocation struct {
 	static   bool
 	dumpdir  string // -dumpdir as given
 	dumpbase bool   // -dumpbase/-dumpbase-ext given: kept object names are not predictable
+	plain    bool   // plain mode: the arguments run as given, nothing kept
 	args     []string
 }
 
@@ -297,20 +304,32 @@ func parseArgs(args []string) *invocation {
 // something, and livesplice.h on the include path, after the project's own
 // directories.
 func compileFlags(tree, src string) []string {
+	return compileFlagsInc(tree, src, os.Getenv(envInclude))
+}
+
+// compileFlagsInc is compileFlags with livesplice.h's directory given.
+func compileFlagsInc(tree, src, inc string) []string {
 	f := []string{"-ffunction-sections", "-fdata-sections", "-g"}
 	if tree != "" && src != "" {
 		f = append(f, "-ffile-prefix-map="+tree+"="+src)
 	}
-	if dir := os.Getenv(envInclude); dir != "" {
-		f = append(f, "-idirafter", dir)
+	if inc != "" {
+		f = append(f, "-idirafter", inc)
 	}
 	return f
 }
 
-// keepObjects reports whether a compile-and-link invocation can be asked to
-// keep its objects: gcc names them after the source's stem, so two sources
-// with the same stem would overwrite each other and break the link.
+// keepObjects reports whether a compile-and-link invocation is to keep its
+// objects (never in plain mode, which adds nothing).
 func (inv *invocation) keepObjects() bool {
+	return !inv.plain && inv.uniqueStems()
+}
+
+// uniqueStems reports whether a compile-and-link invocation's objects can
+// be named after its sources: gcc names them after the source's stem, so
+// two sources with the same stem would overwrite each other and break the
+// link.
+func (inv *invocation) uniqueStems() bool {
 	seen := map[string]bool{}
 	for _, s := range inv.sources {
 		st := stem(s)
@@ -324,7 +343,11 @@ func (inv *invocation) keepObjects() bool {
 
 // wrappedArgs returns the arguments to run the real compiler with. Our
 // flags go last so that they beat the project's (-fno-function-sections).
+// In plain mode they are the arguments as given.
 func (inv *invocation) wrappedArgs(tree, src string) []string {
+	if inv.plain {
+		return inv.args
+	}
 	switch inv.mode {
 	case modeCompile:
 		return append(append([]string{}, inv.args...), compileFlags(tree, src)...)
@@ -355,14 +378,35 @@ func stem(p string) string {
 // record is one line of the wrapper's log.
 type record struct {
 	Cwd      string   `json:"cwd"`
-	Args     []string `json:"args"` // as invoked, without our flags
-	Kind     string   `json:"kind"` // "compile" or "link"
+	Args     []string `json:"args"`               // as invoked, without our flags
+	Compiler string   `json:"compiler,omitempty"` // the name invoked: cc, gcc, g++, ...
+	Env      []string `json:"env,omitempty"`      // compilerEnv variables set for the compile (KEY=value)
+	Kind     string   `json:"kind"`               // "compile" or "link"
 	Output   string   `json:"output"`
 	Sources  []string `json:"sources,omitempty"`
 	Shared   bool     `json:"shared,omitempty"`
 	Objects  []string `json:"objects,omitempty"` // link: .o inputs and kept objects
 	Kept     []kept   `json:"kept,omitempty"`    // link: objects gcc kept for compiled sources
 	Archives []string `json:"archives,omitempty"`
+}
+
+// compilerEnv are the environment variables that change what gcc makes of
+// the same arguments; a recompile (Recompile) sets them as the build had
+// them.
+var compilerEnv = []string{
+	"SOURCE_DATE_EPOCH", "CPATH", "C_INCLUDE_PATH", "CPLUS_INCLUDE_PATH",
+	"OBJC_INCLUDE_PATH", "LIBRARY_PATH", "GCC_EXEC_PREFIX", "COMPILER_PATH",
+}
+
+// compilerEnviron returns the compilerEnv variables set here.
+func compilerEnviron() []string {
+	var env []string
+	for _, k := range compilerEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
 }
 
 type kept struct {

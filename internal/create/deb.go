@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"livesplice/internal/build"
@@ -37,9 +36,10 @@ type DebOptions struct {
 
 // CreateDeb builds an update for the files a Debian source package's
 // installed binary packages ship (docs/deb.md): the source through apt,
-// pre and post built the way Debian builds it, targets keyed by the
-// installed files' build-ids, with their symbol tables recovered from a
-// third, plain rebuild whose code is identical to theirs.
+// built once the way Debian builds it (build.RunPlain), the units the fix
+// affects compiled again pre and post (build.Recompile), targets keyed by
+// the installed files' build-ids, with their symbol tables recovered from
+// the plain build's linked files when their code is identical.
 func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 	if (o.Patch == "") == (o.To == "") {
 		return nil, errors.New("create --deb: give a PATCH or --to NEWVERSION, not both")
@@ -117,42 +117,40 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 	}
 	p.done("checked build dependencies", start)
 
-	// The pre/post builds and the plain rebuild are independent: run them
-	// at once.
-	var (
-		wg         sync.WaitGroup
-		res        *build.Result
-		rec        map[string]deb.Recovered
-		bErr, rErr error
-	)
-	if err := os.MkdirAll(filepath.Join(work, "build"), 0o755); err != nil {
+	// One build, Debian's own (its linked files give the symbol tables of
+	// the shipped ones), then only the units the fix affects compiled
+	// again, pre and post, for the differ.
+	bdir := filepath.Join(work, "build")
+	if err := os.MkdirAll(bdir, 0o755); err != nil {
 		return nil, err
 	}
-	bctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start = p.start("rebuilding " + o.Package + " " + version + " as Debian does (symbols)")
-	wg.Go(func() {
-		rec, rErr = deb.Recover(bctx, tree, filepath.Join(work, "rebuild"), files)
-		if rErr != nil {
-			cancel()
-			return
-		}
-		p.done("rebuilt "+o.Package, start)
-	})
-	wg.Go(func() {
-		abs, _ := filepath.Abs(patchFile)
-		res, bErr = build.Run(bctx, build.Options{Src: tree, Patch: abs, BuildCmd: deb.BuildCmd, WorkDir: filepath.Join(work, "build"), Self: o.Self, Progress: o.Progress})
-		if bErr != nil {
-			cancel()
-		}
-	})
-	wg.Wait()
-	if bErr != nil {
-		return nil, bErr
+	start = p.start("building " + o.Package + " " + version + " as Debian does")
+	pre, err := build.RunPlain(ctx, build.Options{Src: tree, BuildCmd: deb.BuildCmd, WorkDir: bdir, Self: o.Self, Progress: o.Progress})
+	if err != nil {
+		return nil, err
 	}
-	if rErr != nil {
-		return nil, rErr
+	p.done("built "+o.Package+" "+version, start)
+	start = p.start("recovering the symbols of the installed files")
+	rec, err := deb.Recover(pre.Root, files)
+	if err != nil {
+		return nil, err
 	}
+	p.done("recovered symbols", start)
+	start = p.start("recompiling the units the fix affects")
+	shipped := map[string]bool{}
+	for _, f := range files {
+		shipped[filepath.Base(f)] = true
+	}
+	res, err := build.Recompile(ctx, pre, build.RecompileOptions{
+		Patch:    patchFile,
+		Progress: o.Progress,
+		// Only outputs named as an installed file are diffed below.
+		Outputs: func(rel string) bool { return shipped[filepath.Base(rel)] },
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.done("recompiled the units the fix affects", start)
 
 	sum := sha256.Sum256(patch)
 	f := &update.File{ID: o.ID, Kind: update.KindProcess, Patch: hex.EncodeToString(sum[:])}
@@ -212,7 +210,7 @@ func outputNamed(t *build.Tree, base string) (*build.Output, error) {
 
 // debTarget makes a target built from the pre tree's output name the
 // installed file: its path, soname and build-id, and the symbol table the
-// rebuild recovered for it. Without one, an update that needs a static
+// plain build recovered for it. Without one, an update that needs a static
 // symbol of the file is refused here, naming it: apply could not prove
 // where it runs.
 func debTarget(t *update.Target, inst string, rec deb.Recovered) error {

@@ -3,7 +3,8 @@
 // dependencies, names the command that builds it the way Debian does,
 // lists the ELF files its installed binary packages ship, computes the
 // code changes between two versions and recovers the symbol tables of the
-// shipped (stripped) files from a rebuild whose code is identical to them.
+// shipped (stripped) files from a plain build whose code is identical to
+// theirs.
 package deb
 
 import (

@@ -123,4 +123,17 @@ func TestRecoverOne(t *testing.T) {
 	if r := recoverOne(shipped, nil); r.Symtab != nil || r.Reason == "" {
 		t.Fatalf("no rebuilt file: %+v", r)
 	}
+
+	// Recover finds the built file of the same name anywhere in the tree.
+	sh(t, dir, "mkdir -p tree/sub && cp libsame.so tree/sub/ && cp libother.so tree/")
+	got, err := Recover(filepath.Join(dir, "tree"), []string{shipped, filepath.Join(dir, "shipped", "libnone.so")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[shipped].Symtab == nil || got[shipped].Symtab.BuildID != r.Symtab.BuildID {
+		t.Fatalf("Recover: %+v", got[shipped])
+	}
+	if r := got[filepath.Join(dir, "shipped", "libnone.so")]; r.Symtab != nil || !strings.Contains(r.Reason, "no file of that name") {
+		t.Fatalf("Recover of a file the build did not make: %+v", r)
+	}
 }

@@ -2,17 +2,12 @@ package deb
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"livesplice/internal/repo"
 	"livesplice/internal/update"
@@ -20,37 +15,25 @@ import (
 
 // Recovering the symbols of a stripped file: Debian's builds are
 // reproducible, so building the same source version here the same way
-// (same compiler, same flags, no function sections) gives the same code,
-// and the rebuild, which nobody stripped, still has its .symtab. The rule:
-// a rebuilt file with the installed file's name whose every allocated
-// section (code, read-only data, data) has the same address, size and
-// bytes as the installed file's is that file, and its symbols are the
-// installed file's. Anything less recovers nothing for that file.
+// (same compiler, same flags, no function sections: create --deb's plain
+// build, build.RunPlain) gives the same code, and that build, which nobody
+// stripped, still has its .symtab. The rule: a built file with the
+// installed file's name whose every allocated section (code, read-only
+// data, data) has the same address, size and bytes as the installed
+// file's is that file, and its symbols are the installed file's. Anything
+// less recovers nothing for that file.
 
-// Recovered is the outcome of the rebuild for one installed file.
+// Recovered is the outcome of the plain build for one installed file.
 type Recovered struct {
-	Symtab *update.Symtab // nil when the rebuild does not match
+	Symtab *update.Symtab // nil when the build does not match
 	Reason string         // why not, when Symtab is nil
 }
 
-// Recover rebuilds tree (a copy made in dir, which must not exist) with
-// BuildCmd and the real compiler, and recovers the symbol table of each of
-// the installed files. The build's output goes to dir/build.out.
-func Recover(ctx context.Context, tree, dir string, installed []string) (map[string]Recovered, error) {
-	if _, err := os.Lstat(dir); err == nil {
-		return nil, fmt.Errorf("recover symbols: %s already exists", dir)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	root := filepath.Join(dir, filepath.Base(tree))
-	if out, err := exec.CommandContext(ctx, "cp", "-a", tree, root).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("recover symbols: copy %s: %v: %s", tree, err, strings.TrimSpace(string(out)))
-	}
-	if err := rebuild(ctx, root, filepath.Join(dir, "build.out")); err != nil {
-		return nil, fmt.Errorf("recover symbols: rebuild of %s: %w", tree, err)
-	}
-	built := map[string][]string{} // base name -> rebuilt ELF files
+// Recover recovers the symbol table of each of the installed files from
+// the linked files of a plain build of their source (BuildCmd, the real
+// compiler with Debian's arguments) in root.
+func Recover(root string, installed []string) (map[string]Recovered, error) {
+	built := map[string][]string{} // base name -> built ELF files
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -70,40 +53,9 @@ func Recover(ctx context.Context, tree, dir string, installed []string) (map[str
 	return res, nil
 }
 
-// rebuild runs BuildCmd in root in the caller's environment minus what
-// would make it differ from Debian's build: a compiler or timestamp of the
-// caller's choosing.
-func rebuild(ctx context.Context, root, outFile string) error {
-	out, err := os.Create(outFile)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	cmd := exec.CommandContext(ctx, "sh", "-c", BuildCmd)
-	cmd.Dir = root
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch {
-		case k == "CC", k == "CXX", k == "SOURCE_DATE_EPOCH", k == "PWD", strings.HasPrefix(k, "LIVESPLICE_"):
-			continue
-		}
-		cmd.Env = append(cmd.Env, kv)
-	}
-	cmd.Env = append(cmd.Env, "PWD="+root)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		b, _ := os.ReadFile(outFile)
-		return fmt.Errorf("%v; last lines of %s:\n%s", err, outFile, lastLines(string(b), 20))
-	}
-	return nil
-}
-
 func recoverOne(inst string, cands []string) Recovered {
 	if len(cands) == 0 {
-		return Recovered{Reason: "the rebuild made no file of that name"}
+		return Recovered{Reason: "the plain build made no file of that name"}
 	}
 	var reasons []string
 	var found []string
@@ -115,7 +67,7 @@ func recoverOne(inst string, cands []string) Recovered {
 		found = append(found, c)
 	}
 	if len(found) == 0 {
-		return Recovered{Reason: "the rebuild's code differs (another compiler or flags?): " + strings.Join(reasons, "; ")}
+		return Recovered{Reason: "the plain build's code differs (another compiler or flags?): " + strings.Join(reasons, "; ")}
 	}
 	// Two identical rebuilt files have the same symbols at the same places
 	// only if their tables agree; take the first, check the others.
@@ -126,7 +78,7 @@ func recoverOne(inst string, cands []string) Recovered {
 	for _, c := range found[1:] {
 		other, err := symtab(inst, c)
 		if err != nil || !sameSymtab(st, other) {
-			return Recovered{Reason: "several rebuilt files match with different symbol tables"}
+			return Recovered{Reason: "several built files match with different symbol tables"}
 		}
 	}
 	return Recovered{Symtab: st}

@@ -1,0 +1,3 @@
+#include "aux.h"
+
+int aux(int x) { return x - 1; }

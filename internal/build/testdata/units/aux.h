@@ -1,0 +1,1 @@
+int aux(int x);

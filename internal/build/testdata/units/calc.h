@@ -1,0 +1,2 @@
+#define CALC_BASE 10
+int calc(int x);

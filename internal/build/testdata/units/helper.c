@@ -1,0 +1,3 @@
+#include "helper.h"
+
+int helper(int x) { return x + 100; }

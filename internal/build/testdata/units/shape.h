@@ -1,0 +1,1 @@
+int shape_area(int w, int h);
