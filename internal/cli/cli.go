@@ -72,7 +72,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, create.ErrBadID):
 		return ExitUsage
 	case errors.As(err, new(*target.KindMismatch)):
 		return ExitMismatch

@@ -28,6 +28,19 @@ import (
 // ErrNoChange is returned for a patch that changes no code.
 var ErrNoChange = errors.New("the patch changes no code")
 
+// ErrBadID is returned, before any work, for an update id that cannot
+// name an update (or, for a kernel update, its livepatch module): a bad
+// command line.
+var ErrBadID = errors.New("bad update id")
+
+// checkID refuses an id update.ValidID rejects.
+func checkID(id string) error {
+	if !update.ValidID(id) {
+		return fmt.Errorf("%w %q: use at most 64 letters, digits, '.', '_' and '-', not starting with '.' or '-' (give one with --id)", ErrBadID, id)
+	}
+	return nil
+}
+
 // Options are create's inputs.
 type Options struct {
 	Src      string
@@ -53,8 +66,8 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 	if o.ID == "" {
 		o.ID = DefaultID(o.Patch)
 	}
-	if !update.ValidID(o.ID) {
-		return nil, fmt.Errorf("bad update id %q: use letters, digits, '.', '_' and '-' (give one with --id)", o.ID)
+	if err := checkID(o.ID); err != nil {
+		return nil, err
 	}
 	patch, err := os.ReadFile(o.Patch)
 	if err != nil {

@@ -47,19 +47,33 @@ func ModuleName(id string) string {
 	return b.String()
 }
 
+// maxModuleName is the longest module name the kernel takes:
+// MODULE_NAME_LEN - 1 on 64-bit.
+const maxModuleName = 55
+
+// checkKernelID refuses an id that cannot name a kernel update: one
+// update.ValidID rejects, or one whose module name is too long.
+func checkKernelID(id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if mod := ModuleName(id); len(mod) > maxModuleName {
+		return fmt.Errorf("%w %q: its livepatch module name %s is longer than %d characters (give an id of at most %d characters with --id)",
+			ErrBadID, id, mod, maxModuleName, maxModuleName-len(ModuleName("")))
+	}
+	return nil
+}
+
 // CreateKernel builds a kernel update: the livepatch module and the pre
 // code of every replaced function.
 func CreateKernel(ctx context.Context, o KernelOptions) (*update.File, error) {
 	if o.ID == "" {
 		o.ID = DefaultID(o.Patch)
 	}
-	if !update.ValidID(o.ID) {
-		return nil, fmt.Errorf("bad update id %q: use letters, digits, '.', '_' and '-' (give one with --id)", o.ID)
+	if err := checkKernelID(o.ID); err != nil {
+		return nil, err
 	}
 	mod := ModuleName(o.ID)
-	if len(mod) > 55 { // MODULE_NAME_LEN - 1 on 64-bit
-		return nil, fmt.Errorf("update id %q makes a module name longer than 55 characters (give a shorter --id)", o.ID)
-	}
 	patch, err := os.ReadFile(o.Patch)
 	if err != nil {
 		return nil, fmt.Errorf("read patch: %w", err)

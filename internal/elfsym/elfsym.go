@@ -5,6 +5,7 @@ package elfsym
 
 import (
 	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -53,7 +54,7 @@ func Load(r io.ReaderAt) (*Table, error) {
 	if f.Machine != elf.EM_X86_64 || f.Class != elf.ELFCLASS64 {
 		return nil, fmt.Errorf("not an x86-64 ELF file")
 	}
-	t := &Table{Type: f.Type, Entry: f.Entry, locals: map[string][]Sym{}, globals: map[string][]Sym{}}
+	t := &Table{Type: f.Type, Entry: f.Entry, BuildID: fileBuildID(f), locals: map[string][]Sym{}, globals: map[string][]Sym{}}
 	first := true
 	for _, p := range f.Progs {
 		switch p.Type {
@@ -66,10 +67,6 @@ func Load(r io.ReaderAt) (*Table, error) {
 		case elf.PT_TLS:
 			ph := p.ProgHeader
 			t.TLS = &ph
-		case elf.PT_NOTE:
-			if t.BuildID == "" {
-				t.BuildID = buildID(p)
-			}
 		}
 	}
 	if libs, err := f.DynString(elf.DT_SONAME); err == nil && len(libs) > 0 {
@@ -122,21 +119,51 @@ func Load(r io.ReaderAt) (*Table, error) {
 	return t, nil
 }
 
-func buildID(p *elf.Prog) string {
+// BuildID returns the GNU build-id (the NT_GNU_BUILD_ID note of a PT_NOTE
+// segment) of the ELF file r as lowercase hex, or "" when the file has
+// none. It is an error only when r is not an ELF file.
+func BuildID(r io.ReaderAt) (string, error) {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return "", fmt.Errorf("not an ELF file: %w", err)
+	}
+	defer f.Close()
+	return fileBuildID(f), nil
+}
+
+// fileBuildID is BuildID of a parsed ELF file: the first build-id note of
+// its PT_NOTE segments.
+func fileBuildID(f *elf.File) string {
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_NOTE {
+			continue
+		}
+		if id := noteBuildID(p, f.ByteOrder); id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+const ntGNUBuildID = 3 // NT_GNU_BUILD_ID
+
+// noteBuildID finds the build-id note among the notes of one PT_NOTE
+// segment (its first 64 KiB: build-ids are near the start).
+func noteBuildID(p *elf.Prog, bo binary.ByteOrder) string {
 	data, err := io.ReadAll(io.LimitReader(p.Open(), 1<<16))
 	if err != nil {
 		return ""
 	}
 	for len(data) >= 12 {
-		nsz := le32(data[0:])
-		dsz := le32(data[4:])
-		typ := le32(data[8:])
+		nsz := uint64(bo.Uint32(data[0:]))
+		dsz := uint64(bo.Uint32(data[4:]))
+		typ := bo.Uint32(data[8:])
 		off := 12 + align4(nsz)
 		end := off + align4(dsz)
-		if end > uint64(len(data)) || off+dsz > uint64(len(data)) {
+		if end > uint64(len(data)) {
 			return ""
 		}
-		if typ == 3 && nsz == 4 && string(data[12:15]) == "GNU" {
+		if typ == ntGNUBuildID && nsz == 4 && string(data[12:16]) == "GNU\x00" {
 			return hex.EncodeToString(data[off : off+dsz])
 		}
 		data = data[end:]
@@ -144,9 +171,6 @@ func buildID(p *elf.Prog) string {
 	return ""
 }
 
-func le32(b []byte) uint64 {
-	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
-}
 func align4(n uint64) uint64 { return (n + 3) &^ 3 }
 
 // Room returns how many bytes from address v (link-time) up to the next

@@ -49,5 +49,6 @@ func FuzzLoad(f *testing.F) {
 	f.Add(seed)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		Load(bytes.NewReader(data))
+		BuildID(bytes.NewReader(data))
 	})
 }

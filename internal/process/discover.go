@@ -1,7 +1,6 @@
 package process
 
 import (
-	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -112,56 +111,11 @@ func mappedBuildID(pid int, m procfs.Mapping) (string, error) {
 	if ok {
 		return id, nil
 	}
-	id = readBuildID(f)
+	id, _ = elfsym.BuildID(f) // not an ELF file: no build-id
 	buildIDs.Lock()
 	buildIDs.m[key] = id
 	buildIDs.Unlock()
 	return id, nil
-}
-
-// readBuildID reads the NT_GNU_BUILD_ID note of an ELF file ("" if none).
-func readBuildID(f *os.File) string {
-	ef, err := elf.NewFile(f)
-	if err != nil {
-		return ""
-	}
-	defer ef.Close()
-	for _, p := range ef.Progs {
-		if p.Type != elf.PT_NOTE {
-			continue
-		}
-		if id := noteBuildID(p); id != "" {
-			return id
-		}
-	}
-	return ""
-}
-
-const ntGNUBuildID = 3 // NT_GNU_BUILD_ID
-
-func noteBuildID(p *elf.Prog) string {
-	if p.Filesz > 1<<16 {
-		return ""
-	}
-	data := make([]byte, p.Filesz)
-	if _, err := p.ReadAt(data, 0); err != nil {
-		return ""
-	}
-	le := func(b []byte) uint64 { return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 }
-	align := func(n uint64) uint64 { return (n + 3) &^ 3 }
-	for len(data) >= 12 {
-		nsz, dsz, typ := le(data[0:]), le(data[4:]), le(data[8:])
-		off := 12 + align(nsz)
-		end := off + align(dsz)
-		if end > uint64(len(data)) || off+dsz > uint64(len(data)) {
-			return ""
-		}
-		if typ == ntGNUBuildID && nsz == 4 && string(data[12:15]) == "GNU" {
-			return fmt.Sprintf("%x", data[off:off+dsz])
-		}
-		data = data[end:]
-	}
-	return ""
 }
 
 // moduleBuildID is the build-id of a mapped object, read through the

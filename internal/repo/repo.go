@@ -127,16 +127,16 @@ func Init(dir string, opt Options) error {
 // Publishing an id again with the same bytes does nothing; with other
 // bytes it is refused (an update id names one file forever).
 func Add(dir string, files, binaries []string, opt Options) error {
+	keys, err := readBinaries(binaries) // before the repository is touched
+	if err != nil {
+		return err
+	}
 	unlock, err := lockRepo(dir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	r, err := load(dir)
-	if err != nil {
-		return err
-	}
-	keys, err := readBinaries(binaries)
 	if err != nil {
 		return err
 	}
