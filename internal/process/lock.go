@@ -17,12 +17,60 @@ var ErrLocked = errors.New("another livesplice is working on the process")
 // lockDirs are tried in order for the per-process lock files.
 var lockDirs = []string{"/run/livesplice", filepath.Join(os.TempDir(), "livesplice-locks")}
 
+// targetLock is a held per-process lock (lockTarget).
+type targetLock struct {
+	f    *os.File
+	path string
+}
+
+// Close removes the lock file and drops the lock. The file goes first,
+// while still held, so that a fleet run leaves no file per process behind;
+// a command that opened it meanwhile notices (lockTarget) and starts over.
+func (l *targetLock) Close() error {
+	os.Remove(l.path)
+	return l.f.Close()
+}
+
 // lockTarget makes livesplice commands on one process take turns: two at
 // once would race for its threads (only one tracer is allowed) and for its
 // state record. The lock is an flock on a file named after the pid, held
 // until the command detaches; the kernel drops it if livesplice dies.
-func lockTarget(pid int, wait time.Duration) (*os.File, error) {
-	var f *os.File
+func lockTarget(pid int, wait time.Duration) (*targetLock, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		l, err := openLock(pid)
+		if err != nil {
+			return nil, err
+		}
+		for {
+			err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			if err == nil {
+				break
+			}
+			if err != unix.EWOULDBLOCK && err != unix.EINTR {
+				l.f.Close()
+				return nil, fmt.Errorf("lock process %d: %w", pid, err)
+			}
+			if time.Now().After(deadline) {
+				l.f.Close()
+				return nil, fmt.Errorf("process %d: %w (waited %v; try again later)", pid, ErrLocked, wait)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		// The holder before us removed the file as it let go: the lock
+		// we got is on a file nobody else will open. Take the new one.
+		var held, now unix.Stat_t
+		if unix.Fstat(int(l.f.Fd()), &held) == nil && unix.Stat(l.path, &now) == nil &&
+			held.Dev == now.Dev && held.Ino == now.Ino {
+			return l, nil
+		}
+		l.f.Close()
+	}
+}
+
+// openLock opens (creating) the lock file of pid in the first usable
+// directory.
+func openLock(pid int) (*targetLock, error) {
 	var err error
 	for _, dir := range lockDirs {
 		if e := os.MkdirAll(dir, 0o1777); e != nil {
@@ -31,28 +79,11 @@ func lockTarget(pid int, wait time.Duration) (*os.File, error) {
 		}
 		os.Chmod(dir, 0o1777)
 		path := filepath.Join(dir, fmt.Sprintf("%d.lock", pid))
-		f, err = os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
-		if err == nil {
-			break
+		f, e := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+		if e == nil {
+			return &targetLock{f: f, path: path}, nil
 		}
+		err = e
 	}
-	if f == nil {
-		return nil, fmt.Errorf("lock process %d: %w", pid, err)
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			f.Close()
-			return nil, fmt.Errorf("lock process %d: %w", pid, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("process %d: %w (waited %v; try again later)", pid, ErrLocked, wait)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return nil, fmt.Errorf("lock process %d: %w", pid, err)
 }

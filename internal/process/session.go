@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -75,7 +74,7 @@ type session struct {
 	cache     *pageCache
 	clean     map[int]bool            // threads checked while stopped since (precheck)
 	regs      map[int]unix.PtraceRegs // read by stopWorld, for the next check
-	lock      *os.File                // per-process lock (lockTarget), held until detach
+	lock      *targetLock             // per-process lock (lockTarget), held until detach
 	frames    []placedFrames          // applied updates' call frame information (readFrames)
 }
 
