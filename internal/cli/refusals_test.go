@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"livesplice/internal/kernel"
 	"livesplice/internal/update"
@@ -126,6 +129,16 @@ func TestApplyPidRefusesKernelUpdate(t *testing.T) {
 		}
 		return string(b)
 	}
+	// Compare only once sleep sleeps: until then the loader still maps.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		sc, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+		if strings.HasPrefix(string(sc), fmt.Sprint(unix.SYS_CLOCK_NANOSLEEP)+" ") || strings.HasPrefix(string(sc), fmt.Sprint(unix.SYS_NANOSLEEP)+" ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep %d never went to sleep: %q", pid, sc)
+		}
+	}
 	before := maps()
 	run(t, []string{"apply", "--pid", strconv.Itoa(pid), file}, ExitMismatch, "update kfix is a kernel update, not for process "+strconv.Itoa(pid))
 	if after := maps(); after != before {
@@ -169,6 +182,8 @@ func TestCreateRefusesBadID(t *testing.T) {
 		{kern("--id", "a b", patch), `bad update id "a b"`},
 		{kern(spaced), `bad update id "my fix"`}, // the default id, from the patch's name
 		{[]string{"create", "--src", src, "-o", out, "--id", "a/b", patch}, `bad update id "a/b"`},
+		// --deb checks the id before asking apt anything.
+		{[]string{"create", "--deb", "no-such-source-package", "-o", out, "--id", "a b", patch}, `bad update id "a b"`},
 	} {
 		run(t, c.args, ExitUsage, c.msg)
 		if _, err := os.Stat(out); !os.IsNotExist(err) {

@@ -51,8 +51,8 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 			o.ID = sanitizeID(o.Package + "-" + o.To)
 		}
 	}
-	if !update.ValidID(o.ID) {
-		return nil, fmt.Errorf("bad update id %q: use letters, digits, '.', '_' and '-' (give one with --id)", o.ID)
+	if err := checkID(o.ID); err != nil {
+		return nil, err
 	}
 	var patch []byte
 	if o.Patch != "" {
