@@ -47,6 +47,11 @@ func forEach(pids []int, op func(pid int) (o Outcome, ok bool)) []Outcome {
 	// collecting less often saves about a tenth of its CPU, for a heap that
 	// stays a few tens of MiB.
 	defer debug.SetGCPercent(debug.SetGCPercent(800))
+	// Each worker's session runs on its own locked thread and blocks in
+	// system calls and waits all the time; with fewer Ps than workers the
+	// runtime hands Ps between those threads at every block (futex wake-ups
+	// of other threads). One P per worker lets the kernel schedule them.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), fleetWorkers+1)))
 	out := make([]Outcome, len(pids))
 	kept := make([]bool, len(pids))
 	work := make(chan int)

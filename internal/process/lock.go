@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +20,7 @@ var lockDirs = []string{"/run/livesplice", filepath.Join(os.TempDir(), "livespli
 
 // targetLock is a held per-process lock (lockTarget).
 type targetLock struct {
-	f    *os.File
+	fd   int // raw: an os.File costs six more system calls here
 	path string
 }
 
@@ -28,7 +29,7 @@ type targetLock struct {
 // a command that opened it meanwhile notices (lockTarget) and starts over.
 func (l *targetLock) Close() error {
 	os.Remove(l.path)
-	return l.f.Close()
+	return unix.Close(l.fd)
 }
 
 // lockTarget makes livesplice commands on one process take turns: two at
@@ -43,16 +44,16 @@ func lockTarget(pid int, wait time.Duration) (*targetLock, error) {
 			return nil, err
 		}
 		for {
-			err := unix.Flock(int(l.f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			err := unix.Flock(l.fd, unix.LOCK_EX|unix.LOCK_NB)
 			if err == nil {
 				break
 			}
 			if err != unix.EWOULDBLOCK && err != unix.EINTR {
-				l.f.Close()
+				unix.Close(l.fd)
 				return nil, fmt.Errorf("lock process %d: %w", pid, err)
 			}
 			if time.Now().After(deadline) {
-				l.f.Close()
+				unix.Close(l.fd)
 				return nil, fmt.Errorf("process %d: %w (waited %v; try again later)", pid, ErrLocked, wait)
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -60,11 +61,11 @@ func lockTarget(pid int, wait time.Duration) (*targetLock, error) {
 		// The holder before us removed the file as it let go: the lock
 		// we got is on a file nobody else will open. Take the new one.
 		var held, now unix.Stat_t
-		if unix.Fstat(int(l.f.Fd()), &held) == nil && unix.Stat(l.path, &now) == nil &&
+		if unix.Fstat(l.fd, &held) == nil && unix.Stat(l.path, &now) == nil &&
 			held.Dev == now.Dev && held.Ino == now.Ino {
 			return l, nil
 		}
-		l.f.Close()
+		unix.Close(l.fd)
 	}
 }
 
@@ -73,17 +74,32 @@ func lockTarget(pid int, wait time.Duration) (*targetLock, error) {
 func openLock(pid int) (*targetLock, error) {
 	var err error
 	for _, dir := range lockDirs {
-		if e := os.MkdirAll(dir, 0o1777); e != nil {
+		if e := lockDir(dir); e != nil {
 			err = e
 			continue
 		}
-		os.Chmod(dir, 0o1777)
 		path := filepath.Join(dir, fmt.Sprintf("%d.lock", pid))
-		f, e := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+		fd, e := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 		if e == nil {
-			return &targetLock{f: f, path: path}, nil
+			return &targetLock{fd: fd, path: path}, nil
 		}
-		err = e
+		err = &os.PathError{Op: "open", Path: path, Err: e}
 	}
 	return nil, fmt.Errorf("lock process %d: %w", pid, err)
+}
+
+// readyDirs are the lock directories made (and opened to every user) by
+// this livesplice: once each, not once per process of a fleet run.
+var readyDirs sync.Map
+
+func lockDir(dir string) error {
+	if _, ok := readyDirs.Load(dir); ok {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o1777); err != nil {
+		return err
+	}
+	os.Chmod(dir, 0o1777)
+	readyDirs.Store(dir, true)
+	return nil
 }

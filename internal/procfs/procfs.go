@@ -4,7 +4,6 @@
 package procfs
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Mapping is one line of /proc/PID/maps.
@@ -55,7 +56,7 @@ func Dir(pid int) string {
 
 // zombie reports whether the task of a /proc directory has exited.
 func zombie(dir string) bool {
-	b, err := os.ReadFile(dir + "/stat")
+	b, err := ReadFile(dir + "/stat")
 	if err != nil {
 		return false // let the caller's own access report it
 	}
@@ -75,7 +76,7 @@ func Exiting(pid int) bool {
 	}
 	const pfExiting = 0x4
 	for _, tid := range tids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		b, err := ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
 		if err != nil {
 			continue // gone meanwhile
 		}
@@ -100,25 +101,41 @@ func Exiting(pid int) bool {
 // empty map, so that callers never mistake it for a program without the
 // object they look for.
 func ReadMaps(pid int) ([]Mapping, error) {
-	f, err := os.Open(Dir(pid) + "/maps")
-	if err != nil {
-		return nil, err
+	// A leader that called pthread_exit shows an empty map: only then is
+	// it worth finding a live thread's (Dir reads the stat file to tell).
+	maps, err := readMaps(fmt.Sprintf("/proc/%d/maps", pid))
+	if err == nil && len(maps) == 0 {
+		if dir := Dir(pid); dir != fmt.Sprintf("/proc/%d", pid) {
+			maps, err = readMaps(dir + "/maps")
+		}
 	}
-	defer f.Close()
-	maps, err := ParseMaps(f)
 	if err == nil && len(maps) == 0 {
 		err = fmt.Errorf("no memory map: %w (it exited)", syscall.ESRCH)
 	}
 	return maps, err
 }
 
-// ParseMaps parses the text of a /proc/PID/maps file.
+func readMaps(path string) ([]Mapping, error) {
+	b, err := ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseMaps(bytes.NewReader(b))
+}
+
+// ParseMaps parses the text of /proc/PID/maps.
 func ParseMaps(r io.Reader) ([]Mapping, error) {
-	var out []Mapping
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	// Whole, then by lines: a fleet run reads thousands of maps, and a
+	// scanner's buffer per read was most of its garbage.
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Mapping, 0, bytes.Count(data, []byte{'\n'})+1)
+	text := string(data)
+	for text != "" {
+		line, rest, _ := strings.Cut(text, "\n")
+		text = rest
 		if line == "" {
 			continue
 		}
@@ -128,7 +145,7 @@ func ParseMaps(r io.Reader) ([]Mapping, error) {
 		}
 		out = append(out, m)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 func parseMapLine(line string) (Mapping, error) {
@@ -173,13 +190,13 @@ func parseMapLine(line string) (Mapping, error) {
 
 // Tasks lists the thread ids of a process, sorted.
 func Tasks(pid int) ([]int, error) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	names, err := ReadDirNames(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return nil, err
 	}
-	tids := make([]int, 0, len(ents))
-	for _, e := range ents {
-		if tid, err := strconv.Atoi(e.Name()); err == nil {
+	tids := make([]int, 0, len(names))
+	for _, name := range names {
+		if tid, err := strconv.Atoi(name); err == nil {
 			tids = append(tids, tid)
 		}
 	}
@@ -189,7 +206,7 @@ func Tasks(pid int) ([]int, error) {
 
 // Status returns the value of one field of /proc/PID/status ("" if absent).
 func Status(pid int, field string) (string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	data, err := ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return "", err
 	}
@@ -226,7 +243,7 @@ func Blocked(pid int) []int {
 	tids, _ := Tasks(pid)
 	var out []int
 	for _, tid := range tids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+		b, err := ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
 		if err == nil && len(b) > 0 && b[0] >= '0' && b[0] <= '9' {
 			out = append(out, tid)
 		}
@@ -237,15 +254,82 @@ func Blocked(pid int) []int {
 // Others lists every process but the caller and PID 1, in pid order: what
 // a fleet operation may touch (init only ever when named by pid).
 func Others() []int {
-	ents, _ := os.ReadDir("/proc")
+	names, _ := ReadDirNames("/proc")
 	var out []int
 	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
 		if err == nil && pid != self && pid != 1 {
 			out = append(out, pid)
 		}
 	}
 	sort.Ints(out)
 	return out
+}
+
+// ReadFile reads a whole /proc file through a raw descriptor. os.Open
+// costs four more system calls than the open itself (nonblocking mode on,
+// registering with the poller, which refuses /proc files, and off again
+// for Fd), and a fleet run opens tens of /proc files per process.
+func ReadFile(path string) ([]byte, error) {
+	fd, err := openRaw(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 4096)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+// ReadDirNames lists a /proc directory's entries (without . and ..)
+// through a raw descriptor, as ReadFile.
+func ReadDirNames(path string) ([]string, error) {
+	fd, err := openRaw(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var names []string
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "readdirent", Path: path, Err: err}
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
+func openRaw(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
 }

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"livesplice/internal/fault"
+	"livesplice/internal/procfs"
 )
 
 const (
@@ -63,7 +63,7 @@ func (p *Process) WriteMem(addr uint64, b []byte) error {
 }
 
 func (p *Process) checkRange(op string, addr uint64, n int) error {
-	if _, ok := p.threads[p.memTid]; !ok || p.mem == nil {
+	if _, ok := p.threads[p.memTid]; !ok || p.memFd < 0 {
 		// The thread the file was opened through is gone.
 		if err := p.openMem(); err != nil {
 			return err
@@ -129,7 +129,7 @@ func (p *Process) scratch() (uint64, error) {
 	if len(tids) == 0 {
 		return 0, fmt.Errorf("ptrace pid %d: read auxv: %w", p.pid, ErrExited)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/auxv", p.pid, tids[0]))
+	b, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/task/%d/auxv", p.pid, tids[0]))
 	if err != nil {
 		return 0, fmt.Errorf("ptrace pid %d: read auxv: %w", p.pid, err)
 	}

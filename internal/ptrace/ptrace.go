@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"livesplice/internal/procfs"
 )
 
 var (
@@ -70,9 +72,9 @@ type Process struct {
 	// The fields below are only touched on the tracer thread.
 	tracerTid int
 	threads   map[int]*thread
-	mem       *os.File // /proc/PID/task/memTid/mem
-	// memFd is mem's descriptor, taken once: File.Fd costs two fcntl
-	// calls each time, on every read and write.
+	// memFd is /proc/PID/task/memTid/mem, read and write, or -1. A raw
+	// descriptor: an os.File costs four more system calls to open and two
+	// on every Fd.
 	memFd int
 	// rmem is a read-only handle any goroutine may read through without
 	// a round trip to the tracer thread (reads need no tracer).
@@ -156,6 +158,7 @@ func newProcess(pid int, inline bool) (*Process, error) {
 		quit:    make(chan struct{}),
 		threads: map[int]*thread{},
 		inline:  inline,
+		memFd:   -1,
 	}
 	if inline {
 		p.tracerTid = unix.Gettid()
@@ -250,9 +253,9 @@ func (p *Process) shutdown() {
 		return
 	}
 	p.closed = true
-	if p.mem != nil {
-		p.mem.Close()
-		p.mem = nil
+	if p.memFd >= 0 {
+		unix.Close(p.memFd)
+		p.memFd = -1
 	}
 	if f := p.rmem.Swap(nil); f != nil {
 		f.Close()
@@ -346,7 +349,7 @@ func (p *Process) attachOne() (err error) {
 
 // inSyscall reports whether a thread sleeps inside a system call.
 func inSyscall(pid, tid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+	b, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
 	if err != nil || len(b) == 0 {
 		return false
 	}
@@ -462,14 +465,14 @@ func (p *Process) openMem() error {
 		return fmt.Errorf("ptrace open memory pid %d: %w", p.pid, ErrExited)
 	}
 	path := fmt.Sprintf("/proc/%d/task/%d/mem", p.pid, tids[0])
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("ptrace open memory pid %d: %w", p.pid, err)
 	}
-	if p.mem != nil {
-		p.mem.Close()
+	if p.memFd >= 0 {
+		unix.Close(p.memFd)
 	}
-	p.mem, p.memTid, p.memFd = f, tids[0], int(f.Fd())
+	p.memFd, p.memTid = fd, tids[0]
 	if p.rmem.Load() == nil {
 		if r, err := os.Open(path); err == nil {
 			p.rmem.Store(r)

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"livesplice/internal/procfs"
 )
 
 // ptrace issues one raw ptrace request. x/sys wraps neither PTRACE_SEIZE
@@ -413,7 +415,7 @@ func (p *Process) resumeThread(t *thread) error {
 
 // listTasks lists the thread ids of pid, leader first.
 func listTasks(pid int) ([]int, error) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	names, err := procfs.ReadDirNames(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, unix.ESRCH
@@ -421,8 +423,8 @@ func listTasks(pid int) ([]int, error) {
 		return nil, err
 	}
 	var tids []int
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
+	for _, name := range names {
+		tid, err := strconv.Atoi(name)
 		if err != nil || tid <= 0 {
 			continue
 		}
@@ -439,7 +441,7 @@ func listTasks(pid int) ([]int, error) {
 
 // readStatus parses a /proc status file into key -> value.
 func readStatus(path string) (map[string]string, error) {
-	b, err := os.ReadFile(path)
+	b, err := procfs.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
