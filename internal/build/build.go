@@ -92,26 +92,14 @@ const tailLines = 20
 // the patch applied), builds both concurrently through the compiler wrapper
 // and returns what each build compiled and linked.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	if o.Src == "" || o.WorkDir == "" || o.Self == "" {
-		return nil, errors.New("build: Src, WorkDir and Self must be set")
-	}
-	if o.Patch == "" {
+	if o.Patch == "" && o.Src != "" && o.WorkDir != "" && o.Self != "" {
 		return nil, errors.New("build: no patch given")
 	}
-	if o.BuildCmd == "" {
-		o.BuildCmd = "make"
-	}
-	// Resolve symlinks once so that the paths we hand out match what make
-	// ($(CURDIR)) and gcc (getcwd) see; otherwise the prefix map and the
-	// relative paths computed from the logs would miss.
-	src, err := realAbs(o.Src)
+	paths, err := o.resolve()
 	if err != nil {
-		return nil, fmt.Errorf("build: source tree: %w", err)
+		return nil, err
 	}
-	work, err := realAbs(o.WorkDir)
-	if err != nil {
-		return nil, fmt.Errorf("build: work directory: %w", err)
-	}
+	src, work, self, realCC, realCXX := paths.src, paths.work, paths.self, paths.cc, paths.cxx
 	patchFile, err := filepath.Abs(o.Patch)
 	if err != nil {
 		return nil, fmt.Errorf("build: patch: %w", err)
@@ -119,17 +107,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if _, err := os.Stat(patchFile); err != nil {
 		return nil, fmt.Errorf("build: patch: %w", err)
 	}
-	self, err := filepath.Abs(o.Self)
-	if err != nil {
-		return nil, fmt.Errorf("build: wrapper: %w", err)
-	}
-	realCC, err := findReal("gcc", self)
-	if err != nil {
-		return nil, fmt.Errorf("build: no real C compiler: %w", err)
-	}
-	// A C-only project must not need g++, so a missing one only fails if
-	// the build actually calls c++/g++.
-	realCXX, _ := findReal("g++", self)
 
 	p := &progress{w: o.Progress}
 	pre := filepath.Join(work, "pre")
@@ -235,6 +212,43 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// paths are a build's directories and compilers, resolved once.
+type paths struct {
+	src, work, self string
+	cc, cxx         string // cxx is "" without a g++
+}
+
+// resolve checks the options every build needs and resolves their paths.
+// Symlinks are resolved once so that the paths handed out match what make
+// ($(CURDIR)) and gcc (getcwd) see; otherwise the prefix map and the
+// relative paths computed from the logs would miss.
+func (o *Options) resolve() (paths, error) {
+	var r paths
+	if o.Src == "" || o.WorkDir == "" || o.Self == "" {
+		return r, errors.New("build: Src, WorkDir and Self must be set")
+	}
+	if o.BuildCmd == "" {
+		o.BuildCmd = "make"
+	}
+	var err error
+	if r.src, err = realAbs(o.Src); err != nil {
+		return r, fmt.Errorf("build: source tree: %w", err)
+	}
+	if r.work, err = realAbs(o.WorkDir); err != nil {
+		return r, fmt.Errorf("build: work directory: %w", err)
+	}
+	if r.self, err = filepath.Abs(o.Self); err != nil {
+		return r, fmt.Errorf("build: wrapper: %w", err)
+	}
+	if r.cc, err = findReal("gcc", r.self); err != nil {
+		return r, fmt.Errorf("build: no real C compiler: %w", err)
+	}
+	// A C-only project must not need g++, so a missing one only fails if
+	// the build actually calls c++/g++.
+	r.cxx, _ = findReal("g++", r.self)
+	return r, nil
 }
 
 // realAbs returns p made absolute with symlinks resolved.

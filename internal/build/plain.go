@@ -40,29 +40,11 @@ type plainInfo struct {
 // and every compile and link is logged. Patch is ignored: Recompile takes
 // the tree on from there.
 func RunPlain(ctx context.Context, o Options) (*Tree, error) {
-	if o.Src == "" || o.WorkDir == "" || o.Self == "" {
-		return nil, errors.New("build: Src, WorkDir and Self must be set")
-	}
-	if o.BuildCmd == "" {
-		o.BuildCmd = "make"
-	}
-	src, err := realAbs(o.Src)
+	paths, err := o.resolve()
 	if err != nil {
-		return nil, fmt.Errorf("build: source tree: %w", err)
+		return nil, err
 	}
-	work, err := realAbs(o.WorkDir)
-	if err != nil {
-		return nil, fmt.Errorf("build: work directory: %w", err)
-	}
-	self, err := filepath.Abs(o.Self)
-	if err != nil {
-		return nil, fmt.Errorf("build: wrapper: %w", err)
-	}
-	realCC, err := findReal("gcc", self)
-	if err != nil {
-		return nil, fmt.Errorf("build: no real C compiler: %w", err)
-	}
-	realCXX, _ := findReal("g++", self)
+	src, work, self, realCC, realCXX := paths.src, paths.work, paths.self, paths.cc, paths.cxx
 
 	p := &progress{w: o.Progress}
 	pre := filepath.Join(work, "pre")
