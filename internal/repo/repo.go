@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"golang.org/x/sys/unix"
@@ -413,21 +414,11 @@ func load(dir string) (*repository, error) {
 	if r.root, err = metadata.Root().FromFile(filepath.Join(dir, RootFile)); err != nil {
 		return nil, fmt.Errorf("repository %s: %w (create one with 'livesplice repo init')", dir, err)
 	}
-	if r.timestamp, err = metadata.Timestamp().FromFile(filepath.Join(md, "timestamp.json")); err != nil {
-		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	var tv int64
+	if r.timestamp, r.snapshot, tv, err = readChain(dir); err != nil {
+		return nil, err
 	}
-	sv := r.timestamp.Signed.Meta["snapshot.json"]
-	if sv == nil {
-		return nil, fmt.Errorf("repository %s: timestamp.json names no snapshot", dir)
-	}
-	if r.snapshot, err = metadata.Snapshot().FromFile(filepath.Join(md, fmt.Sprintf("%d.snapshot.json", sv.Version))); err != nil {
-		return nil, fmt.Errorf("repository %s: %w", dir, err)
-	}
-	tv := r.snapshot.Signed.Meta["targets.json"]
-	if tv == nil {
-		return nil, fmt.Errorf("repository %s: snapshot names no targets", dir)
-	}
-	if r.targets, err = metadata.Targets().FromFile(filepath.Join(md, fmt.Sprintf("%d.targets.json", tv.Version))); err != nil {
+	if r.targets, err = metadata.Targets().FromFile(filepath.Join(md, fmt.Sprintf("%d.targets.json", tv))); err != nil {
 		return nil, fmt.Errorf("repository %s: %w", dir, err)
 	}
 	for _, role := range Roles {
@@ -538,34 +529,38 @@ func lockRepo(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// writeAtomic writes a file whole or not at all.
+// writeAtomic writes a file whole or not at all, and on disk before the
+// rename publishes it.
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return renameio.WriteFile(path, data, mode)
 }
 
 // Version returns the stream's version (that of targets.json) as the
 // repository in dir publishes it now.
 func Version(dir string) (int64, error) {
+	_, _, v, err := readChain(dir)
+	return v, err
+}
+
+// readChain reads the published timestamp and the snapshot it names, and
+// returns the version of targets.json that snapshot names.
+func readChain(dir string) (*metadata.Metadata[metadata.TimestampType], *metadata.Metadata[metadata.SnapshotType], int64, error) {
 	md := filepath.Join(dir, MetadataDir)
 	ts, err := metadata.Timestamp().FromFile(filepath.Join(md, "timestamp.json"))
 	if err != nil {
-		return 0, fmt.Errorf("repository %s: %w", dir, err)
+		return nil, nil, 0, fmt.Errorf("repository %s: %w", dir, err)
 	}
 	sv := ts.Signed.Meta["snapshot.json"]
 	if sv == nil {
-		return 0, fmt.Errorf("repository %s: timestamp.json names no snapshot", dir)
+		return nil, nil, 0, fmt.Errorf("repository %s: timestamp.json names no snapshot", dir)
 	}
 	sn, err := metadata.Snapshot().FromFile(filepath.Join(md, fmt.Sprintf("%d.snapshot.json", sv.Version)))
 	if err != nil {
-		return 0, fmt.Errorf("repository %s: %w", dir, err)
+		return nil, nil, 0, fmt.Errorf("repository %s: %w", dir, err)
 	}
 	tv := sn.Signed.Meta["targets.json"]
 	if tv == nil {
-		return 0, fmt.Errorf("repository %s: snapshot names no targets", dir)
+		return nil, nil, 0, fmt.Errorf("repository %s: snapshot names no targets", dir)
 	}
-	return tv.Version, nil
+	return ts, sn, tv.Version, nil
 }
