@@ -209,6 +209,12 @@ func (h *Host) Apply(f *update.File, o Options) error {
 		}
 	}
 	if h.patchLoaded(mod) {
+		for _, r := range recs {
+			if r.Module == mod && r.ID != f.ID {
+				// Ids that differ only in '.', '-' or '_' name one module.
+				return fmt.Errorf("update %s: its livepatch module %s is already loaded for update %s: %w (create it again with another --id)", f.ID, mod, r.ID, ErrApplied)
+			}
+		}
 		return fmt.Errorf("update %s: a livepatch named %s is already loaded: %w", f.ID, mod, ErrApplied)
 	}
 	for _, req := range f.Requires {

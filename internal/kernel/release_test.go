@@ -3,6 +3,7 @@ package kernel
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -55,5 +56,28 @@ func TestApplyWrongRelease(t *testing.T) {
 		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s was created by a refused apply (%v)", d, err)
 		}
+	}
+}
+
+// Two ids that differ only in '.', '-' or '_' name one livepatch module:
+// the second is refused naming the update that holds the module.
+func TestApplyModuleNameTaken(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("Apply checks for root first")
+	}
+	rel, err := Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := fakeHost(t)
+	if err := h.writeRecord(record{ID: "a.b", Module: "livesplice_a_b", Release: rel}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(h.patchDir("livesplice_a_b"), "enabled"), "1\n")
+	f := kernelUpdate(rel)
+	f.ID, f.Kernel.ModuleName = "a-b", "livesplice_a_b"
+	err = h.Apply(f, Options{})
+	if !errors.Is(err, ErrApplied) || !strings.Contains(err.Error(), "already loaded for update a.b") || !strings.Contains(err.Error(), "another --id") {
+		t.Fatalf("Apply of a-b while a.b holds livesplice_a_b: %v", err)
 	}
 }
