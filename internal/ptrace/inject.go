@@ -280,7 +280,7 @@ const (
 
 // injectSyscall runs one system call on the work thread (see injectSafe).
 func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
-	return p.injectSafe(op, 0, 0, []byte{0x0f, 0x05}, nr, timeout, // syscall
+	return p.injectSafe(op, 0, 0, nil, []byte{0x0f, 0x05}, nr, timeout, // syscall
 		func(r *unix.PtraceRegs, scratch, _ uint64) error {
 			r.Rip = scratch
 			r.Rax = nr
@@ -298,7 +298,7 @@ func (p *Process) injectSyscall(op string, nr uint64, a [6]uint64, timeout time.
 func (p *Process) injectCall(op string, fn uint64, a [6]uint64, timeout time.Duration) (uint64, error) {
 	const getpid = 39
 	prologue := []byte{0x50, 0xb8, getpid, 0, 0, 0, 0x0f, 0x05} // push %rax; mov $39,%eax; syscall
-	return p.injectSafe(op, 0, 0, prologue, getpid, timeout,
+	return p.injectSafe(op, 0, 0, nil, prologue, getpid, timeout,
 		func(r *unix.PtraceRegs, scratch, area uint64) error {
 			// Below the save area, 16-byte aligned at the call, then the
 			// return address as a call pushes it.
@@ -337,8 +337,11 @@ func (p *Process) injectCall(op string, fn uint64, a [6]uint64, timeout time.Dur
 // it runs the epilogue, and the program goes on unharmed.
 //
 // The code goes at the program's entry point, or at at if not 0; extra
-// more bytes of stack below the save area are kept and put back too.
-func (p *Process) injectSafe(op string, at uint64, extra int, prologue []byte, nr uint64, timeout time.Duration,
+// more bytes of stack below the save area are kept and put back too. With
+// done not nil the code is a chain (Syscalls): it runs without system call
+// stops and writes 1 at *done (set by setup) when it waits at its end
+// (runToDone).
+func (p *Process) injectSafe(op string, at uint64, extra int, done *uint64, prologue []byte, nr uint64, timeout time.Duration,
 	setup func(r *unix.PtraceRegs, scratch, area uint64) error,
 	result func(r *unix.PtraceRegs) (uint64, error)) (uint64, error) {
 	t, allStopped, scratch, saved, err := p.beginInject(op, at)
@@ -418,10 +421,62 @@ func (p *Process) injectSafe(op string, at uint64, extra int, prologue []byte, n
 	} else {
 		fault.Point("ptrace:syscalls")
 	}
+	var rax uint64
+	var runErr error
+	escaped := false
+	if done != nil {
+		// A chain (Syscalls) runs without system call stops and waits at
+		// its end; see runToDone.
+		escaped, runErr = p.runToDone(op, t, *done, time.Now().Add(timeout), scratch, scratch+uint64(len(code)))
+		if escaped && runErr == nil {
+			// Its results lay below its stack: the program may have
+			// used that memory since.
+			runErr = fmt.Errorf("ptrace %s tid %d: the thread went back to the program before livesplice took it back (livesplice stalled past %v): %w", op, t.tid, chainWait, ErrTimeout)
+		}
+		if runErr == nil {
+			var r unix.PtraceRegs
+			if runErr = p.getRegs(t.tid, &r); runErr == nil {
+				rax, runErr = result(&r)
+			}
+		}
+		// A thread that ran its epilogue is where it was before: with
+		// its registers of then, running the program's code.
+		if escaped {
+			// Its stack below where it was is the program's again: only
+			// the code goes back.
+			ptrace(unix.PTRACE_SETOPTIONS, t.tid, 0, uintptr(opts))
+			p.writeMem(scratch, origCode)
+			return p.finishInject(op, allStopped, runErr, nil, rax)
+		}
+	} else {
+		runErr = p.runSyscallCatch(op, t, catch, nr, timeout, result, &rax)
+	}
+	var restoreErr error
+	if _, alive := p.threads[t.tid]; alive {
+		ptrace(unix.PTRACE_SETOPTIONS, t.tid, 0, uintptr(opts))
+		restoreErr = p.setRegs(t.tid, &saved)
+		if restoreErr == nil && runErr == nil {
+			// The thread sits in a syscall-exit stop (or, for a chain, an
+			// interrupt stop), from which the kernel neither restarts the
+			// system call our stop had interrupted nor lets held signals
+			// keep their siginfo. Interrupt and continue it: it stops
+			// again on its way to user space, after the kernel's restart
+			// handling has run on the registers just restored, without
+			// running any code.
+			restoreErr = p.reStop(t, time.Now().Add(stopTimeout))
+		}
+	}
+	restoreMem()
+	return p.finishInject(op, allStopped, runErr, restoreErr, rax)
+}
+
+// runSyscallCatch runs injected code ending in system call nr at catch
+// until that call's exit stop, where result reads the outcome.
+func (p *Process) runSyscallCatch(op string, t *thread, catch, nr uint64, timeout time.Duration,
+	result func(r *unix.PtraceRegs) (uint64, error), rax *uint64) error {
 	// Two syscall stops at catch: the entry, then the exit.
 	stops := 0
-	var rax uint64
-	runErr := p.runUntil(op, t, time.Now().Add(timeout), unix.PTRACE_SYSCALL,
+	return p.runUntil(op, t, time.Now().Add(timeout), unix.PTRACE_SYSCALL,
 		func(r *unix.PtraceRegs) bool { return r.Rip == catch && r.Orig_rax == nr },
 		func(r *unix.PtraceRegs, _ bool) (bool, error) {
 			stops++
@@ -429,25 +484,9 @@ func (p *Process) injectSafe(op string, at uint64, extra int, prologue []byte, n
 				return false, nil
 			}
 			v, err := result(r)
-			rax = v
+			*rax = v
 			return true, err
 		})
-	var restoreErr error
-	if _, alive := p.threads[t.tid]; alive {
-		ptrace(unix.PTRACE_SETOPTIONS, t.tid, 0, uintptr(opts))
-		restoreErr = p.setRegs(t.tid, &saved)
-		if restoreErr == nil && runErr == nil {
-			// The thread sits in a syscall-exit stop, from which the
-			// kernel neither restarts the system call our stop had
-			// interrupted nor lets held signals keep their siginfo.
-			// Interrupt and continue it: it stops again on its way to
-			// user space, after the kernel's restart handling has run on
-			// the registers just restored, without running any code.
-			restoreErr = p.reStop(t, time.Now().Add(stopTimeout))
-		}
-	}
-	restoreMem()
-	return p.finishInject(op, allStopped, runErr, restoreErr, rax)
 }
 
 // reStop moves a stopped thread into a fresh interrupt stop.
@@ -565,4 +604,94 @@ type FaultError struct {
 
 func (e *FaultError) Error() string {
 	return fmt.Sprintf("%s (fault address %#x) at pc %#x", unix.SignalName(e.Signal), e.Addr, e.PC)
+}
+
+// runToDone runs a chain (Syscalls) on t with PTRACE_CONT, so that its
+// system calls cost no stops, until it writes 1 at done, then interrupts it
+// where it waits at its end: in a ppoll with a time limit, which a
+// livesplice killed meanwhile leaves it to time out of and run its
+// epilogue. Signals meanwhile are held back; a fault ends the run. It
+// reports escaped if the thread was stopped outside [lo, hi) (had it
+// waited past the time limit, it ran the epilogue and went back to the
+// program: its registers must stay as they are). t is stopped on return
+// unless gone.
+func (p *Process) runToDone(op string, t *thread, done uint64, deadline time.Time, lo, hi uint64) (bool, error) {
+	tid := t.tid
+	fail := func(err error) (bool, error) {
+		if errors.Is(err, ErrExited) {
+			return false, fmt.Errorf("ptrace %s tid %d: %w", op, tid, err)
+		}
+		return false, p.exitedErr(op, tid, fmt.Errorf("ptrace %s tid %d: %w", op, tid, err))
+	}
+	if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+		return fail(err)
+	}
+	sleep := 20 * time.Microsecond
+	var b [8]byte
+	timedOut := false
+	for !t.stopped {
+		if p.readMem(done, b[:]) == nil && binary.LittleEndian.Uint64(b[:]) == 1 {
+			break
+		}
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
+		if err == unix.ECHILD {
+			p.note(event{tid: tid, gone: true})
+			return fail(ErrExited)
+		}
+		if got == tid {
+			kind, sig := p.note(event{tid: tid, ws: ws})
+			switch {
+			case kind == kindExit:
+				return fail(ErrExited)
+			case kind == kindSignal && isFault(tid, sig):
+				var r unix.PtraceRegs
+				p.getRegs(tid, &r)
+				fe := &FaultError{Signal: unix.Signal(sig), PC: r.Rip}
+				if si, err := getSiginfo(tid); err == nil {
+					fe.Addr = *(*uint64)(unsafe.Add(unsafe.Pointer(&si), 16)) // si_addr
+				}
+				return fail(fe)
+			case kind == kindSignal:
+				p.recordSignal(t, sig)
+			}
+			if err := p.cont(t, unix.PTRACE_CONT); err != nil {
+				return fail(err)
+			}
+			continue
+		}
+		if time.Now().After(deadline) {
+			timedOut = true
+			break
+		}
+		time.Sleep(sleep)
+		sleep = min(sleep*2, time.Millisecond)
+	}
+	if !t.stopped {
+		if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil && err != unix.ESRCH {
+			return fail(fmt.Errorf("interrupt: %w", err))
+		}
+		t.interrupted = true
+		for !t.stopped {
+			ev, err := p.waitAny([]int{tid}, time.Now().Add(stopTimeout))
+			if err != nil {
+				return fail(err)
+			}
+			switch kind, sig := p.note(ev); kind {
+			case kindExit:
+				return fail(ErrExited)
+			case kindSignal:
+				p.recordSignal(t, sig)
+			}
+		}
+	}
+	var r unix.PtraceRegs
+	if err := p.getRegs(tid, &r); err != nil {
+		return fail(err)
+	}
+	escaped := r.Rip < lo || r.Rip >= hi
+	if timedOut {
+		return escaped, fmt.Errorf("ptrace %s tid %d: %w", op, tid, ErrTimeout)
+	}
+	return escaped, nil
 }
