@@ -100,12 +100,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	src, work, self, realCC, realCXX := paths.src, paths.work, paths.self, paths.cc, paths.cxx
-	patchFile, err := filepath.Abs(o.Patch)
+	patchFile, err := patchPath(o.Patch)
 	if err != nil {
-		return nil, fmt.Errorf("build: patch: %w", err)
-	}
-	if _, err := os.Stat(patchFile); err != nil {
-		return nil, fmt.Errorf("build: patch: %w", err)
+		return nil, err
 	}
 
 	p := &progress{w: o.Progress}
@@ -249,6 +246,18 @@ func (o *Options) resolve() (paths, error) {
 	// the build actually calls c++/g++.
 	r.cxx, _ = findReal("g++", r.self)
 	return r, nil
+}
+
+// patchPath is the patch file's absolute path, checked to exist.
+func patchPath(patch string) (string, error) {
+	abs, err := filepath.Abs(patch)
+	if err == nil {
+		_, err = os.Stat(abs)
+	}
+	if err != nil {
+		return "", fmt.Errorf("build: patch: %w", err)
+	}
+	return abs, nil
 }
 
 // realAbs returns p made absolute with symlinks resolved.

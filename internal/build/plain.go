@@ -143,12 +143,9 @@ func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, err
 	if o.Patch == "" {
 		return nil, errors.New("build: no patch given")
 	}
-	patchFile, err := filepath.Abs(o.Patch)
+	patchFile, err := patchPath(o.Patch)
 	if err != nil {
-		return nil, fmt.Errorf("build: patch: %w", err)
-	}
-	if _, err := os.Stat(patchFile); err != nil {
-		return nil, fmt.Errorf("build: patch: %w", err)
+		return nil, err
 	}
 	p := &progress{w: o.Progress}
 	postRoot := filepath.Join(filepath.Dir(pre.Root), "post")

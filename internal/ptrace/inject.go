@@ -576,11 +576,7 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, req int,
 			// Ignoring a fault would re-execute the faulting instruction
 			// for ever; injected code's faults never happened once its
 			// registers are restored.
-			fe := &FaultError{Signal: unix.Signal(sig), PC: r.Rip}
-			if si, err := getSiginfo(tid); err == nil {
-				fe.Addr = *(*uint64)(unsafe.Add(unsafe.Pointer(&si), 16)) // si_addr
-			}
-			return fail(fe)
+			return fail(faultError(tid, sig, r.Rip))
 		case kind == kindSignal:
 			p.recordSignal(t, sig)
 		}
@@ -591,6 +587,16 @@ func (p *Process) runUntil(op string, t *thread, deadline time.Time, req int,
 			return fail(err)
 		}
 	}
+}
+
+// faultError describes the fault sig of thread tid at pc, with the
+// faulting address from its siginfo.
+func faultError(tid, sig int, pc uint64) *FaultError {
+	fe := &FaultError{Signal: unix.Signal(sig), PC: pc}
+	if si, err := getSiginfo(tid); err == nil {
+		fe.Addr = *(*uint64)(unsafe.Add(unsafe.Pointer(&si), 16)) // si_addr
+	}
+	return fe
 }
 
 // FaultError is a fault (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP) of code
@@ -647,11 +653,7 @@ func (p *Process) runToDone(op string, t *thread, done uint64, deadline time.Tim
 			case kind == kindSignal && isFault(tid, sig):
 				var r unix.PtraceRegs
 				p.getRegs(tid, &r)
-				fe := &FaultError{Signal: unix.Signal(sig), PC: r.Rip}
-				if si, err := getSiginfo(tid); err == nil {
-					fe.Addr = *(*uint64)(unsafe.Add(unsafe.Pointer(&si), 16)) // si_addr
-				}
-				return fail(fe)
+				return fail(faultError(tid, sig, r.Rip))
 			case kind == kindSignal:
 				p.recordSignal(t, sig)
 			}
