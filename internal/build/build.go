@@ -132,13 +132,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("build: %w", err)
 	}
 
-	bin := filepath.Join(work, "bin")
-	if err := makeBin(bin, self); err != nil {
-		return nil, fmt.Errorf("build: %w", err)
-	}
-	incDir := filepath.Join(work, "include")
-	if err := writeHeader(incDir); err != nil {
-		return nil, fmt.Errorf("build: %w", err)
+	bin, incDir, err := toolDirs(work, self)
+	if err != nil {
+		return nil, err
 	}
 
 	trees := []struct {
@@ -246,6 +242,20 @@ func (o *Options) resolve() (paths, error) {
 	// the build actually calls c++/g++.
 	r.cxx, _ = findReal("g++", r.self)
 	return r, nil
+}
+
+// toolDirs makes the directories a build puts first on its paths: bin
+// with the compiler wrapper under the compilers' names, and the include
+// directory holding livesplice.h.
+func toolDirs(work, self string) (bin, inc string, err error) {
+	bin, inc = filepath.Join(work, "bin"), filepath.Join(work, "include")
+	if err := makeBin(bin, self); err != nil {
+		return "", "", fmt.Errorf("build: %w", err)
+	}
+	if err := writeHeader(inc); err != nil {
+		return "", "", fmt.Errorf("build: %w", err)
+	}
+	return bin, inc, nil
 }
 
 // patchPath is the patch file's absolute path, checked to exist.
@@ -390,11 +400,7 @@ func tail(file string, n int) string {
 	if err != nil {
 		return err.Error()
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return lastLines(string(b), n)
 }
 
 // progress writes one line per step; the two builds report concurrently.

@@ -57,13 +57,9 @@ func RunPlain(ctx context.Context, o Options) (*Tree, error) {
 	}
 	p.done("copied source tree", start)
 
-	bin := filepath.Join(work, "bin")
-	if err := makeBin(bin, self); err != nil {
-		return nil, fmt.Errorf("build: %w", err)
-	}
-	incDir := filepath.Join(work, "include")
-	if err := writeHeader(incDir); err != nil {
-		return nil, fmt.Errorf("build: %w", err)
+	bin, incDir, err := toolDirs(work, self)
+	if err != nil {
+		return nil, err
 	}
 	log := filepath.Join(work, "pre.log")
 	os.Remove(log)
