@@ -97,3 +97,41 @@ func TestSyscalls(t *testing.T) {
 	pr.drain()
 	pr.checkCounting(3)
 }
+
+// A livesplice that takes the thread back only after it stopped waiting
+// (chainWait) finds it back in the program: the chain's results are not
+// trusted, the thread's registers and stack are left alone, and the
+// program goes on unharmed.
+func TestSyscallsStalled(t *testing.T) {
+	bin := build(t, "counter")
+	pr := start(t, bin)
+	pr.next(5 * time.Second)
+	pid := pr.pid()
+	chainStall = chainWait + 300*time.Millisecond
+	defer func() { chainStall = 0 }()
+	err := Here(func() error {
+		p, err := AttachOneHere(pid)
+		if err != nil {
+			return err
+		}
+		defer p.Detach()
+		code, err := p.Syscall(unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			return fmt.Errorf("mmap: %w", err)
+		}
+		res, err := p.Syscalls(code, []Call{{Nr: unix.SYS_GETUID}})
+		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "went back to the program") {
+			return fmt.Errorf("stalled chain = %#x, %v; want the thread gone back to the program", res, err)
+		}
+		// The thread is stopped in the program's code, usable as before.
+		if got, err := p.Syscall(unix.SYS_GETPID); err != nil || int(got) != pid {
+			return fmt.Errorf("getpid after the stalled chain = %d, %v", got, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.drain()
+	pr.checkCounting(3)
+}

@@ -612,6 +612,11 @@ func (e *FaultError) Error() string {
 	return fmt.Sprintf("%s (fault address %#x) at pc %#x", unix.SignalName(e.Signal), e.Addr, e.PC)
 }
 
+// chainStall, set only by tests, makes runToDone wait that long between
+// seeing a chain done and taking the thread back: a livesplice descheduled
+// for longer than the thread waits for it (chainWait).
+var chainStall time.Duration
+
 // runToDone runs a chain (Syscalls) on t with PTRACE_CONT, so that its
 // system calls cost no stops, until it writes 1 at done, then interrupts it
 // where it waits at its end: in a ppoll with a time limit, which a
@@ -668,6 +673,9 @@ func (p *Process) runToDone(op string, t *thread, done uint64, deadline time.Tim
 		}
 		time.Sleep(sleep)
 		sleep = min(sleep*2, time.Millisecond)
+	}
+	if chainStall > 0 && !timedOut {
+		time.Sleep(chainStall)
 	}
 	if !t.stopped {
 		if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil && err != unix.ESRCH {
