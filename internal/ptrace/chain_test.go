@@ -76,6 +76,16 @@ func TestSyscalls(t *testing.T) {
 		if _, err := p.Syscalls(code, []Call{{Nr: unix.SYS_CLOSE, From: map[int]int{0: 0}}}); err == nil {
 			return errors.New("a call taking its own result was not refused")
 		}
+		if _, err := p.Syscalls(code, make([]Call, chainMaxCalls+1)); err == nil || !strings.Contains(err.Error(), "at most") {
+			return fmt.Errorf("a chain of %d calls: %v, want refused", chainMaxCalls+1, err)
+		}
+		many := []Call{{Nr: unix.SYS_GETUID}}
+		for k := 0; k <= chainMaxUses; k++ {
+			many = append(many, Call{Nr: unix.SYS_GETUID, From: map[int]int{0: 0}})
+		}
+		if _, err := p.Syscalls(code, many); err == nil || !strings.Contains(err.Error(), "result used") {
+			return fmt.Errorf("a result fed to %d arguments: %v, want refused", chainMaxUses+1, err)
+		}
 		after, err := p.GetRegs(p.Threads()[0])
 		if err != nil {
 			return err
