@@ -1,7 +1,7 @@
 # livesplice: make build test lint bench demo
 GO ?= go
 
-.PHONY: build test fuzz lint bench demo clean kernel-test
+.PHONY: build test check setup fuzz lint bench demo clean kernel-test
 
 # Every parser of untrusted bytes, fuzzed briefly (found crashers land in testdata/fuzz/).
 FUZZ = ./internal/update:FuzzUnmarshal ./internal/state:FuzzDecode ./internal/unwind:FuzzUnwind \
@@ -14,9 +14,21 @@ FUZZTIME ?= 5s
 build:
 	$(GO) build -o bin/livesplice ./cmd/livesplice
 
-test:
+# Everything: installs what the tests need first (scripts/setup.sh, as root;
+# idempotent), then every test, the kernel lab's QEMU boots and the Debian
+# package builds included, then the fuzz targets briefly.
+test: setup
 	$(GO) test -count=1 -timeout 70m ./...
 	$(MAKE) fuzz
+
+setup:
+	scripts/setup.sh
+
+# The development loop: unit tests and the fast e2e cases (-short skips the
+# kernel lab, the browser, apt and Debian builds, the crash sweeps and the
+# compiler matrix; each skip says so). No set-up, no network.
+check:
+	$(GO) test -short -count=1 -timeout 10m ./...
 
 fuzz:
 	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -26,6 +38,7 @@ fuzz:
 
 lint:
 	gofmt -l . | (! grep .)
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	$(GO) test -race -count=1 ./internal/ptrace/ ./internal/unwind/ ./internal/build/ ./internal/process/ ./internal/server/ ./internal/agent/

@@ -28,6 +28,9 @@ func TestCases(t *testing.T) {
 // optimisation, -O3, and a non-PIE executable (absolute addresses in code
 // and jump tables).
 func TestMatrix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the compiler matrix repeats cases TestCases runs")
+	}
 	variants := []struct{ name, build string }{
 		{"O0", "CFLAGS='-O0 -g'"},
 		{"O3", "CFLAGS='-O3 -g'"},

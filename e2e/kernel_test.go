@@ -26,6 +26,9 @@ const vmTimeout = 10 * time.Minute
 
 func kernelLab(t *testing.T) *kernellab.Lab {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs the kernel lab and QEMU (make test sets them up)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("the kernel lab needs root (apt-get, dpkg)")
 	}

@@ -31,6 +31,9 @@ var chromiumNames = []string{"chromium-headless-shell", "chromium"}
 // installed: the fleet page is only tested in a real browser.
 func findChromium(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs a browser (make test installs chromium-headless-shell)")
+	}
 	for _, name := range chromiumNames {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
