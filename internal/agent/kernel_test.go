@@ -4,11 +4,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"livesplice/internal/kernel"
 	"livesplice/internal/repo"
+	"livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
@@ -19,16 +21,45 @@ type fakeKernel struct {
 	release string
 	applied []string
 	fail    string
+	undone  []string
 }
 
-func (k *fakeKernel) Release() (string, error)   { return k.release, nil }
-func (k *fakeKernel) Applied() ([]string, error) { return k.applied, nil }
-func (k *fakeKernel) Apply(f *update.File, o kernel.Options) error {
+func (k *fakeKernel) String() string           { return "the kernel" }
+func (k *fakeKernel) Kind() string             { return update.KindKernel }
+func (k *fakeKernel) Release() (string, error) { return k.release, nil }
+func (k *fakeKernel) Apply(f *update.File, o target.Options) error {
+	if err := target.CheckKind(k, f); err != nil {
+		return err
+	}
 	if f.ID == k.fail {
-		return errors.New("livepatch transition did not finish")
+		return kernel.ErrBusy
+	}
+	if slices.Contains(k.applied, f.ID) {
+		return kernel.ErrApplied
 	}
 	k.applied = append(k.applied, f.ID)
 	return nil
+}
+
+func (k *fakeKernel) Undo(id string, o target.Options) error {
+	i := slices.Index(k.applied, id)
+	if i < 0 {
+		return kernel.ErrNotApplied
+	}
+	if i != len(k.applied)-1 {
+		return kernel.ErrDependent
+	}
+	k.applied = k.applied[:i]
+	k.undone = append(k.undone, id)
+	return nil
+}
+
+func (k *fakeKernel) Applied() ([]target.Applied, error) {
+	var out []target.Applied
+	for _, id := range k.applied {
+		out = append(out, target.Applied{ID: id, Status: "enabled"})
+	}
+	return out, nil
 }
 
 func kernelUpdate(t *testing.T, dir, id, release string, requires ...string) string {
@@ -108,5 +139,47 @@ func TestKernelTarget(t *testing.T) {
 	if s, _ := rep.Summary(); s != "stream version 2: applied 1, already applied 0, failed 1" ||
 		!errors.Is(rep.Err(), ErrVerify) || !strings.Contains(rep.Outcomes[1].Reason, "changed since it was verified") {
 		t.Fatalf("offline with a changed cached file: %s %v %+v", s, rep.Err(), rep.Outcomes)
+	}
+}
+
+// An update revoked from the stream (removed by the publisher) is undone in
+// the kernel by the next upgrade --kernel, before the ones it was built on
+// (which stay: they are still published), and the kernel record says so.
+func TestKernelRevoked(t *testing.T) {
+	k := &fakeKernel{release: "6.1.0-test"}
+	defer func(old kernelTarget) { runningKernel = old }(runningKernel)
+	runningKernel = k
+	dir, url := newRepo(t)
+	tmp := t.TempDir()
+	files := []string{
+		kernelUpdate(t, tmp, "k-fix1", "6.1.0-test"),
+		kernelUpdate(t, tmp, "k-fix2", "6.1.0-test", "k-fix1"),
+	}
+	if err := repo.Add(dir, files, nil, repo.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	o := Options{Repo: url, Trust: filepath.Join(dir, repo.RootFile), State: state, Kernel: true, NoProcesses: true, Retries: 1}
+	if rep, err := Upgrade(o); err != nil || rep.Err() != nil || strings.Join(k.applied, ",") != "k-fix1,k-fix2" {
+		t.Fatalf("upgrade: %+v %v, applied %v", rep, err, k.applied)
+	}
+	if err := repo.Remove(dir, []string{"k-fix2"}, repo.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Upgrade(o)
+	if err != nil || rep.Err() != nil || strings.Join(k.applied, ",") != "k-fix1" || strings.Join(k.undone, ",") != "k-fix2" {
+		t.Fatalf("upgrade after revocation: %+v %v, applied %v, undone %v", rep, err, k.applied, k.undone)
+	}
+	if s, _ := rep.Summary(); len(rep.Outcomes) != 2 || rep.Outcomes[0].ID != "k-fix2" || rep.Outcomes[0].Result != "undone" ||
+		rep.Outcomes[1].ID != "k-fix1" || rep.Outcomes[1].Result != "already" || !strings.Contains(s, "undone 1") {
+		t.Fatalf("outcomes: %+v", rep.Outcomes)
+	}
+	rec, _ := (&stateDir{dir: state}).read()
+	if tr := rec.Targets["kernel@6.1.0-test"]; tr == nil || strings.Join(tr.Updates, ",") != "k-fix1" {
+		t.Fatalf("kernel record after revocation: %+v", rec.Targets["kernel@6.1.0-test"])
+	}
+	// Nothing left to undo: a third run changes nothing.
+	if rep, err := Upgrade(o); err != nil || rep.Err() != nil || len(k.undone) != 1 {
+		t.Fatalf("third run: %+v %v, undone %v", rep, err, k.undone)
 	}
 }

@@ -195,7 +195,7 @@ func Upgrade(o Options) (*Report, error) {
 		return nil, err
 	}
 	if o.Kernel {
-		outs, order := o.upgradeKernel(r.release, r.src.entries, r.fetch)
+		outs, order := o.upgradeKernel(r.release, r.src.entries, r.revoked, r.fetch)
 		r.add(outs)
 		if outs != nil && !o.DryRun {
 			rec.Targets["kernel@"+r.release] = &TargetRecord{Name: "kernel", BuildID: r.release, Updates: order, StreamVersion: r.src.version, At: r.now}
@@ -408,7 +408,7 @@ func matching(entries map[string]Cached, p running) ([]string, []object) {
 // on it are not tried. It returns the outcomes and every id the process
 // runs afterwards, in order.
 func (o Options) upgradeProcess(p running, matched []string, entries map[string]Cached, fetch func(string) ([]byte, error)) ([]Outcome, []string) {
-	tg := target.Process(p.Pid)
+	tg := process.Target(p.Pid)
 	shown, err := tg.Applied()
 	if err != nil && procfs.Exiting(p.Pid) {
 		return nil, nil // exited since the scan
@@ -431,7 +431,7 @@ func (o Options) upgradeProcess(p running, matched []string, entries map[string]
 
 // targetOptions are the apply and undo options for internal/target.
 func (o Options) targetOptions() target.Options {
-	return target.Options{Deadline: o.Apply.Deadline, HookTimeout: o.Apply.HookTimeout, Log: o.Apply.Log}
+	return o.Apply.Options
 }
 
 // chainTarget is a process or the kernel, as applyChain sees it.
@@ -507,7 +507,7 @@ func (o Options) applyChain(t chainTarget, matched []string, entries map[string]
 // undoRevoked takes the revoked updates out of a process, newest first, so
 // that an update is undone before the ones it was built on.
 func (o Options) undoRevoked(p running, revoked map[string]bool) []Outcome {
-	tg := target.Process(p.Pid)
+	tg := process.Target(p.Pid)
 	shown, err := tg.Applied()
 	if err != nil {
 		return nil // not ours to read, or gone: nothing of ours to undo

@@ -21,7 +21,6 @@ import (
 	"livesplice/internal/objdiff"
 	"livesplice/internal/process"
 	"livesplice/internal/ptrace"
-	"livesplice/internal/runpre"
 	"livesplice/internal/state"
 	"livesplice/internal/target"
 	"livesplice/internal/update"
@@ -74,22 +73,17 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue), errors.Is(err, create.ErrBadID):
 		return ExitUsage
-	case errors.As(err, new(*target.KindMismatch)):
+	case errors.Is(err, target.ErrWrongKind), errors.Is(err, target.ErrMismatch):
 		return ExitMismatch
-	case errors.Is(err, runpre.ErrMismatch), errors.Is(err, runpre.ErrNotFound), errors.Is(err, runpre.ErrAmbiguous), errors.Is(err, process.ErrNotMapped),
-		errors.Is(err, kernel.ErrWrongKernel):
-		return ExitMismatch
-	case errors.Is(err, process.ErrBusy), errors.Is(err, process.ErrLocked), errors.Is(err, kernel.ErrBusy):
+	case errors.Is(err, target.ErrBusy):
 		return ExitBusy
 	case errors.Is(err, create.ErrNoChange), errors.Is(err, objdiff.ErrUnsupported), errors.Is(err, kbuild.ErrUnsupported):
 		return ExitRefused
-	case errors.Is(err, process.ErrAlreadyApplied), errors.Is(err, process.ErrNotApplied), errors.Is(err, process.ErrDependent),
-		errors.Is(err, kernel.ErrApplied), errors.Is(err, kernel.ErrNotApplied), errors.Is(err, kernel.ErrDependent):
+	case errors.Is(err, target.ErrApplied), errors.Is(err, target.ErrNotApplied), errors.Is(err, target.ErrDependent):
 		return ExitState
-	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM), errors.Is(err, process.ErrNotPermitted),
-		errors.Is(err, kernel.ErrNotRoot), errors.Is(err, kernel.ErrRejected):
+	case errors.Is(err, ptrace.ErrTraced), errors.Is(err, unix.EPERM), errors.Is(err, target.ErrPermission):
 		return ExitPermission
-	case errors.Is(err, process.ErrHook), errors.Is(err, kernel.ErrVetoed):
+	case errors.Is(err, target.ErrHook):
 		return ExitHook
 	case errors.Is(err, agent.ErrVerify):
 		return ExitVerify
@@ -252,7 +246,7 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 			if all {
 				return reportAll("apply", process.ApplyAll(f, opt), asJSON, stdout, stderr)
 			}
-			return chosen(pid, kern).Apply(f, targetOptions(opt))
+			return chosen(pid, kern).Apply(f, opt.Options)
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to patch")
@@ -268,13 +262,9 @@ func applyCmd(stdout, stderr io.Writer) *cobra.Command {
 // chosen is the target of --pid PID or --kernel.
 func chosen(pid int, kern bool) target.Target {
 	if kern {
-		return target.Kernel()
+		return kernel.Target()
 	}
-	return target.Process(pid)
-}
-
-func targetOptions(o process.Options) target.Options {
-	return target.Options{Deadline: o.Deadline, HookTimeout: o.HookTimeout, Log: o.Log}
+	return process.Target(pid)
 }
 
 func btoi(b bool) int {
@@ -300,7 +290,7 @@ func undoCmd(stdout, stderr io.Writer) *cobra.Command {
 			if all {
 				return reportAll("undo", process.UndoAll(a[0], opt), asJSON, stdout, stderr)
 			}
-			return chosen(pid, kern).Undo(a[0], targetOptions(opt))
+			return chosen(pid, kern).Undo(a[0], opt.Options)
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "process to unpatch")

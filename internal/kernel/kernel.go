@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -27,20 +26,22 @@ import (
 	"golang.org/x/sys/unix"
 
 	"livesplice/internal/runpre"
+	"livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
-// Errors, mapped to exit codes by the command line.
+// The kernel's words for the refusals of internal/target (errors.Is matches
+// either name); the command line maps the target kinds to exit codes.
 var (
-	ErrWrongKernel = errors.New("the update is for another kernel")
-	ErrBusy        = errors.New("livepatch transition did not finish")
-	ErrApplied     = errors.New("update already applied")
-	ErrNotApplied  = errors.New("update not applied")
-	ErrDependent   = errors.New("a later update is loaded on top of it")
-	ErrNotRoot     = errors.New("patching the kernel needs root")
-	ErrRejected    = errors.New("the kernel refused the module")
-	ErrVetoed      = errors.New("a PRE_APPLY hook of the update vetoed it")
-	ErrHiddenAddrs = errors.New("/proc/kallsyms shows no addresses (run as root; see /proc/sys/kernel/kptr_restrict)")
+	ErrWrongKernel = target.Mark(target.ErrMismatch, "the update is for another kernel")
+	ErrBusy        = target.Mark(target.ErrBusy, "livepatch transition did not finish")
+	ErrApplied     = target.ErrApplied
+	ErrNotApplied  = target.ErrNotApplied
+	ErrDependent   = target.Mark(target.ErrDependent, "a later update is loaded on top of it")
+	ErrNotRoot     = target.Mark(target.ErrPermission, "patching the kernel needs root")
+	ErrRejected    = target.Mark(target.ErrPermission, "the kernel refused the module")
+	ErrVetoed      = target.Mark(target.ErrHook, "a PRE_APPLY hook of the update vetoed it")
+	ErrHiddenAddrs = target.Mark(target.ErrPermission, "/proc/kallsyms shows no addresses (run as root; see /proc/sys/kernel/kptr_restrict)")
 )
 
 // stampFormat is RFC 3339 with a fixed width, so that records sort by it.
@@ -59,10 +60,11 @@ type Host struct {
 // System is the running machine.
 var System = Host{Proc: "/proc", Sys: "/sys", Run: "/run/livesplice/kernel"}
 
-// Options tune apply and undo.
+// Options tune apply and undo: Deadline bounds the transition
+// (DefaultDeadline when 0), Log gets progress; HookTimeout is unused (the
+// hooks are livepatch callbacks, run by the kernel).
 type Options struct {
-	Deadline time.Duration // for the transition; DefaultDeadline when 0
-	Log      io.Writer     // progress, when non-nil
+	target.Options
 }
 
 func (o Options) deadline() time.Duration {
@@ -180,8 +182,11 @@ func checkRelease(f *update.File, running string) error {
 
 // Apply verifies the update against the running kernel and loads it.
 func (h *Host) Apply(f *update.File, o Options) error {
-	if f.Kind != update.KindKernel || f.Kernel == nil {
-		return fmt.Errorf("update %s is a %s update: apply it with --pid or --all", f.ID, f.Kind)
+	if err := target.CheckKind(h.Target(), f); err != nil {
+		return err
+	}
+	if f.Kernel == nil {
+		return fmt.Errorf("update %s: a kernel update without its kernel section (corrupt file; create it again)", f.ID)
 	}
 	if os.Geteuid() != 0 {
 		return ErrNotRoot

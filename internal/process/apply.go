@@ -18,6 +18,7 @@ import (
 	"livesplice/internal/ptrace"
 	"livesplice/internal/runpre"
 	"livesplice/internal/state"
+	"livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
@@ -48,8 +49,8 @@ func Apply(pid int, f *update.File, opt Options) error {
 }
 
 func apply(pid int, f *update.File, opt Options) error {
-	if f.Kind != update.KindProcess {
-		return fmt.Errorf("update %s is a %s update, not for a process", f.ID, f.Kind)
+	if err := target.CheckKind(Target(pid), f); err != nil {
+		return err
 	}
 	t0 := time.Now()
 	s, err := attach(pid, opt)

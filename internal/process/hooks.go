@@ -9,12 +9,13 @@ import (
 
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
+	"livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
 // ErrHook is wrapped by HookError: custom code of the update vetoed the
 // operation, crashed, or did not return in time.
-var ErrHook = errors.New("hook failed")
+var ErrHook = target.Mark(target.ErrHook, "hook failed")
 
 // HookError is a hook that vetoed or failed.
 type HookError struct {

@@ -1,8 +1,8 @@
 package process
 
 import (
-	"errors"
 	"fmt"
+	"livesplice/internal/target"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,7 +13,7 @@ import (
 
 // ErrLocked is wrapped when another livesplice works on the process past
 // the deadline.
-var ErrLocked = errors.New("another livesplice is working on the process")
+var ErrLocked = target.Mark(target.ErrBusy, "another livesplice is working on the process")
 
 // lockDirs are tried in order for the per-process lock files.
 var lockDirs = []string{"/run/livesplice", filepath.Join(os.TempDir(), "livesplice-locks")}

@@ -8,7 +8,6 @@ package process
 import (
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,34 +16,33 @@ import (
 	"livesplice/internal/procfs"
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
+	"livesplice/internal/target"
 )
 
-// Options tune apply and undo.
+// Options tune apply and undo: the options every target takes, and what a
+// fleet run hands its sessions.
 type Options struct {
 	// Deadline bounds the wait for threads to leave the functions being
-	// replaced (default 10 s).
-	Deadline time.Duration
-	// Log receives progress lines (nil: quiet).
-	Log io.Writer
-	// HookTimeout bounds each call of an update's hook in the target
-	// (default 5 s); a hook that runs longer is interrupted and the
-	// operation abandoned.
-	HookTimeout time.Duration
+	// replaced (default 10 s); HookTimeout each call of an update's hook in
+	// the target (default 5 s; a hook that runs longer is interrupted and
+	// the operation abandoned); Log receives progress lines (nil: quiet).
+	target.Options
 
 	// ids: a fleet scan's build-ids by device and inode (ApplyAll).
 	ids *scanIDs
 }
 
-// Sentinel errors that callers and tests match with errors.Is.
+// The process's words for the refusals of internal/target, which callers
+// and tests match with errors.Is (either name).
 var (
-	ErrBusy           = errors.New("function busy")
-	ErrAlreadyApplied = errors.New("update already applied")
-	ErrNotApplied     = errors.New("update not applied")
-	ErrDependent      = errors.New("a later update depends on it")
-	ErrNotMapped      = errors.New("not mapped")
+	ErrBusy           = target.Mark(target.ErrBusy, "function busy")
+	ErrAlreadyApplied = target.ErrApplied
+	ErrNotApplied     = target.ErrNotApplied
+	ErrDependent      = target.ErrDependent
+	ErrNotMapped      = target.Mark(target.ErrMismatch, "not mapped")
 	// ErrNotPermitted: the process's /proc files may not be read by us
 	// (another user's process); ptrace's own refusal is unix.EPERM.
-	ErrNotPermitted = errors.New("not permitted")
+	ErrNotPermitted = target.Mark(target.ErrPermission, "not permitted")
 )
 
 func (o Options) deadline() time.Duration {

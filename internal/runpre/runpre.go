@@ -6,21 +6,24 @@
 package runpre
 
 import (
-	"errors"
 	"fmt"
 
 	"livesplice/internal/amd64"
+	tgt "livesplice/internal/target"
 	"livesplice/internal/update"
 )
 
+// The refusals are kinds of internal/target's ErrMismatch (imported as tgt:
+// the tests use the name target).
+
 // ErrMismatch is wrapped when running code is not the update's pre code.
-var ErrMismatch = errors.New("running code does not match the update's pre code")
+var ErrMismatch = tgt.Mark(tgt.ErrMismatch, "running code does not match the update's pre code")
 
 // ErrAmbiguous is wrapped when more than one place matches.
-var ErrAmbiguous = errors.New("more than one running function matches")
+var ErrAmbiguous = tgt.Mark(tgt.ErrMismatch, "more than one running function matches")
 
 // ErrNotFound is wrapped when the running program has no such function.
-var ErrNotFound = errors.New("function not found in the running program")
+var ErrNotFound = tgt.Mark(tgt.ErrMismatch, "function not found in the running program")
 
 // Candidate is a place where a function may run.
 type Candidate struct {
