@@ -16,6 +16,7 @@ import (
 
 	"livesplice/internal/procevents"
 	"livesplice/internal/procfs"
+	"livesplice/internal/ptrace"
 	"livesplice/internal/update"
 )
 
@@ -334,7 +335,7 @@ func (w *watcher) onExec(pid int) {
 		if err := pk.unpark(); err != nil {
 			w.report(WatchEvent{Pid: pid, Result: "failed", When: "entry", Reason: oneLine(err)})
 		}
-	case errors.Is(err, errReExec), errors.Is(err, unix.ESRCH), procfs.Exiting(pid):
+	case errors.Is(err, ptrace.ErrReExec), errors.Is(err, unix.ESRCH), procfs.Exiting(pid):
 		// Another exec has its own event; a process gone needs nothing.
 	default:
 		// Past its entry already, or it could not be stopped there (a

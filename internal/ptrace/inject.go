@@ -129,20 +129,12 @@ func (p *Process) scratch() (uint64, error) {
 	if len(tids) == 0 {
 		return 0, fmt.Errorf("ptrace pid %d: read auxv: %w", p.pid, ErrExited)
 	}
-	b, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/task/%d/auxv", p.pid, tids[0]))
+	e, err := procfs.Entry(p.pid, tids[0])
 	if err != nil {
-		return 0, fmt.Errorf("ptrace pid %d: read auxv: %w", p.pid, err)
+		return 0, fmt.Errorf("ptrace pid %d: %w", p.pid, err)
 	}
-	const atEntry = 9
-	for i := 0; i+16 <= len(b); i += 16 {
-		k := binary.LittleEndian.Uint64(b[i:])
-		v := binary.LittleEndian.Uint64(b[i+8:])
-		if k == atEntry && v != 0 {
-			p.entry = v
-			return v, nil
-		}
-	}
-	return 0, fmt.Errorf("ptrace pid %d: no AT_ENTRY in auxv", p.pid)
+	p.entry = e
+	return e, nil
 }
 
 // workThread picks the thread injected code runs on: the leader if it is
