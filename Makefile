@@ -1,7 +1,7 @@
 # livesplice: make build test lint bench demo
 GO ?= go
 
-.PHONY: build test check setup fuzz lint bench demo clean kernel-test
+.PHONY: build test check setup fuzz lint bench corpus demo clean kernel-test
 
 # Every parser of untrusted bytes, fuzzed briefly (found crashers land in testdata/fuzz/).
 FUZZ = ./internal/update:FuzzUnmarshal ./internal/state:FuzzDecode ./internal/unwind:FuzzUnwind \
@@ -45,6 +45,12 @@ lint:
 
 bench:
 	$(GO) run ./bench
+
+# Real Debian security uploads (docs/corpus.tsv): create --deb --split, apply,
+# undo, per fix; writes docs/corpus.md. Long (a Debian build per upload); as
+# root, not part of make test. CORPUS=xz-utils,redis runs some.
+corpus:
+	$(GO) run ./bench/corpus $(if $(CORPUS),-only $(CORPUS))
 
 # The kernel target end to end: fetch the Debian kernel (scripts/kernel-lab.sh),
 # build updates, boot them under QEMU. Also part of `make test`.

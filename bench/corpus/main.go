@@ -1,0 +1,413 @@
+// Command corpus measures create --deb on real Debian security uploads
+// (make corpus; not part of make test: each package is a full Debian
+// build). For each row of docs/corpus.tsv it installs the old binary
+// packages, starts a process that maps or runs the shipped object, runs
+// `livesplice create --deb SRC --version OLD --to NEW --split -o DIR`,
+// applies each made update to the process in order, undoes them in
+// reverse, checks that the process still runs, reinstalls the newer
+// version, and writes docs/corpus.md: per package and per fix, made /
+// applied / undone / refused with the reason, the time of create, totals.
+//
+//	go run ./bench/corpus [-list docs/corpus.tsv] [-only xz-utils,redis] [-out docs/corpus.md]
+//
+// It needs root (apt-get, ptrace), deb-src entries and the archive.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// row is one upload of docs/corpus.tsv.
+type row struct {
+	Src, Old, New string
+	Bins          []string
+	Cmd           string
+}
+
+// fix is one Debian patch of an upload and what became of it.
+type fix struct {
+	Patch   string   `json:"patch"`
+	CVEs    []string `json:"cves,omitempty"`
+	Made    bool     `json:"made"`
+	Applied bool     `json:"applied"`
+	Undone  bool     `json:"undone"`
+	Reason  string   `json:"reason,omitempty"`
+	Funcs   int      `json:"functions,omitempty"`
+}
+
+// result is one upload's outcome.
+type result struct {
+	row
+	Create  time.Duration `json:"create"`
+	Fixes   []fix         `json:"fixes"`
+	Err     string        `json:"error,omitempty"` // the upload as a whole
+	Nothing bool          `json:"nothing_to_do,omitempty"`
+}
+
+func main() {
+	list := flag.String("list", "docs/corpus.tsv", "the uploads")
+	only := flag.String("only", "", "comma-separated source packages to run (default: all)")
+	out := flag.String("out", "docs/corpus.md", "the report (Markdown); a .json beside it has the raw results")
+	bin := flag.String("livesplice", "", "the livesplice binary (default: built from ./cmd/livesplice)")
+	work := flag.String("work", "/var/tmp/livesplice-corpus", "work directory (kept: sources and builds are reused by nothing, but logs stay)")
+	timeout := flag.Duration("timeout", 90*time.Minute, "per upload")
+	flag.Parse()
+	if err := run(*list, *only, *out, *bin, *work, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "corpus:", err)
+		os.Exit(1)
+	}
+}
+
+func run(list, only, out, bin, work string, timeout time.Duration) error {
+	rows, err := readList(list)
+	if err != nil {
+		return err
+	}
+	if only != "" {
+		want := map[string]bool{}
+		for _, s := range strings.Split(only, ",") {
+			want[s] = true
+		}
+		var kept []row
+		for _, r := range rows {
+			if want[r.Src] {
+				kept = append(kept, r)
+			}
+		}
+		rows = kept
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+	if bin == "" {
+		bin = filepath.Join(work, "livesplice")
+		if o, err := exec.Command("go", "build", "-o", bin, "./cmd/livesplice").CombinedOutput(); err != nil {
+			return fmt.Errorf("build livesplice: %v\n%s", err, o)
+		}
+	}
+	hold := filepath.Join(work, "hold")
+	if o, err := exec.Command("gcc", "-O2", "-o", hold, "bench/corpus/hold.c", "-ldl").CombinedOutput(); err != nil {
+		return fmt.Errorf("build hold: %v\n%s", err, o)
+	}
+	// Earlier results of packages not run now are kept.
+	prev := map[string]result{}
+	jsonPath := strings.TrimSuffix(out, filepath.Ext(out)) + ".json"
+	if b, err := os.ReadFile(jsonPath); err == nil {
+		var rs []result
+		if json.Unmarshal(b, &rs) == nil {
+			for _, r := range rs {
+				prev[r.Src] = r
+			}
+		}
+	}
+	for _, r := range rows {
+		fmt.Fprintf(os.Stderr, "corpus: %s %s -> %s\n", r.Src, r.Old, r.New)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		res := one(ctx, r, bin, hold, filepath.Join(work, r.Src))
+		cancel()
+		prev[r.Src] = res
+		fmt.Fprintf(os.Stderr, "corpus: %s: %s\n", r.Src, summary(res))
+	}
+	var all []result
+	for _, r := range readOrder(list, prev) {
+		all = append(all, r)
+	}
+	b, _ := json.MarshalIndent(all, "", "  ")
+	if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(out, []byte(markdown(all)), 0o644)
+}
+
+// readOrder returns the results in the list's order.
+func readOrder(list string, by map[string]result) []result {
+	rows, _ := readList(list)
+	var out []result
+	for _, r := range rows {
+		if res, ok := by[r.Src]; ok {
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+func readList(path string) ([]row, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var rows []row
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+			continue
+		}
+		c := strings.Split(line, "\t")
+		if len(c) != 5 {
+			return nil, fmt.Errorf("%s: %q: want 5 tab-separated columns", path, line)
+		}
+		rows = append(rows, row{Src: c[0], Old: c[1], New: c[2], Bins: strings.Split(c[3], ","), Cmd: c[4]})
+	}
+	return rows, sc.Err()
+}
+
+// one runs an upload end to end.
+func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
+	res.row = r
+	os.RemoveAll(dir)
+	os.MkdirAll(dir, 0o755)
+	logf, _ := os.Create(filepath.Join(dir, "log"))
+	defer logf.Close()
+	sh := func(name string, args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, name, args...)
+		var b bytes.Buffer
+		cmd.Stdout, cmd.Stderr = io.MultiWriter(&b, logf), io.MultiWriter(&b, logf)
+		fmt.Fprintf(logf, "$ %s %s\n", name, strings.Join(args, " "))
+		err := cmd.Run()
+		return b.String(), err
+	}
+	install := func(v string) error {
+		args := []string{"install", "-y", "-qq", "--allow-downgrades", "--no-install-recommends"}
+		for _, b := range r.Bins {
+			args = append(args, b+"="+v)
+		}
+		o, err := sh("apt-get", args...)
+		if err != nil {
+			return fmt.Errorf("apt-get install %s at %s: %v: %s", strings.Join(r.Bins, ","), v, err, lastLine(o))
+		}
+		return nil
+	}
+	if err := install(r.Old); err != nil {
+		res.Err = err.Error()
+		return res
+	}
+	defer func() {
+		if err := install(r.New); err != nil && res.Err == "" {
+			res.Err = err.Error()
+		}
+	}()
+
+	p, err := start(r.Cmd, hold, logf)
+	if err != nil {
+		res.Err = err.Error()
+		return res
+	}
+	defer p.stop()
+
+	out := filepath.Join(dir, "updates")
+	t0 := time.Now()
+	o, err := sh(bin, "create", "--deb", r.Src, "--version", r.Old, "--to", r.New, "--split", "-o", out, "-v")
+	res.Create = time.Since(t0).Round(time.Second)
+	res.Fixes = splitReport(out, o)
+	if err != nil && len(res.Fixes) == 0 {
+		res.Err = "create: " + lastLine(o)
+		if strings.Contains(o, "nothing to do") {
+			res.Nothing = true
+		}
+		return res
+	}
+	// Apply in order, then undo in reverse.
+	var applied []int
+	for i := range res.Fixes {
+		f := &res.Fixes[i]
+		if !f.Made {
+			continue
+		}
+		if !p.alive() {
+			f.Reason = "the process died before this apply"
+			break
+		}
+		o, err := sh(bin, "apply", "--pid", fmt.Sprint(p.pid()), filepath.Join(out, f.Patch+".lsu"))
+		if err != nil {
+			f.Reason = "apply: " + lastLine(o)
+			continue
+		}
+		f.Applied = true
+		applied = append(applied, i)
+	}
+	for j := len(applied) - 1; j >= 0; j-- {
+		f := &res.Fixes[applied[j]]
+		o, err := sh(bin, "undo", "--pid", fmt.Sprint(p.pid()), updateID(filepath.Join(out, f.Patch+".lsu"), bin))
+		if err != nil {
+			f.Reason = "undo: " + lastLine(o)
+			continue
+		}
+		f.Undone = true
+	}
+	if !p.alive() {
+		res.Err = "the process died during apply or undo"
+	}
+	return res
+}
+
+// splitReport reads what create --split made and refused: each made
+// update's info (its Debian patch, CVEs, functions), and the refusals it
+// printed, one line per patch: "livesplice: PATCH: not made: REASON".
+func splitReport(dir, output string) []fix {
+	var fixes []fix
+	idx := map[string]int{}
+	if b, err := os.ReadFile(filepath.Join(dir, "split.json")); err == nil {
+		var rep struct {
+			Patches []struct {
+				Patch  string   `json:"patch"`
+				File   string   `json:"file"`
+				CVEs   []string `json:"cves"`
+				Reason string   `json:"reason"`
+				Funcs  int      `json:"functions"`
+			} `json:"patches"`
+		}
+		if json.Unmarshal(b, &rep) == nil {
+			for _, p := range rep.Patches {
+				name := strings.TrimSuffix(filepath.Base(p.File), ".lsu")
+				if p.File == "" {
+					name = p.Patch
+				}
+				idx[name] = len(fixes)
+				fixes = append(fixes, fix{Patch: name, CVEs: p.CVEs, Made: p.File != "", Reason: p.Reason, Funcs: p.Funcs})
+			}
+			return fixes
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.lsu"))
+	sort.Strings(files)
+	for _, f := range files {
+		fixes = append(fixes, fix{Patch: strings.TrimSuffix(filepath.Base(f), ".lsu"), Made: true})
+	}
+	return fixes
+}
+
+func updateID(file, bin string) string {
+	o, err := exec.Command(bin, "info", "--json", file).Output()
+	if err != nil {
+		return strings.TrimSuffix(filepath.Base(file), ".lsu")
+	}
+	var info struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal(o, &info)
+	return info.ID
+}
+
+// proc is the corpus process of an upload.
+type proc struct{ cmd *exec.Cmd }
+
+func start(command, hold string, log io.Writer) (*proc, error) {
+	if rest, ok := strings.CutPrefix(command, "hold "); ok {
+		command = hold + " " + rest
+	}
+	cmd := exec.Command("sh", "-c", "exec "+command)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", command, err)
+	}
+	p := &proc{cmd}
+	time.Sleep(2 * time.Second) // the loader has mapped it, a daemon has set up
+	if !p.alive() {
+		p.stop()
+		return nil, fmt.Errorf("%s exited at start (see the log)", command)
+	}
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) alive() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return ""
+}
+
+func summary(r result) string {
+	if r.Err != "" {
+		return "error: " + r.Err
+	}
+	made, applied, undone := 0, 0, 0
+	for _, f := range r.Fixes {
+		made += btoi(f.Made)
+		applied += btoi(f.Applied)
+		undone += btoi(f.Undone)
+	}
+	return fmt.Sprintf("%d fixes: made %d, applied %d, undone %d (create %v)", len(r.Fixes), made, applied, undone, r.Create)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func markdown(all []result) string {
+	var b strings.Builder
+	b.WriteString("# Corpus: real Debian security uploads\n\n")
+	b.WriteString("Made by `make corpus` (bench/corpus over docs/corpus.tsv; raw results in docs/corpus.json). ")
+	b.WriteString("For each upload: the old binary packages installed, a process mapping or running the shipped object, ")
+	b.WriteString("`create --deb SRC --version OLD --to NEW --split`, each made update applied to the process in order, ")
+	b.WriteString("undone in reverse, the newer version reinstalled.\n\n")
+	var fixes, made, applied, undone int
+	b.WriteString("| package | old -> new | fixes | made | applied | undone | create | note |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range all {
+		m, a, u := 0, 0, 0
+		for _, f := range r.Fixes {
+			m += btoi(f.Made)
+			a += btoi(f.Applied)
+			u += btoi(f.Undone)
+		}
+		fixes += len(r.Fixes)
+		made, applied, undone = made+m, applied+a, undone+u
+		fmt.Fprintf(&b, "| %s | %s -> %s | %d | %d | %d | %d | %v | %s |\n", r.Src, r.Old, r.New, len(r.Fixes), m, a, u, r.Create, cell(r.Err))
+	}
+	fmt.Fprintf(&b, "| **total** | | %d | %d | %d | %d | | |\n\n", fixes, made, applied, undone)
+	b.WriteString("## Per fix\n\n| package | Debian patch | CVEs | made | applied | undone | functions | reason |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range all {
+		for _, f := range r.Fixes {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %s |\n", r.Src, f.Patch, strings.Join(f.CVEs, " "),
+				yes(f.Made), yes(f.Applied), yes(f.Undone), f.Funcs, cell(f.Reason))
+		}
+	}
+	return b.String()
+}
+
+func cell(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "|", "\\|"), "\n", " ") }
+
