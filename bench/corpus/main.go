@@ -99,7 +99,7 @@ func run(list, only, out, bin, work string, timeout time.Duration) error {
 		}
 	}
 	hold := filepath.Join(work, "hold")
-	if o, err := exec.Command("gcc", "-O2", "-o", hold, "bench/corpus/hold.c", "-ldl").CombinedOutput(); err != nil {
+	if o, err := exec.Command("gcc", "-O2", "-o", hold, "bench/corpus/testdata/hold.c", "-ldl").CombinedOutput(); err != nil {
 		return fmt.Errorf("build hold: %v\n%s", err, o)
 	}
 	// Earlier results of packages not run now are kept.
