@@ -175,3 +175,11 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 	}
 	return learned, nil
 }
+
+// MatchCode compares code with the code at c outside its relocation fields,
+// as Match does for a replaced function, and returns the address each
+// relocation field holds (by symbol index of t). create --deb uses it to
+// prove where a plain build's code lies in a stripped file (docs/deb.md).
+func MatchCode(t *update.Target, code *update.Code, c Candidate, mem amd64.Memory) (map[int]uint64, error) {
+	return matchOne(t, code, c, mem, nil, func(int) bool { return true })
+}
