@@ -36,7 +36,7 @@ func TestMatrix(t *testing.T) {
 		{"O3", "CFLAGS='-O3 -g'"},
 		{"nopie", "CFLAGS='-O2 -g -fno-pie' LDFLAGS=-no-pie"},
 	}
-	for _, name := range []string{"basic", "static_local", "switch", "tls", "shadow_hooks"} {
+	for _, name := range []string{"basic", "static_local", "switch", "tls", "shadow_hooks", "hidden"} {
 		for _, v := range variants {
 			t.Run(name+"/"+v.name, func(t *testing.T) {
 				if os.Getuid() != 0 {

@@ -131,7 +131,7 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 	}
 	p.done("built "+o.Package+" "+version, start)
 	start = p.start("recovering the symbols of the installed files")
-	rec, err := deb.Recover(pre.Root, files)
+	rec, err := deb.RecoverTree(pre, files)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +232,7 @@ func debTarget(t *update.Target, inst string, rec deb.Recovered) error {
 			return fmt.Errorf("%s: symbols recovered for build-id %s, the file has %s", inst, rec.Symtab.BuildID, tab.BuildID)
 		}
 		t.Symtab = rec.Symtab
-		return nil
+		return rec.Check(inst, t, func(name string) bool { return len(tab.Global(name)) > 0 })
 	}
 	if !tab.Stripped {
 		return nil

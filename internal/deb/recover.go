@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"livesplice/internal/build"
 	"livesplice/internal/repo"
 	"livesplice/internal/update"
 )
@@ -27,12 +28,38 @@ import (
 type Recovered struct {
 	Symtab *update.Symtab // nil when the build does not match
 	Reason string         // why not, when Symtab is nil
+	// How the symbols were recovered: "debug symbols" (the build-id's
+	// Debian debug file), "identical rebuild", or "matching" (only the
+	// symbols proved by run-pre matching, match.go).
+	Method string
+	// Unproven names the functions and objects of the plain build that
+	// matching could not place in the installed file.
+	Unproven []string
 }
 
 // Recover recovers the symbol table of each of the installed files from
 // the linked files of a plain build of their source (BuildCmd, the real
 // compiler with Debian's arguments) in root.
 func Recover(root string, installed []string) (map[string]Recovered, error) {
+	return recoverAll(root, installed, nil)
+}
+
+// RecoverTree is Recover for the plain build tree: for a file that the
+// build does not reproduce byte for byte, the objects linked into the
+// tree's file of that name are matched against it (match.go).
+func RecoverTree(tree *build.Tree, installed []string) (map[string]Recovered, error) {
+	objs := map[string][][]string{}
+	for _, o := range tree.Outputs {
+		var paths []string
+		for _, rel := range o.Objects {
+			paths = append(paths, filepath.Join(tree.Root, filepath.FromSlash(rel)))
+		}
+		objs[filepath.Base(o.Rel)] = append(objs[filepath.Base(o.Rel)], paths)
+	}
+	return recoverAll(tree.Root, installed, objs)
+}
+
+func recoverAll(root string, installed []string, objs map[string][][]string) (map[string]Recovered, error) {
 	built := map[string][]string{} // base name -> built ELF files
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -48,9 +75,38 @@ func Recover(root string, installed []string) (map[string]Recovered, error) {
 	}
 	res := map[string]Recovered{}
 	for _, inst := range installed {
-		res[inst] = recoverOne(inst, built[filepath.Base(inst)])
+		if r, ok := fromDebugSymbols(inst); ok {
+			res[inst] = r
+			continue
+		}
+		r := recoverOne(inst, built[filepath.Base(inst)])
+		if r.Symtab == nil && objs != nil {
+			r = recoverByMatching(inst, objs[filepath.Base(inst)], r.Reason)
+		}
+		res[inst] = r
 	}
 	return res, nil
+}
+
+// recoverByMatching is the last resort for a file the plain build does not
+// reproduce: its symbols as far as run-pre matching of the plain build's
+// objects proves them.
+func recoverByMatching(inst string, outs [][]string, why string) Recovered {
+	switch len(outs) {
+	case 0:
+		return Recovered{Reason: why}
+	case 1:
+	default:
+		return Recovered{Reason: why + "; and the build links " + fmt.Sprint(len(outs)) + " files of that name, so matching cannot tell whose objects to use"}
+	}
+	st, unproven, err := matchRecover(inst, outs[0])
+	if err != nil {
+		return Recovered{Reason: why + "; matching the plain build's code against it: " + err.Error()}
+	}
+	if len(st.Symbols) == 0 {
+		return Recovered{Reason: why + "; and none of the plain build's code matches it"}
+	}
+	return Recovered{Symtab: st, Method: "matching", Unproven: unproven}
 }
 
 func recoverOne(inst string, cands []string) Recovered {
@@ -81,7 +137,7 @@ func recoverOne(inst string, cands []string) Recovered {
 			return Recovered{Reason: "several built files match with different symbol tables"}
 		}
 	}
-	return Recovered{Symtab: st}
+	return Recovered{Symtab: st, Method: "identical rebuild"}
 }
 
 // sameCode checks that every allocated section of the installed file is in
@@ -186,4 +242,55 @@ func sameSymtab(a, b *update.Symtab) bool {
 		}
 	}
 	return true
+}
+
+// Check refuses, by name, the symbols an update needs from the recovered
+// table that it does not have (matching recovers only what it proves):
+// each replaced function that the file does not export, and each static
+// that the new code refers to and no replaced function's pre code refers
+// to (run-pre matching reads those from the running code). exported says
+// which names the installed file's .dynsym defines.
+func (r Recovered) Check(inst string, t *update.Target, exported func(string) bool) error {
+	if r.Symtab == nil {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, y := range r.Symtab.Symbols {
+		have[y.File+"\x00"+y.Name] = true
+		have["\x00"+y.Name] = true
+	}
+	found := func(y update.Symbol) bool {
+		if y.Kind == update.SymLocal {
+			return have[y.File+"\x00"+y.Name]
+		}
+		return exported(y.Name) || have["\x00"+y.Name]
+	}
+	var missing []string
+	seen := map[int]bool{}
+	for _, fn := range t.Functions {
+		if fn.Status != update.StatusReplaced {
+			continue
+		}
+		if y := t.Symbols[fn.Symbol]; !found(y) && !seen[fn.Symbol] {
+			seen[fn.Symbol] = true
+			missing = append(missing, fn.Name)
+		}
+		if fn.Pre != nil {
+			for _, rl := range fn.Pre.Relocs {
+				seen[rl.Symbol] = true // read from the running code
+			}
+		}
+	}
+	for _, sec := range t.Sections {
+		for _, rl := range sec.Relocs {
+			if y := t.Symbols[rl.Symbol]; y.Kind == update.SymLocal && !seen[rl.Symbol] && !found(y) {
+				seen[rl.Symbol] = true
+				missing = append(missing, y.Name)
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s is stripped and the symbols recovered by %s lack %s: no exported function's code leads to them through code that matches (the rebuild's code differs there?), so where they are in the installed file is not proved", inst, r.Method, strings.Join(missing, ", "))
 }

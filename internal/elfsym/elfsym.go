@@ -99,8 +99,7 @@ func Load(r io.ReaderAt) (*Table, error) {
 		}
 		if bind == elf.STB_LOCAL {
 			y.File = file
-			t.locals[file+"\x00"+s.Name] = append(t.locals[file+"\x00"+s.Name], y)
-			t.locals["\x00"+s.Name] = append(t.locals["\x00"+s.Name], y)
+			t.addLocal(y)
 		} else {
 			t.globals[s.Name] = append(t.globals[s.Name], y)
 		}
@@ -195,9 +194,53 @@ func (t *Table) Room(v uint64) uint64 {
 	return 0
 }
 
+// addLocal indexes a static symbol by its file and name, and by its name
+// alone (once, for a symbol of the linker's own scope, whose file is "").
+func (t *Table) addLocal(y Sym) {
+	t.locals[y.File+"\x00"+y.Name] = append(t.locals[y.File+"\x00"+y.Name], y)
+	if y.File != "" {
+		t.locals["\x00"+y.Name] = append(t.locals["\x00"+y.Name], y)
+	}
+}
+
 // Local returns the static symbols called name in source file file (any
 // file when file is empty).
 func (t *Table) Local(file, name string) []Sym { return t.locals[file+"\x00"+name] }
+
+// BoundHere returns where a symbol that the objects linked into this file
+// define globally went when the linker made it local to the file (hidden
+// or internal visibility, or a version script that does not export it):
+// the locals called name in the linker's own scope (the symbols after the
+// empty STT_FILE that ld puts before them, or a recovered table's "");
+// failing that, the locals of that name in source file file; failing
+// that, the one local of that name if there is only one. It returns nil
+// when the file defines name globally, since then that definition is the
+// one references bind to.
+func (t *Table) BoundHere(name, file string) []Sym {
+	if len(t.globals[name]) > 0 {
+		return nil
+	}
+	if s := t.locals["\x00"+name]; len(s) > 0 {
+		var out []Sym
+		for _, y := range s {
+			if y.File == "" {
+				out = append(out, y)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+		if file != "" {
+			if f := t.locals[file+"\x00"+name]; len(f) > 0 {
+				return f
+			}
+		}
+		if len(s) == 1 {
+			return s
+		}
+	}
+	return nil
+}
 
 // Global returns the defined global symbols called name, default versions
 // first.
@@ -230,8 +273,7 @@ func (t *Table) WithSymbols(syms []Sym) *Table {
 	c.starts = slices.Clone(t.starts)
 	for _, y := range syms {
 		if y.Bind == elf.STB_LOCAL {
-			c.locals[y.File+"\x00"+y.Name] = append(c.locals[y.File+"\x00"+y.Name], y)
-			c.locals["\x00"+y.Name] = append(c.locals["\x00"+y.Name], y)
+			c.addLocal(y)
 		} else {
 			c.globals[y.Name] = append(c.globals[y.Name], y)
 		}

@@ -265,6 +265,8 @@ func (f finder) Candidates(y update.Symbol) ([]runpre.Candidate, error) {
 				syms = append(syms, g)
 			}
 		}
+		// A hidden function: global in its object, local in the file.
+		syms = append(syms, f.mod.table.BoundHere(y.Name, y.File)...)
 	}
 	file := ""
 	if y.Kind == update.SymLocal {
@@ -285,6 +287,14 @@ func (f finder) Candidates(y update.Symbol) ([]runpre.Candidate, error) {
 		}
 	}
 	return out, nil
+}
+
+// BoundLocally tells run-pre matching which global symbols of the update
+// the target object binds to itself (hidden ones the linker made local):
+// their addresses, read from the running code, are learned and checked
+// like a static's, and the new code's references use them.
+func (f finder) BoundLocally(y update.Symbol) bool {
+	return y.Kind == update.SymGlobal && len(f.mod.table.BoundHere(y.Name, y.File)) > 0
 }
 
 func (f finder) Follow(addr uint64) (uint64, uint64, bool) {
@@ -667,7 +677,19 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 		}
 		return 0, fmt.Errorf("static symbol %s of %s is ambiguous in %s (%d places) and no replaced function uses it", y.Name, y.File, p.mod.path, len(c))
 	}
-	// global: the target object itself first, then the global scope.
+	// global: what run-pre matching read for a global the target object
+	// binds to itself, the target object's definitions, then the global
+	// scope.
+	if v, ok := p.match.Learned[si]; ok {
+		return v, nil
+	}
+	if here := p.mod.table.BoundHere(y.Name, y.File); len(here) > 0 {
+		// Hidden in the target object: no other object can provide it.
+		if len(here) > 1 {
+			return 0, fmt.Errorf("symbol %s is local to %s in %d places and no replaced function uses it", y.Name, p.mod.path, len(here))
+		}
+		return p.mod.bias + here[0].Value, nil
+	}
 	mods := append([]*module{p.mod}, s.mods...)
 	for _, m := range mods {
 		if m.load(s.pid) != nil {

@@ -39,6 +39,14 @@ type Finder interface {
 	Follow(addr uint64) (dest uint64, size uint64, ok bool)
 }
 
+// LocalBinder is implemented by a Finder that knows which global symbols
+// of the update the target object binds to itself (a hidden symbol, which
+// the linker made local to the file): what matching reads for those is
+// learned and checked like a static's.
+type LocalBinder interface {
+	BoundLocally(y update.Symbol) bool
+}
+
 // Func is where one replaced function runs.
 type Func struct {
 	Addr uint64 // where the matched code starts: the jump goes here
@@ -73,7 +81,7 @@ func Match(t *update.Target, mem amd64.Memory, f Finder) (*Result, error) {
 			if d, size, ok := f.Follow(c.Addr); ok {
 				c = Candidate{Addr: d, Size: size}
 			}
-			learned, err := matchOne(t, fn.Pre, c, mem, res.Learned)
+			learned, err := matchOne(t, fn.Pre, c, mem, res.Learned, learns(t, f))
 			if err != nil {
 				if firstErr == nil {
 					firstErr = err
@@ -104,9 +112,34 @@ func Match(t *update.Target, mem amd64.Memory, f Finder) (*Result, error) {
 	return res, nil
 }
 
+// learns returns which symbols of t matching learns the address of:
+// statics, thread-local variables, and globals the finder says the target
+// object binds to itself. Other globals are found by name (their running
+// references may go through a PLT stub or a GOT slot).
+func learns(t *update.Target, f Finder) func(int) bool {
+	lb, _ := f.(LocalBinder)
+	memo := map[int]bool{}
+	return func(i int) bool {
+		y := t.Symbols[i]
+		if y.Kind == update.SymLocal || y.IsTLS() {
+			return true
+		}
+		if y.Kind != update.SymGlobal || lb == nil {
+			return false
+		}
+		v, ok := memo[i]
+		if !ok {
+			v = lb.BoundLocally(y)
+			memo[i] = v
+		}
+		return v
+	}
+}
+
 // matchOne compares pre code with the running code at c and returns the
-// symbol addresses it reveals, checked against what is already known.
-func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory, known map[int]uint64) (map[int]uint64, error) {
+// addresses it reveals of the symbols learn selects, checked against what
+// is already known.
+func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory, known map[int]uint64, learn func(int) bool) (map[int]uint64, error) {
 	n := uint64(len(pre.Data))
 	if c.Size != 0 && c.Size != n {
 		return nil, fmt.Errorf("at %#x: running size %d, pre size %d", c.Addr, c.Size, n)
@@ -127,7 +160,7 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 			skip[i] = true
 		}
 		y := t.Symbols[r.Symbol]
-		if y.Kind != update.SymLocal && !y.IsTLS() {
+		if !learn(r.Symbol) {
 			continue // globals are found by name; anonymous data needs no address
 		}
 		if v, ok := known[r.Symbol]; ok && v != s {
@@ -144,4 +177,12 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 		}
 	}
 	return learned, nil
+}
+
+// MatchCode compares code with the code at c outside its relocation fields,
+// as Match does for a replaced function, and returns the address each
+// relocation field holds (by symbol index of t). create --deb uses it to
+// prove where a plain build's code lies in a stripped file (docs/deb.md).
+func MatchCode(t *update.Target, code *update.Code, c Candidate, mem amd64.Memory) (map[int]uint64, error) {
+	return matchOne(t, code, c, mem, nil, func(int) bool { return true })
 }
