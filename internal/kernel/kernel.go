@@ -304,7 +304,7 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 			// livepatch patches the module when it loads; nothing runs it now.
 			o.logf("module %s is not loaded: its functions are patched when it loads, unverified", obj)
 		}
-		m := &matcher{ks: ks, syms: t.Symbols, module: obj, known: map[int]uint64{}, read: mem.ReadMem}
+		m := &matcher{ks: ks, syms: t.Symbols, module: obj, known: map[int]uint64{}, read: mem.ReadMem, secs: t.Sections}
 		for _, fn := range t.Functions {
 			if fn.Status != update.StatusReplaced {
 				continue

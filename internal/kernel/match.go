@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -48,6 +49,7 @@ type matcher struct {
 	// read reads running kernel memory (kcore), to look at what a
 	// rewritten branch goes to; nil in tests that have none.
 	read func(addr uint64, b []byte) error
+	secs []update.Section // the target's pinned read-only data (internal/klp/rodata.go)
 }
 
 // match compares pre with the running code run at addr and returns the
@@ -119,6 +121,14 @@ func (m *matcher) relocated(p, run []byte, i, l int, rs []update.Reloc, addr uin
 				return nil
 			}
 			return fmt.Errorf("static call site rewritten in an unknown way (running % x)", run[i:i+l])
+		case name == "__livesplice_altinstr_aux":
+			// static_cpu_has: create names the jmp into .altinstr_aux so
+			// (internal/klp/altaux.go); alternatives replaced it at boot
+			// with nops or a jmp to the branch the CPU takes.
+			if cpuHasSite(run[i:i+l], addr+uint64(i), addr, addr+uint64(len(p))) || bytes.Equal(run[i:i+l-4], p[i:i+l-4]) {
+				return nil
+			}
+			return fmt.Errorf("static_cpu_has site rewritten in an unknown way (running % x)", run[i:i+l])
 		case name == "pv_ops":
 			return nil // paravirt: patched with native instructions at boot
 		}
@@ -138,6 +148,9 @@ func (m *matcher) relocated(p, run []byte, i, l int, rs []update.Reloc, addr uin
 			}
 		}
 		if err := m.check(r.Symbol, s, learned); err != nil {
+			return err
+		}
+		if err := m.checkRodata(r, s, addr, i, l); err != nil {
 			return err
 		}
 	}
@@ -416,6 +429,102 @@ func (m *matcher) describe(a uint64) string {
 		return fmt.Sprintf("%s+%#x", s.Name, a-s.Addr)
 	}
 	return fmt.Sprintf("%#x", a)
+}
+
+// checkRodata compares the read-only data a relocation of the pre code
+// refers to (when create pinned it: SymSection in a kernel target) with
+// the running kernel's bytes at the place the running instruction refers
+// to. s is the symbol address observed from the running field.
+func (m *matcher) checkRodata(r update.Reloc, s, addr uint64, i, l int) error {
+	y := m.syms[r.Symbol]
+	if y.Kind != update.SymSection || y.Section < 0 || y.Section >= len(m.secs) {
+		return nil
+	}
+	sec := m.secs[y.Section]
+	place := r.Addend + int64(y.Offset)
+	run := s + uint64(r.Addend) + y.Offset
+	switch elf.R_X86_64(r.Type) {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_PC64:
+		// The CPU adds the displacement to the end of the instruction.
+		bias := int64(i+l) - int64(r.Offset)
+		place += bias
+		run += uint64(bias)
+	}
+	if place < 0 || place >= int64(len(sec.Data)) {
+		return fmt.Errorf("refers to %s+%#x, outside the pre build's section", sec.Name, place)
+	}
+	want := rodataAt(sec, int(place))
+	if len(want) == 0 {
+		return nil
+	}
+	if m.read == nil {
+		return fmt.Errorf("cannot read the read-only data %s+%#x refers to", sec.Name, place)
+	}
+	got := make([]byte, len(want))
+	if err := m.read(run, got); err != nil {
+		return fmt.Errorf("read-only data at %#x: %w", run, err)
+	}
+	if !bytes.Equal(got, want) {
+		k := 0
+		for k < len(got) && got[k] == want[k] {
+			k++
+		}
+		return fmt.Errorf("read-only data it refers to at %#x differs from the update's pre build at +%#x (%s+%#x: running %q, expected %q)", run, k, sec.Name, place, clip(got), clip(want))
+	}
+	return nil
+}
+
+// rodataAt is the data at off of a pinned section that run-pre compares:
+// a string to its NUL, one entry of mergeable constants
+// (.rodata.cstN), or the rest of a one-object section (bounded).
+func rodataAt(sec update.Section, off int) []byte {
+	d := sec.Data[off:]
+	switch {
+	case strings.HasPrefix(sec.Name, ".rodata.str"):
+		if n := bytes.IndexByte(d, 0); n >= 0 {
+			return d[:n+1]
+		}
+		return d
+	case strings.HasPrefix(sec.Name, ".rodata.cst"):
+		n, err := strconv.Atoi(strings.TrimPrefix(sec.Name, ".rodata.cst"))
+		if err != nil || n <= 0 || n > len(d) {
+			return nil
+		}
+		return d[:n]
+	}
+	return d[:min(len(d), 4096)]
+}
+
+func clip(b []byte) []byte {
+	if len(b) > 80 {
+		return b[:80]
+	}
+	return b
+}
+
+// cpuHasSite accepts what apply_alternatives leaves of a static_cpu_has
+// `jmp` into .altinstr_aux at site: nops, or a jmp into the function
+// [lo, hi) followed by nops.
+func cpuHasSite(b []byte, site, lo, hi uint64) bool {
+	for at := 0; at < len(b); {
+		inst, err := x86asm.Decode(b[at:], 64)
+		if err != nil {
+			return false
+		}
+		switch inst.Op {
+		case x86asm.NOP:
+		case x86asm.JMP:
+			rel, ok := inst.Args[0].(x86asm.Rel)
+			dest := site + uint64(at+inst.Len) + uint64(int64(rel))
+			if !ok || at != 0 || dest < lo || dest >= hi {
+				return false
+			}
+		default:
+			return false
+		}
+		at += inst.Len
+	}
+	return true
 }
 
 // insnLen is the length of the pre code's instruction at b; 1 when it does

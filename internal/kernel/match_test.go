@@ -262,3 +262,61 @@ func FuzzMatch(f *testing.F) {
 		_, _ = m.match(code, fnAddr, run)
 	})
 }
+
+// TestMatchRodata: read-only data create pinned (a string the pre code
+// passes by `mov $str,%rdi` and by `lea str(%rip)`) must be the running
+// kernel's bytes at the place the running instruction refers to.
+func TestMatchRodata(t *testing.T) {
+	const strAddr = 0xffffffff82000010 // where the running kernel has the string
+	m := newMatcher(t)
+	syms := append(append([]update.Symbol(nil), matchSyms...), update.Symbol{Kind: update.SymSection, Section: 0})
+	m.syms = syms
+	m.secs = []update.Section{{Name: ".rodata.str1.1", Kind: update.KindRodata, Data: []byte("xx\x00%lu.%02lu %u/%d\n\x00")}}
+	mem := map[uint64]byte{}
+	put := func(s string) {
+		for i := range s {
+			mem[strAddr+uint64(i)] = s[i]
+		}
+	}
+	m.read = func(a uint64, b []byte) error {
+		for i := range b {
+			b[i] = mem[a+uint64(i)]
+		}
+		return nil
+	}
+	self := len(syms) - 1
+	// mov $str,%rdi (R_X86_64_32S, addend: place 3 in the section); lea str(%rip),%rsi (PC32, -4).
+	pre := &update.Code{Data: []byte{0x48, 0xc7, 0xc7, 0, 0, 0, 0, 0x48, 0x8d, 0x35, 0, 0, 0, 0, 0xc3},
+		Relocs: []update.Reloc{{Offset: 3, Type: 11, Symbol: self, Addend: 3}, {Offset: 10, Type: 2, Symbol: self, Addend: 3 - 4}}}
+	run := bytes.Clone(pre.Data)
+	var str, fn uint64 = strAddr, fnAddr
+	binary.LittleEndian.PutUint32(run[3:], uint32(str))
+	binary.LittleEndian.PutUint32(run[10:], uint32(str-(fn+14)))
+	put("%lu.%02lu %u/%d\n\x00")
+	if _, err := m.match(pre, fnAddr, run); err != nil {
+		t.Fatalf("same string: %v", err)
+	}
+	put("%lu.%02lu %u/%d \x00")
+	_, err := m.match(pre, fnAddr, run)
+	if err == nil || !strings.Contains(err.Error(), "read-only data") {
+		t.Fatalf("a different string matched: %v", err)
+	}
+}
+
+func TestCPUHasSite(t *testing.T) {
+	const site, lo, hi = 0x1010, 0x1000, 0x1100
+	for _, c := range []struct {
+		b  []byte
+		ok bool
+	}{
+		{[]byte{0x0f, 0x1f, 0x44, 0x00, 0x00}, true},  // nop5: the feature is there
+		{[]byte{0xeb, 0x20, 0x66, 0x66, 0x90}, true},  // jmp to t_no inside the function
+		{[]byte{0xe9, 0x00, 0x10, 0x00, 0x00}, false}, // jmp out of the function
+		{[]byte{0x90, 0x90, 0xeb, 0x00, 0x90}, false}, // jmp not first
+		{[]byte{0x48, 0x89, 0xc7, 0x90, 0x90}, false}, // a mov
+	} {
+		if got := cpuHasSite(c.b, site, lo, hi); got != c.ok {
+			t.Errorf("% x: %v, want %v", c.b, got, c.ok)
+		}
+	}
+}

@@ -30,6 +30,13 @@ import (
 //go:embed kpatch-macros.h
 var KpatchMacros []byte
 
+// KpatchSyscall is livesplice's kpatch-syscall.h (KPATCH_SYSCALL_DEFINEn),
+// put beside every patched file of a patch that includes it, as
+// KpatchMacros (which it includes).
+//
+//go:embed kpatch-syscall.h
+var KpatchSyscall []byte
+
 // callbackPrefix starts the sections kpatch-macros.h's callback macros
 // leave: .livesplice.klp.<kind>, one function pointer each.
 const callbackPrefix = ".livesplice.klp."
@@ -79,6 +86,19 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 	targets := map[string]*update.Target{}
 	var order []string
 	for _, u := range units {
+		var err error
+		if u.Pre, err = canonDyndbg(u.Pre, false); err != nil {
+			return nil, fmt.Errorf("%s (pre): %w", u.Rel, err)
+		}
+		if u.Post, err = canonDyndbg(u.Post, true); err != nil {
+			return nil, fmt.Errorf("%s (post): %w", u.Rel, err)
+		}
+		if u.Pre, err = redirectAux(u.Pre); err != nil {
+			return nil, fmt.Errorf("%s (pre): %w", u.Rel, err)
+		}
+		if u.Post, err = redirectAux(u.Post); err != nil {
+			return nil, fmt.Errorf("%s (post): %w", u.Rel, err)
+		}
 		t, err := diffUnit(u)
 		if err != nil {
 			return nil, err
@@ -95,7 +115,11 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 			targets[u.Object] = kt
 			order = append(order, u.Object)
 		}
+		from := len(kt.Functions)
 		addKernelFunctions(kt, t)
+		if err := pinRodata(kt, from, u.Pre); err != nil {
+			return nil, fmt.Errorf("%s (pre): %w", u.Rel, err)
+		}
 	}
 	if len(m.funcs) == 0 && len(m.callbacks) == 0 && len(m.hooks) == 0 {
 		return nil, ErrNoChange

@@ -46,6 +46,7 @@ type unitCtx struct {
 	carried map[string]int // post section name -> module section index
 	base    int            // module section index of the unit's first carried section
 	t       *update.Target
+	aux     int // module symbol of the unit's .altinstr_aux copy, 0: none yet
 }
 
 // addUnit adds a unit's carried sections, symbols, relocations, replaced
@@ -67,7 +68,11 @@ func (m *moduleBuilder) addUnit(u Unit, t *update.Target) error {
 			return refused(c.file, name, "changed code in section %s, which a livepatch cannot carry (noinstr, entry, scheduler or alternative code)", s.Name)
 		}
 		typ, flags := elfFlags(s.Kind)
-		os := &outSection{name: s.Name, typ: typ, flags: flags, align: s.Align, data: s.Data, size: s.Size}
+		name := s.Name
+		if name == dyndbgCarried {
+			name = dyndbgSection // registered by the module loader
+		}
+		os := &outSection{name: name, typ: typ, flags: flags, align: s.Align, data: s.Data, size: s.Size}
 		mi := m.obj.addSection(os)
 		if _, dup := c.carried[s.Name]; dup && s.Kind == update.KindText {
 			return refused(c.file, s.Name, "two carried code sections share a name; cannot tell their tables apart")
@@ -154,6 +159,10 @@ func (m *moduleBuilder) symbol(c *unitCtx, y update.Symbol, addend int64) (int, 
 	case update.SymSection:
 		return m.obj.sections[c.base+y.Section].sym, addend + int64(y.Offset), nil
 	case update.SymGlobal:
+		if y.Name == auxSymbol {
+			i, err := m.auxCopy(c)
+			return i, addend, err
+		}
 		if m.exports[y.Name] {
 			return m.obj.undefined(y.Name), addend, nil
 		}
@@ -267,7 +276,7 @@ func (m *moduleBuilder) addTables(c *unitCtx) error {
 		tb, isTable := tables[s.Name]
 		rs := p.relocs[si]
 		if !isTable {
-			if _, carried := c.carried[s.Name]; carried || companions[s.Name] || plainSection(s.Name) {
+			if _, carried := c.carried[s.Name]; carried || companions[s.Name] || plainSection(s.Name) || s.Name == dyndbgCarried {
 				continue
 			}
 			for _, r := range rs {
