@@ -282,7 +282,7 @@ step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show 
 	expect("dd-apply", 0, "")
 	expect("dd-on", 0, "")
 	expect("dd-insmod", 0, "")
-	expect("dd-dmesg", 0, "parsing ARGS (spliced): 'numdummies=0'")
+	expect("dd-dmesg", 0, "parsing ARGS (spliced): 'numdummies=0")
 	expect("dd-undo", 0, "")
 	expect("aux-apply", 0, "")
 	expect("aux-meminfo", 0, "Spliced:        1")

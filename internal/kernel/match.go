@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -479,15 +480,15 @@ func (m *matcher) checkRodata(r update.Reloc, s, addr uint64, i, l int) error {
 // (.rodata.cstN), or the rest of a one-object section (bounded).
 func rodataAt(sec update.Section, off int) []byte {
 	d := sec.Data[off:]
+	str, n := RodataKind(sec.Name)
 	switch {
-	case strings.HasPrefix(sec.Name, ".rodata.str"):
-		if n := bytes.IndexByte(d, 0); n >= 0 {
-			return d[:n+1]
+	case str:
+		if i := bytes.IndexByte(d, 0); i >= 0 {
+			return d[:i+1]
 		}
 		return d
-	case strings.HasPrefix(sec.Name, ".rodata.cst"):
-		n, err := strconv.Atoi(strings.TrimPrefix(sec.Name, ".rodata.cst"))
-		if err != nil || n <= 0 || n > len(d) {
+	case n > 0:
+		if n > len(d) {
 			return nil
 		}
 		return d[:n]
@@ -551,4 +552,24 @@ func isEndbr(p []byte) bool {
 // errMismatch wraps runpre.ErrMismatch with the function's name.
 func errMismatch(fn string, err error) error {
 	return fmt.Errorf("run-pre match %s: %w: %v", fn, runpre.ErrMismatch, err)
+}
+
+var (
+	strSection = regexp.MustCompile(`\.str[0-9]+\.[0-9]+$`)
+	cstSection = regexp.MustCompile(`\.cst([0-9]+)$`)
+)
+
+// RodataKind tells from a section's name (as gcc names them, also with
+// -fdata-sections: .rodata.str1.1, .rodata.<function>.str1.8,
+// .rodata.cst16) whether it holds NUL-terminated strings, or mergeable
+// constants of entsize bytes.
+func RodataKind(name string) (str bool, entsize int) {
+	if strSection.MatchString(name) {
+		return true, 0
+	}
+	if m := cstSection.FindStringSubmatch(name); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return false, n
+	}
+	return false, 0
 }

@@ -85,6 +85,12 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 	m.tables = map[string]*tableOut{}
 	targets := map[string]*update.Target{}
 	var order []string
+	// Diff every unit first: a new global one unit defines may be used by
+	// another (a new function in vmlinux called from a module's code), and
+	// those references must go to the module's own definition.
+	var diffed []Unit
+	var ts []*update.Target
+	m.newGlobals = map[string]bool{}
 	for _, u := range units {
 		var err error
 		if u.Pre, err = canonDyndbg(u.Pre, false); err != nil {
@@ -106,6 +112,17 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 		if t == nil {
 			continue
 		}
+		diffed, ts = append(diffed, u), append(ts, t)
+		for _, s := range t.Sections {
+			for _, d := range s.Defs {
+				if d.File == "" {
+					m.newGlobals[d.Name] = true
+				}
+			}
+		}
+	}
+	for i, u := range diffed {
+		t := ts[i]
 		if err := m.addUnit(u, t); err != nil {
 			return nil, err
 		}

@@ -18,11 +18,13 @@ type moduleBuilder struct {
 	obj     *outObject
 	exports map[string]bool
 	fresh   map[string]int // once-static key -> symbol of its fresh copy
-	funcs   []Func
-	tables  map[string]*tableOut
-	strs    int // index of the section holding copied strings, 0: none yet
-	hasStrs bool
-	repl    *outSection // the module's .altinstr_replacement
+	// newGlobals are the global symbols the update's new code defines
+	newGlobals map[string]bool
+	funcs      []Func
+	tables     map[string]*tableOut
+	strs       int // index of the section holding copied strings, 0: none yet
+	hasStrs    bool
+	repl       *outSection // the module's .altinstr_replacement
 	// callbacks: object -> callback kind -> global alias of the function
 	callbacks map[string]map[string]string
 	// hooks: object -> livesplice.h hook kind -> hooks in order
@@ -85,6 +87,12 @@ func (m *moduleBuilder) addUnit(u Unit, t *update.Target) error {
 			typ := elf.STT_OBJECT
 			if d.Func {
 				typ = elf.STT_FUNC
+			}
+			if d.File == "" && m.newGlobals[d.Name] {
+				// Other units refer to it by name (symbol): one symbol.
+				y := m.obj.symbols[m.obj.undefined(d.Name)]
+				y.typ, y.sec, y.value, y.size = typ, mi, d.Offset, d.Size
+				continue
 			}
 			m.obj.addSymbol(&outSymbol{name: d.Name, bind: elf.STB_LOCAL, typ: typ, sec: mi, value: d.Offset, size: d.Size})
 		}
@@ -159,6 +167,9 @@ func (m *moduleBuilder) symbol(c *unitCtx, y update.Symbol, addend int64) (int, 
 	case update.SymSection:
 		return m.obj.sections[c.base+y.Section].sym, addend + int64(y.Offset), nil
 	case update.SymGlobal:
+		if m.newGlobals[y.Name] {
+			return m.obj.undefined(y.Name), addend, nil // defined by a unit of this update
+		}
 		if y.Name == auxSymbol {
 			i, err := m.auxCopy(c)
 			return i, addend, err

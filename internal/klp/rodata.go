@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"strings"
 
+	"livesplice/internal/kernel"
 	"livesplice/internal/update"
 )
 
@@ -91,7 +92,7 @@ func pinRodata(kt *update.Target, from int, pre []byte) error {
 			if s.Flags&elf.SHF_ALLOC == 0 || s.Flags&(elf.SHF_WRITE|elf.SHF_EXECINSTR) != 0 || s.Type != elf.SHT_PROGBITS || len(relocs[si]) > 0 {
 				continue
 			}
-			if !strings.HasPrefix(s.Name, ".rodata.") || (s.Flags&elf.SHF_MERGE != 0) != (strings.HasPrefix(s.Name, ".rodata.str") || strings.HasPrefix(s.Name, ".rodata.cst")) {
+			if !strings.HasPrefix(s.Name, ".rodata.") || (s.Flags&elf.SHF_MERGE != 0) != rodataMergeable(s.Name) {
 				continue // several anonymous objects (.rodata), or a name apply could not read the kind from
 			}
 			ki, ok := pinned[si]
@@ -110,4 +111,10 @@ func pinRodata(kt *update.Target, from int, pre []byte) error {
 		}
 	}
 	return nil
+}
+
+// rodataMergeable: apply can tell the section's kind from its name.
+func rodataMergeable(name string) bool {
+	str, n := kernel.RodataKind(name)
+	return str || n > 0
 }
