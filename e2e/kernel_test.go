@@ -207,10 +207,15 @@ step cmdline3 cat /proc/cmdline
 step undo1 /livesplice undo --kernel lp-one
 step cmdline4 cat /proc/cmdline
 step final sh -c 'ls /sys/kernel/livepatch; cat /proc/modules; /livesplice show --kernel'
-step insmod insmod /m/busymod.ko sleep_secs=600
+step insmod insmod /m/busymod.ko sleep_secs=60
 step settle sleep 2
 step busy /livesplice apply --kernel --deadline 5s /u/busy.lsu
 step after-busy sh -c 'ls /sys/kernel/livepatch; cut -d" " -f1 /proc/modules; /livesplice show --kernel'
+step busy-bg sh -c '(/livesplice apply --kernel --deadline 300s /u/busy.lsu > /busy.out 2>&1; echo "rc=$?" >> /busy.out) & sleep 3'
+step queued /livesplice apply --kernel -v --deadline 300s /u/one.lsu
+step busy-done sh -c 'while ! grep -q rc= /busy.out; do sleep 1; done; cat /busy.out'
+step queued-show /livesplice show --kernel
+step queued-undo sh -c '/livesplice undo --kernel lp-one && /livesplice undo --kernel lp-busy && ls /sys/kernel/livepatch'
 step lockdown sh -c 'mount -t securityfs none /sys/kernel/security && echo integrity > /sys/kernel/security/lockdown'
 step locked /livesplice apply --kernel /u/one.lsu
 step sigenforce sh -c 'echo 1 > /sys/module/module/parameters/sig_enforce'
@@ -274,6 +279,19 @@ step after-refusals sh -c 'ls /sys/kernel/livepatch; /livesplice show --kernel'
 	}
 	if s := steps["after-busy"]; strings.TrimSpace(s.Out) != "livepatch_callbacks_busymod" {
 		t.Errorf("after a reversed apply, more than the busy module is loaded or recorded:\n%s", s.Out)
+	}
+	// A second apply while the first waits for its transition (the worker
+	// sleeps on): it waits for the first, saying what that one waits for,
+	// and applies once the worker has woken and the first is done.
+	expect("queued", 0, "waiting for another livesplice working on the kernel (livepatch lp_busy in transition, tasks not switched: ")
+	if s := steps["queued"]; !strings.Contains(s.Out, "(kworker/") || !strings.Contains(s.Out, " in msleep<busymod_work_func") || !strings.Contains(s.Out, "run-pre matched cmdline_proc_show") {
+		t.Errorf("queued: the wait does not name the worker and where it sleeps, or the apply did not follow:\n%s", s.Out)
+	}
+	expect("busy-done", 0, "rc=0")
+	expect("queued-show", 0, "lp-one\tenabled")
+	expect("queued-show", 0, "lp-busy\tenabled")
+	if s := steps["queued-undo"]; s.RC != 0 || strings.TrimSpace(s.Out) != "" {
+		t.Errorf("queued-undo: exit %d, left:\n%s", s.RC, s.Out)
 	}
 	// Unsigned modules: refused under lockdown, then with sig_enforce (both
 	// can only be raised at run time), each explained, nothing loaded.

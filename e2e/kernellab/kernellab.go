@@ -147,13 +147,32 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // on these machines) until the VM powers off, and returns the console.
 // timeout bounds the whole run.
 func Boot(vmlinuz, initrd string, timeout time.Duration) (string, error) {
+	return BootWith(vmlinuz, initrd, timeout, VM{})
+}
+
+// VM varies the machine a test boots.
+type VM struct {
+	CPU    string // QEMU -cpu model; "max" when empty
+	Append string // more kernel command line
+	Disk   string // a raw disk image attached as virtio (/dev/vda), if any
+}
+
+// BootWith is Boot on the machine vm describes.
+func BootWith(vmlinuz, initrd string, timeout time.Duration, vm VM) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
-		"-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024", "-smp", "2",
+	cpu := vm.CPU
+	if cpu == "" {
+		cpu = "max"
+	}
+	args := []string{"-accel", "tcg,thread=multi", "-cpu", cpu, "-m", "1024", "-smp", "2",
 		"-nographic", "-no-reboot", "-monitor", "none",
 		"-kernel", vmlinuz, "-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 quiet loglevel=3")
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 quiet loglevel=3 " + vm.Append)}
+	if vm.Disk != "" {
+		args = append(args, "-drive", "file="+vm.Disk+",format=raw,if=virtio")
+	}
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -110,9 +110,13 @@ func CreateKernel(ctx context.Context, o KernelOptions) (*update.File, error) {
 	// source's include directory of the builds only: also in the pre build
 	// of a stacked update, whose tree has an earlier patch that uses it.
 	extra := map[string][]byte{"include/" + include.HeaderName: include.Header}
-	if bytes.Contains(patch, []byte("kpatch-macros.h")) {
+	syscall := bytes.Contains(patch, []byte("kpatch-syscall.h"))
+	if syscall || bytes.Contains(patch, []byte("kpatch-macros.h")) {
 		for _, f := range files {
 			extra[filepath.Join(filepath.Dir(f), "kpatch-macros.h")] = klp.KpatchMacros
+			if syscall {
+				extra[filepath.Join(filepath.Dir(f), "kpatch-syscall.h")] = klp.KpatchSyscall
+			}
 		}
 	}
 	built, err := tree.Compile(ctx, units, optional, patchAbs, filepath.Join(work, "units"), extra)

@@ -150,6 +150,18 @@ func (ks *Kallsyms) At(addr uint64) (Sym, bool) {
 	return best, true
 }
 
+// AllAt returns every symbol at exactly addr, in kallsyms order: several
+// names share an address (__x86_indirect_thunk_array and
+// __x86_indirect_thunk_rax), and At picks only one of them.
+func (ks *Kallsyms) AllAt(addr uint64) []Sym {
+	j := sort.Search(len(ks.sorted), func(k int) bool { return ks.Syms[ks.sorted[k]].Addr >= addr })
+	var out []Sym
+	for ; j < len(ks.sorted) && ks.Syms[ks.sorted[j]].Addr == addr; j++ {
+		out = append(out, ks.Syms[ks.sorted[j]])
+	}
+	return out
+}
+
 // Extent returns how many bytes from addr to the next symbol at a higher
 // address (an upper bound on the size of the function at addr), or 0 when
 // none follows.

@@ -144,6 +144,12 @@ func (h *Host) writeRecord(r record) error {
 // lock keeps two livesplice processes from working on the kernel at once.
 // The returned function releases it.
 func (h *Host) lock() (func(), error) {
+	return h.lockWait(0, Options{})
+}
+
+// lockWait is lock, waiting up to wait for another livesplice to finish
+// (reporting, with o.Log, what that one waits for: a transition's tasks).
+func (h *Host) lockWait(wait time.Duration, o Options) (func(), error) {
 	if err := os.MkdirAll(h.Run, 0o700); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
@@ -151,11 +157,25 @@ func (h *Host) lock() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("another livesplice is working on the kernel: %w", ErrBusy)
+	start, next := time.Now(), time.Duration(0)
+	for {
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			return func() { f.Close() }, nil
+		}
+		el := time.Since(start)
+		if el >= wait {
+			f.Close()
+			if wait > 0 {
+				return nil, fmt.Errorf("another livesplice is working on the kernel, still after %v (%s): %w", wait.Round(time.Second), h.transitions(), ErrBusy)
+			}
+			return nil, fmt.Errorf("another livesplice is working on the kernel: %w", ErrBusy)
+		}
+		if el >= next {
+			o.logf("waiting for another livesplice working on the kernel (%s)", h.transitions())
+			next += 3 * time.Second
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return func() { f.Close() }, nil
 }
 
 // Release is the running kernel's `uname -r`.
@@ -198,7 +218,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 	if err := checkRelease(f, rel); err != nil {
 		return err
 	}
-	unlock, err := h.lock()
+	unlock, err := h.lockWait(o.deadline(), o)
 	if err != nil {
 		return err
 	}
@@ -246,7 +266,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 		return err
 	}
 	start := time.Now()
-	if err := loadModule(f.Kernel.Module, mod); err != nil {
+	if err := h.loadWaiting(f.Kernel.Module, mod, o); err != nil {
 		os.Remove(h.recordPath(f.ID))
 		return fmt.Errorf("update %s: %w", f.ID, err)
 	}
@@ -255,7 +275,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 		os.Remove(h.recordPath(f.ID))
 		return errors.Join(fmt.Errorf("update %s: module %s loaded but made no livepatch of that name", f.ID, mod), err)
 	}
-	if err := h.waitTransition(mod, o.deadline(), true); err != nil {
+	if err := h.waitTransition(mod, o.deadline(), true, o); err != nil {
 		o.logf("transition timed out; reversing")
 		if rerr := h.reverse(mod, o); rerr != nil {
 			return fmt.Errorf("update %s: %w; reversing it failed too: %v (see /sys/kernel/livepatch/%s)", f.ID, err, rerr, mod)
@@ -273,7 +293,7 @@ func (h *Host) reverse(mod string, o Options) error {
 	if err := h.writeFlag(mod, "enabled", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("disable livepatch %s: %w", mod, err)
 	}
-	if err := h.waitTransition(mod, o.deadline(), false); err != nil {
+	if err := h.waitTransition(mod, o.deadline(), false, o); err != nil {
 		return err
 	}
 	return unloadModule(mod, o.deadline())
@@ -309,7 +329,7 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 			// livepatch patches the module when it loads; nothing runs it now.
 			o.logf("module %s is not loaded: its functions are patched when it loads, unverified", obj)
 		}
-		m := &matcher{ks: ks, syms: t.Symbols, module: obj, known: map[int]uint64{}}
+		m := &matcher{ks: ks, syms: t.Symbols, module: obj, known: map[int]uint64{}, read: mem.ReadMem, secs: t.Sections}
 		for _, fn := range t.Functions {
 			if fn.Status != update.StatusReplaced {
 				continue
@@ -435,7 +455,7 @@ func (h *Host) Undo(id string, o Options) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
-	unlock, err := h.lock()
+	unlock, err := h.lockWait(o.deadline(), o)
 	if err != nil {
 		return err
 	}
@@ -469,7 +489,11 @@ func (h *Host) Undo(id string, o Options) error {
 		return fmt.Errorf("update %s: %w (livepatch %s is gone)", id, ErrNotApplied, mod)
 	}
 	if tr, _ := h.readFlag(mod, "transition"); tr {
-		return fmt.Errorf("update %s: a transition of livepatch %s is still running: %w", id, mod, ErrBusy)
+		// Its own apply is gone (the lock is ours): wait for it as apply would.
+		o.logf("livepatch %s is still in transition; waiting", mod)
+		if err := h.waitTransition(mod, o.deadline(), true, o); err != nil {
+			return fmt.Errorf("update %s: a transition of livepatch %s is still running: %w", id, mod, err)
+		}
 	}
 	if en, _ := h.readFlag(mod, "enabled"); en {
 		if err := h.writeFlag(mod, "enabled", "0"); err != nil {
@@ -478,10 +502,10 @@ func (h *Host) Undo(id string, o Options) error {
 			}
 			return fmt.Errorf("update %s: disable livepatch %s: %w", id, mod, err)
 		}
-		if err := h.waitTransition(mod, o.deadline(), false); err != nil {
+		if err := h.waitTransition(mod, o.deadline(), false, o); err != nil {
 			// Put the update back as it was rather than leave it half out.
 			if werr := h.writeFlag(mod, "enabled", "1"); werr == nil {
-				_ = h.waitTransition(mod, o.deadline(), true)
+				_ = h.waitTransition(mod, o.deadline(), true, o)
 			}
 			return fmt.Errorf("update %s: %w; left applied", id, err)
 		}

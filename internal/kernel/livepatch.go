@@ -60,11 +60,13 @@ func (h *Host) patchFuncs(name string) []PatchedFunc {
 }
 
 // waitTransition follows /sys/kernel/livepatch/<name>/transition until it
-// reads 0. Tasks that stay behind are signalled (a fake signal that makes a
-// sleeping task switch at its return to user space) after a second, and
-// again every few seconds. It returns ErrBusy naming the tasks still not
-// switched if the deadline passes first.
-func (h *Host) waitTransition(name string, deadline time.Duration, patching bool) error {
+// reads 0. Tasks that stay behind are signalled (livepatch's fake signal,
+// which makes a sleeping task switch at its return to user space) after a
+// second and again every 3 s, when o.Log also hears which tasks are left
+// and where they sleep (as kpatch reports them). It returns ErrBusy naming
+// those tasks if the deadline passes first; a loaded machine only makes it
+// wait longer.
+func (h *Host) waitTransition(name string, deadline time.Duration, patching bool, o Options) error {
 	start := time.Now()
 	nextSignal := time.Second
 	for {
@@ -85,14 +87,57 @@ func (h *Host) waitTransition(name string, deadline time.Duration, patching bool
 		}
 		if el >= nextSignal {
 			_ = h.writeFlag(name, "signal", "1") // best effort: absent on old kernels
+			o.logf("livepatch %s: transition running for %v; signalled the tasks not switched: %s", name, el.Round(time.Second), h.stragglers(patching))
 			nextSignal += 3 * time.Second
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
+// transitions describes the livepatch transitions now running: each patch
+// and the tasks it waits for.
+func (h *Host) transitions() string {
+	ents, _ := os.ReadDir(filepath.Join(h.Sys, "kernel", "livepatch"))
+	var out []string
+	for _, e := range ents {
+		tr, err := h.readFlag(e.Name(), "transition")
+		if err != nil || !tr {
+			continue
+		}
+		en, _ := h.readFlag(e.Name(), "enabled")
+		out = append(out, fmt.Sprintf("livepatch %s in transition, tasks not switched: %s", e.Name(), h.stragglers(en)))
+	}
+	if len(out) == 0 {
+		return "no livepatch transition running"
+	}
+	return strings.Join(out, "; ")
+}
+
+// loadWaiting loads the module; while another livepatch's transition runs
+// (the kernel refuses a new patch then: EBUSY) it waits for it, reporting
+// its tasks with o.Log, up to the deadline.
+func (h *Host) loadWaiting(ko []byte, mod string, o Options) error {
+	start, next := time.Now(), time.Duration(0)
+	for {
+		err := loadModule(ko, mod)
+		if err == nil || !errors.Is(err, ErrBusy) {
+			return err
+		}
+		el := time.Since(start)
+		if el >= o.deadline() {
+			return fmt.Errorf("%w, still after %v (%s)", err, o.deadline().Round(time.Second), h.transitions())
+		}
+		if el >= next {
+			o.logf("waiting for another livepatch transition (%s)", h.transitions())
+			next += 3 * time.Second
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // stragglers names the tasks whose patch_state is not yet the target state
-// of the transition (1 when patching, 0 when unpatching).
+// of the transition (1 when patching, 0 when unpatching), each with where
+// it sleeps (its kernel stack's first frames outside the scheduler).
 func (h *Host) stragglers(patching bool) string {
 	want := "1"
 	if !patching {
@@ -110,7 +155,11 @@ func (h *Host) stragglers(patching bool) string {
 		}
 		tdir := filepath.Dir(p)
 		comm, _ := os.ReadFile(filepath.Join(tdir, "comm"))
-		names = append(names, fmt.Sprintf("%s(%s)", filepath.Base(tdir), strings.TrimSpace(string(comm))))
+		n := fmt.Sprintf("%s(%s)", filepath.Base(tdir), strings.TrimSpace(string(comm)))
+		if where := sleepsIn(filepath.Join(tdir, "stack")); where != "" {
+			n += " in " + where
+		}
+		names = append(names, n)
 		if len(names) == 20 {
 			names = append(names, "...")
 			break
@@ -119,7 +168,33 @@ func (h *Host) stragglers(patching bool) string {
 	if len(names) == 0 {
 		return "none found"
 	}
-	return strings.Join(names, " ")
+	return strings.Join(names, ", ")
+}
+
+// sleepsIn reads a task's kernel stack (/proc/PID/task/TID/stack: lines
+// "[<0>] func+0x1a/0x30") and returns its first three functions outside the
+// scheduler, innermost first ("msleep<busymod_work_func<process_one_work").
+func sleepsIn(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var fns []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		fn, _, _ := strings.Cut(f[1], "+")
+		if strings.Contains(fn, "schedule") || strings.HasPrefix(fn, "__switch_to") || fn == "" {
+			continue
+		}
+		fns = append(fns, fn)
+		if len(fns) == 3 {
+			break
+		}
+	}
+	return strings.Join(fns, "<")
 }
 
 // loadModule loads a module image, explaining the refusals users meet.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,10 +40,11 @@ func TestWaitTransitionTimesOut(t *testing.T) {
 	writeFile(t, filepath.Join(p, "signal"), "")
 	writeFile(t, filepath.Join(h.Proc, "42/task/42/patch_state"), "0\n")
 	writeFile(t, filepath.Join(h.Proc, "42/task/42/comm"), "stuck\n")
+	writeFile(t, filepath.Join(h.Proc, "42/task/42/stack"), "[<0>] __schedule+0x2f6/0x880\n[<0>] schedule+0x5a/0xd0\n[<0>] schedule_timeout+0x94/0x150\n[<0>] msleep+0x2a/0x40\n[<0>] busymod_work_func+0x1f/0x30 [busymod]\n[<0>] process_one_work+0x1c7/0x380\n[<0>] worker_thread+0x4d/0x380\n")
 	writeFile(t, filepath.Join(h.Proc, "43/task/43/patch_state"), "1\n")
 	writeFile(t, filepath.Join(h.Proc, "43/task/43/comm"), "done\n")
-	err := h.waitTransition("lp", 1100*time.Millisecond, true)
-	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "42(stuck)") || strings.Contains(err.Error(), "done") {
+	err := h.waitTransition("lp", 1100*time.Millisecond, true, Options{})
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "42(stuck) in msleep<busymod_work_func<process_one_work") || strings.Contains(err.Error(), "done") {
 		t.Fatalf("err = %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(p, "signal")); string(b) != "1" {
@@ -53,14 +55,14 @@ func TestWaitTransitionTimesOut(t *testing.T) {
 func TestWaitTransitionDone(t *testing.T) {
 	h := fakeHost(t)
 	writeFile(t, filepath.Join(h.patchDir("lp"), "transition"), "0\n")
-	if err := h.waitTransition("lp", time.Second, true); err != nil {
+	if err := h.waitTransition("lp", time.Second, true, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	// Unpatching: the patch directory goes away when the patch is freed.
-	if err := h.waitTransition("gone", time.Second, false); err != nil {
+	if err := h.waitTransition("gone", time.Second, false, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.waitTransition("gone", time.Second, true); err == nil {
+	if err := h.waitTransition("gone", time.Second, true, Options{}); err == nil {
 		t.Fatal("patching a livepatch that does not exist succeeded")
 	}
 }
@@ -117,6 +119,59 @@ func TestLock(t *testing.T) {
 		t.Fatalf("lock after unlock: %v", err)
 	}
 	unlock2()
+}
+
+// syncBuf is a log another goroutine writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLockWaits: a second apply waits for the first (which holds the lock
+// through its transition), saying what the transition waits for, and
+// goes on once the first is done.
+func TestLockWaits(t *testing.T) {
+	h := fakeHost(t)
+	p := h.patchDir("lp")
+	writeFile(t, filepath.Join(p, "transition"), "1\n")
+	writeFile(t, filepath.Join(p, "enabled"), "1\n")
+	writeFile(t, filepath.Join(h.Proc, "42/task/42/patch_state"), "0\n")
+	writeFile(t, filepath.Join(h.Proc, "42/task/42/comm"), "stuck\n")
+	unlock, err := h.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuf
+	done := make(chan error, 1)
+	go func() {
+		u, err := h.lockWait(time.Hour, Options{Log: &log})
+		if err == nil {
+			u()
+		}
+		done <- err
+	}()
+	for !strings.Contains(log.String(), "waiting for another livesplice") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l := log.String(); !strings.Contains(l, "livepatch lp in transition, tasks not switched: 42(stuck)") {
+		t.Errorf("the wait does not say what it waits for: %q", l)
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("lock after the first let go: %v", err)
+	}
 }
 
 // Two statics of one name: only the module's sympos says which one is

@@ -5,6 +5,9 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -44,6 +47,10 @@ type matcher struct {
 	syms   []update.Symbol
 	module string // the patched object: "" for vmlinux
 	known  map[int]uint64
+	// read reads running kernel memory (kcore), to look at what a
+	// rewritten branch goes to; nil in tests that have none.
+	read func(addr uint64, b []byte) error
+	secs []update.Section // the target's pinned read-only data (internal/klp/rodata.go)
 }
 
 // match compares pre with the running code run at addr and returns the
@@ -101,23 +108,28 @@ func (m *matcher) relocated(p, run []byte, i, l int, rs []update.Reloc, addr uin
 			if run[i] == 0xc3 || (p[i] == 0x0f && run[i]&0xf0 == 0x70) {
 				return nil // ret (+int3 padding), or jcc.d8 to a ret
 			}
-			if t, ok := m.target(run, i, l, r, addr); ok && strings.Contains(t, "return_thunk") {
+			if m.targetIs(run, i, l, r, addr, func(t string) bool { return strings.Contains(t, "return_thunk") }) {
 				return nil
 			}
 			return fmt.Errorf("return thunk site rewritten in an unknown way (running % x)", run[i:i+l])
 		case strings.HasPrefix(name, "__x86_indirect_thunk_"):
-			if t, ok := m.target(run, i, l, r, addr); ok && t == name {
-				return nil
+			if int(r.Offset)+4 != i+l {
+				return fmt.Errorf("retpoline site of an unknown form in the pre code (% x)", p[i:i+l])
 			}
-			if indirectThunkRewrite(run[i : i+l]) {
-				return nil
-			}
-			return fmt.Errorf("retpoline site rewritten in an unknown way (running % x)", run[i:i+l])
+			return m.retpolineSite(p[i:i+l], run[i:i+l], addr+uint64(i), r, strings.TrimPrefix(name, "__x86_indirect_thunk_"))
 		case strings.HasPrefix(name, "__SCT__"):
 			if isNop5(run[i:i+l]) || run[i] == 0xe8 || run[i] == 0xe9 || run[i] == 0xc3 {
 				return nil
 			}
 			return fmt.Errorf("static call site rewritten in an unknown way (running % x)", run[i:i+l])
+		case name == "__livesplice_altinstr_aux":
+			// static_cpu_has: create names the jmp into .altinstr_aux so
+			// (internal/klp/altaux.go); alternatives replaced it at boot
+			// with nops or a jmp to the branch the CPU takes.
+			if cpuHasSite(run[i:i+l], addr+uint64(i), addr, addr+uint64(len(p))) || bytes.Equal(run[i:i+l-4], p[i:i+l-4]) {
+				return nil
+			}
+			return fmt.Errorf("static_cpu_has site rewritten in an unknown way (running % x)", run[i:i+l])
 		case name == "pv_ops":
 			return nil // paravirt: patched with native instructions at boot
 		}
@@ -137,6 +149,9 @@ func (m *matcher) relocated(p, run []byte, i, l int, rs []update.Reloc, addr uin
 			}
 		}
 		if err := m.check(r.Symbol, s, learned); err != nil {
+			return err
+		}
+		if err := m.checkRodata(r, s, addr, i, l); err != nil {
 			return err
 		}
 	}
@@ -189,18 +204,24 @@ func (m *matcher) check(yi int, s uint64, learned map[int]uint64) error {
 	return nil // section and anonymous targets: nothing to learn
 }
 
-// target names the symbol a rel32 call/jmp/jcc at run[i:i+l] goes to.
-func (m *matcher) target(run []byte, i, l int, r update.Reloc, addr uint64) (string, bool) {
+// targetIs reports whether the rel32 call/jmp/jcc at run[i:i+l] goes to
+// the start of a symbol whose name satisfies ok (any of the names at that
+// address: kallsyms often has several).
+func (m *matcher) targetIs(run []byte, i, l int, r update.Reloc, addr uint64, ok func(string) bool) bool {
 	if int(r.Offset)+4 != i+l || update.RelocWidth(r.Type) != 4 {
-		return "", false
+		return false
 	}
-	end := addr + uint64(i+l)
-	dest := end + uint64(int64(int32(binary.LittleEndian.Uint32(run[i+l-4:]))))
-	s, ok := m.ks.At(dest)
-	if !ok || s.Addr != dest {
-		return "", false
+	for _, s := range m.ks.AllAt(rel32Dest(run[i:i+l], addr+uint64(i))) {
+		if ok(s.Name) {
+			return true
+		}
 	}
-	return s.Name, true
+	return false
+}
+
+// rel32Dest is where the instruction b at addr, ending in a rel32, goes.
+func rel32Dest(b []byte, addr uint64) uint64 {
+	return addr + uint64(len(b)) + uint64(int64(int32(binary.LittleEndian.Uint32(b[len(b)-4:]))))
 }
 
 // observe reads the symbol address a relocation field of the running code
@@ -279,38 +300,232 @@ func patchable(b []byte) (int, bool) {
 	return 0, false
 }
 
-// indirectThunkRewrite accepts what RETPOLINE patching writes over a
-// 5- or 6-byte call/jmp/jcc to an indirect thunk: an optional lfence,
-// a jcc.d8 around it, call/jmp *%reg, and nop or int3 padding.
-func indirectThunkRewrite(b []byte) bool {
-	seen := false
+// thunkRegs are the registers of __x86_indirect_thunk_array in order
+// (arch/x86/include/asm/GEN-for-each-reg.h): the index is the register
+// number the kernel's rewrite encodes.
+var thunkRegs = []string{"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+	"r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
+
+// retpolineSite accepts a `call/jmp/jcc __x86_indirect_thunk_REG` of the
+// pre code (pre, at addr in the running kernel) in every form the running
+// kernel's apply_retpolines (arch/x86/kernel/alternative.c, 6.1 stable)
+// can leave it in, and nothing else:
+//
+//   - untouched (RETPOLINE): still a call/jmp/jcc to the thunk of REG;
+//   - inlined (spectre_v2 off or eIBRS, or RETPOLINE_LFENCE): for a jcc a
+//     jncc.d8 over the rest, then an optional lfence, `call/jmp *%REG`, an
+//     int3 after a jmp, and nops to the end of the site;
+//   - ITS (Intel parts with indirect target selection): the same
+//     call/jmp/jcc (a 6-byte call/jmp gets a CS prefix) to
+//     __x86_indirect_its_thunk_REG, or to a thunk the kernel allocated in
+//     module space, which is `jmp *%REG; int3`.
+func (m *matcher) retpolineSite(pre, run []byte, addr uint64, r update.Reloc, regName string) error {
+	reg := slices.Index(thunkRegs, regName)
+	l := len(pre)
+	op, ok := branchOp(pre)
+	if reg < 0 || !ok || update.RelocWidth(r.Type) != 4 {
+		return fmt.Errorf("retpoline site of an unknown form in the pre code (% x)", pre)
+	}
+	bad := fmt.Errorf("retpoline site rewritten in a way the kernel does not (running % x)", run)
+	// Untouched or ITS: the same branch to a thunk.
+	if sameBranch(pre, run) {
+		dest := rel32Dest(run, addr)
+		for _, s := range m.ks.AllAt(dest) {
+			if s.Name == "__x86_indirect_thunk_"+regName || s.Name == "__x86_indirect_its_thunk_"+regName {
+				return nil
+			}
+		}
+		if m.itsThunk(dest, reg) {
+			return nil
+		}
+		return fmt.Errorf("retpoline site goes to %s, not to a thunk of %%%s (running % x)", m.describe(dest), regName, run)
+	}
+	// Inlined.
+	at := 0
+	if op == "jcc" {
+		cc := pre[len(pre)-5] & 0xf
+		if run[0] != 0x70+(cc^1) || int(run[1]) != l-2 {
+			return bad
+		}
+		at = 2
+	}
+	if at+3 <= l && bytes.Equal(run[at:at+3], []byte{0x0f, 0xae, 0xe8}) {
+		at += 3 // lfence
+	}
+	want := indirectBranch(op != "call", reg)
+	if at+len(want) > l || !bytes.Equal(run[at:at+len(want)], want) {
+		return bad
+	}
+	at += len(want)
+	if op != "call" && at < l && run[at] == 0xcc {
+		at++
+	}
+	for at < l { // padding, which optimize_nops may have merged
+		inst, err := x86asm.Decode(run[at:l], 64)
+		if err != nil || inst.Op != x86asm.NOP {
+			return bad
+		}
+		at += inst.Len
+	}
+	return nil
+}
+
+// branchOp classifies a rel32 branch: call, jmp or jcc (with an optional
+// CS prefix on call/jmp).
+func branchOp(b []byte) (string, bool) {
+	if len(b) == 6 && b[0] == 0x2e {
+		b = b[1:]
+	}
+	switch {
+	case len(b) == 5 && b[0] == 0xe8:
+		return "call", true
+	case len(b) == 5 && b[0] == 0xe9:
+		return "jmp", true
+	case len(b) == 6 && b[0] == 0x0f && b[1]&0xf0 == 0x80:
+		return "jcc", true
+	}
+	return "", false
+}
+
+// sameBranch: run is the branch pre is, with its own rel32 (an ITS rewrite
+// of a 6-byte call/jmp adds a CS prefix in place of whatever was there).
+func sameBranch(pre, run []byte) bool {
+	po, _ := branchOp(pre)
+	ro, ok := branchOp(run)
+	if !ok || po != ro || len(pre) != len(run) {
+		return false
+	}
+	if po == "jcc" {
+		return run[1] == pre[1]
+	}
+	return true
+}
+
+// indirectBranch encodes `call *%reg` or `jmp *%reg` (emit_indirect).
+func indirectBranch(jmp bool, reg int) []byte {
+	modrm := byte(0xd0)
+	if jmp {
+		modrm = 0xe0
+	}
+	if reg >= 8 {
+		return []byte{0x41, 0xff, modrm + byte(reg-8)}
+	}
+	return []byte{0xff, modrm + byte(reg)}
+}
+
+// itsThunk reports whether dest holds a thunk the kernel allocated for
+// ITS (its_init_thunk: `jmp *%reg; int3`).
+func (m *matcher) itsThunk(dest uint64, reg int) bool {
+	if m.read == nil {
+		return false
+	}
+	want := append(indirectBranch(true, reg), 0xcc)
+	got := make([]byte, len(want))
+	return m.read(dest, got) == nil && bytes.Equal(got, want)
+}
+
+// describe names an address for a refusal.
+func (m *matcher) describe(a uint64) string {
+	if s, ok := m.ks.At(a); ok {
+		return fmt.Sprintf("%s+%#x", s.Name, a-s.Addr)
+	}
+	return fmt.Sprintf("%#x", a)
+}
+
+// checkRodata compares the read-only data a relocation of the pre code
+// refers to (when create pinned it: SymSection in a kernel target) with
+// the running kernel's bytes at the place the running instruction refers
+// to. s is the symbol address observed from the running field.
+func (m *matcher) checkRodata(r update.Reloc, s, addr uint64, i, l int) error {
+	y := m.syms[r.Symbol]
+	if y.Kind != update.SymSection || y.Section < 0 || y.Section >= len(m.secs) {
+		return nil
+	}
+	sec := m.secs[y.Section]
+	place := r.Addend + int64(y.Offset)
+	run := s + uint64(r.Addend) + y.Offset
+	switch elf.R_X86_64(r.Type) {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_PC64:
+		// The CPU adds the displacement to the end of the instruction.
+		bias := int64(i+l) - int64(r.Offset)
+		place += bias
+		run += uint64(bias)
+	}
+	if place < 0 || place >= int64(len(sec.Data)) {
+		return fmt.Errorf("refers to %s+%#x, outside the pre build's section", sec.Name, place)
+	}
+	want := rodataAt(sec, int(place))
+	if len(want) == 0 {
+		return nil
+	}
+	if m.read == nil {
+		return fmt.Errorf("cannot read the read-only data %s+%#x refers to", sec.Name, place)
+	}
+	got := make([]byte, len(want))
+	if err := m.read(run, got); err != nil {
+		return fmt.Errorf("read-only data at %#x: %w", run, err)
+	}
+	if !bytes.Equal(got, want) {
+		k := 0
+		for k < len(got) && got[k] == want[k] {
+			k++
+		}
+		return fmt.Errorf("read-only data it refers to at %#x differs from the update's pre build at +%#x (%s+%#x: running %q, expected %q)", run, k, sec.Name, place, clip(got), clip(want))
+	}
+	return nil
+}
+
+// rodataAt is the data at off of a pinned section that run-pre compares:
+// a string to its NUL, one entry of mergeable constants
+// (.rodata.cstN), or the rest of a one-object section (bounded).
+func rodataAt(sec update.Section, off int) []byte {
+	d := sec.Data[off:]
+	str, n := RodataKind(sec.Name)
+	switch {
+	case str:
+		if i := bytes.IndexByte(d, 0); i >= 0 {
+			return d[:i+1]
+		}
+		return d
+	case n > 0:
+		if n > len(d) {
+			return nil
+		}
+		return d[:n]
+	}
+	return d[:min(len(d), 4096)]
+}
+
+func clip(b []byte) []byte {
+	if len(b) > 80 {
+		return b[:80]
+	}
+	return b
+}
+
+// cpuHasSite accepts what apply_alternatives leaves of a static_cpu_has
+// `jmp` into .altinstr_aux at site: nops, or a jmp into the function
+// [lo, hi) followed by nops.
+func cpuHasSite(b []byte, site, lo, hi uint64) bool {
 	for at := 0; at < len(b); {
 		inst, err := x86asm.Decode(b[at:], 64)
 		if err != nil {
 			return false
 		}
 		switch inst.Op {
-		case x86asm.CALL, x86asm.JMP:
-			if _, reg := inst.Args[0].(x86asm.Reg); !reg {
-				return false
-			}
-			seen = true
-		case x86asm.LFENCE, x86asm.NOP:
-		case x86asm.INT:
-			if inst.Len != 1 {
+		case x86asm.NOP:
+		case x86asm.JMP:
+			rel, ok := inst.Args[0].(x86asm.Rel)
+			dest := site + uint64(at+inst.Len) + uint64(int64(rel))
+			if !ok || at != 0 || dest < lo || dest >= hi {
 				return false
 			}
 		default:
-			if inst.Len != 2 || b[at]&0xf0 != 0x70 { // jcc.d8
-				return false
-			}
-		}
-		at += inst.Len
-		if at > len(b) {
 			return false
 		}
+		at += inst.Len
 	}
-	return seen
+	return true
 }
 
 // insnLen is the length of the pre code's instruction at b; 1 when it does
@@ -337,4 +552,24 @@ func isEndbr(p []byte) bool {
 // errMismatch wraps runpre.ErrMismatch with the function's name.
 func errMismatch(fn string, err error) error {
 	return fmt.Errorf("run-pre match %s: %w: %v", fn, runpre.ErrMismatch, err)
+}
+
+var (
+	strSection = regexp.MustCompile(`\.str[0-9]+\.[0-9]+$`)
+	cstSection = regexp.MustCompile(`\.cst([0-9]+)$`)
+)
+
+// RodataKind tells from a section's name (as gcc names them, also with
+// -fdata-sections: .rodata.str1.1, .rodata.<function>.str1.8,
+// .rodata.cst16) whether it holds NUL-terminated strings, or mergeable
+// constants of entsize bytes.
+func RodataKind(name string) (str bool, entsize int) {
+	if strSection.MatchString(name) {
+		return true, 0
+	}
+	if m := cstSection.FindStringSubmatch(name); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return false, n
+	}
+	return false, 0
 }

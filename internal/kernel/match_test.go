@@ -25,7 +25,13 @@ const (
 const kallsymsForMatch = `ffffffff81001000 T __fentry__
 ffffffff81002000 T __x86_return_thunk
 ffffffff81002100 T srso_return_thunk
+ffffffff81002200 T __x86_indirect_thunk_array
 ffffffff81002200 T __x86_indirect_thunk_rax
+ffffffff81002220 T __x86_indirect_thunk_rcx
+ffffffff81002360 T __x86_indirect_thunk_r11
+ffffffff81002400 T __x86_indirect_its_thunk_array
+ffffffff81002420 T __x86_indirect_its_thunk_rax
+ffffffff81002440 T __x86_indirect_its_thunk_rcx
 ffffffff812a96d0 t cmdline_proc_show
 ffffffff81300000 T seq_puts
 ffffffff81300100 T seq_putc
@@ -41,6 +47,7 @@ var matchSyms = []update.Symbol{
 	{Kind: update.SymGlobal, Name: "__x86_return_thunk"},       // 4
 	{Kind: update.SymLocal, Name: "cmdline_proc_show"},         // 5
 	{Kind: update.SymGlobal, Name: "__x86_indirect_thunk_rax"}, // 6
+	{Kind: update.SymGlobal, Name: "__x86_indirect_thunk_r11"}, // 7
 }
 
 // preCmdline is cmdline_proc_show of Debian's 6.1 as gcc 12 compiles it.
@@ -160,22 +167,68 @@ func TestMatchPatchedPlaces(t *testing.T) {
 	}
 }
 
+// TestMatchRetpoline: every form apply_retpolines of 6.1 stable leaves a
+// `call/jmp/jcc __x86_indirect_thunk_REG` in, and nothing else. kallsyms
+// lists __x86_indirect_thunk_array at the address of the rax thunk, as the
+// running kernel does.
 func TestMatchRetpoline(t *testing.T) {
+	const (
+		itsRax  = 0xffffffff81002420
+		itsRcx  = 0xffffffff81002440
+		dynRax  = 0xffffffffc0300020 // a thunk ITS allocated in module space
+		dynR11  = 0xffffffffc0300060
+		thunkRc = 0xffffffff81002220
+	)
 	m := newMatcher(t)
-	pre := &update.Code{Data: []byte{0xe8, 0, 0, 0, 0, 0xc3}, Relocs: []update.Reloc{{Offset: 1, Type: 4, Symbol: 6, Addend: -4}}}
-	thunk := []byte{0xe8, 0, 0, 0, 0, 0xc3}
-	rel32(thunk, 0, thunkRax)
-	for name, run := range map[string][]byte{
-		"thunk kept":       thunk,
-		"call *%rax; nop3": {0xff, 0xd0, 0x0f, 0x1f, 0x00, 0xc3},
-		"lfence; call":     {0x0f, 0xae, 0xe8, 0xff, 0xd0, 0xc3},
-	} {
-		if _, err := m.match(pre, fnAddr, run); err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
+	mem := map[uint64][]byte{dynRax: {0xff, 0xe0, 0xcc}, dynR11: {0x41, 0xff, 0xe3, 0xcc}}
+	m.read = func(a uint64, b []byte) error {
+		copy(b, mem[a])
+		return nil
 	}
-	if _, err := m.match(pre, fnAddr, []byte{0x48, 0x89, 0xc7, 0x90, 0x90, 0xc3}); err == nil {
-		t.Error("a mov in a retpoline site matched")
+	site := func(b ...byte) []byte { return append(b, 0xc3) }
+	to := func(b []byte, at int, dest uint64) []byte { rel32(b, at, dest); return b }
+	cases := []struct {
+		name string
+		pre  []byte
+		sym  int
+		run  []byte
+		ok   bool
+	}{
+		{"call kept", site(0xe8, 0, 0, 0, 0), 6, to(site(0xe8, 0, 0, 0, 0), 0, thunkRax), true},
+		{"call *%rax; nop3", site(0xe8, 0, 0, 0, 0), 6, site(0xff, 0xd0, 0x0f, 0x1f, 0x00), true},
+		{"call *%rax; nop; nop; nop", site(0xe8, 0, 0, 0, 0), 6, site(0xff, 0xd0, 0x90, 0x90, 0x90), true},
+		{"lfence; call *%rax", site(0xe8, 0, 0, 0, 0), 6, site(0x0f, 0xae, 0xe8, 0xff, 0xd0), true},
+		{"call its thunk", site(0xe8, 0, 0, 0, 0), 6, to(site(0xe8, 0, 0, 0, 0), 0, itsRax), true},
+		{"call allocated its thunk", site(0xe8, 0, 0, 0, 0), 6, to(site(0xe8, 0, 0, 0, 0), 0, dynRax), true},
+		{"jmp *%r11; int3; nop", site(0xe9, 0, 0, 0, 0), 7, site(0x41, 0xff, 0xe3, 0xcc, 0x90), true},
+		{"lfence; jmp *%r11 (no room for int3)", site(0xe9, 0, 0, 0, 0), 7, site(0x0f, 0xae, 0xe8, 0x41, 0xff, 0xe3)[:5:5], false},
+		{"jmp allocated its thunk r11", site(0xe9, 0, 0, 0, 0), 7, to(site(0xe9, 0, 0, 0, 0), 0, dynR11), true},
+		{"cs call kept", site(0x2e, 0xe8, 0, 0, 0, 0), 6, to(site(0x2e, 0xe8, 0, 0, 0, 0), 1, thunkRax), true},
+		{"jne -> je.d8; jmp *%rax; int3; nop", site(0x0f, 0x85, 0, 0, 0, 0), 6, site(0x74, 0x04, 0xff, 0xe0, 0xcc, 0x90), true},
+		{"jne -> je.d8; lfence; jmp *%rax", site(0x0f, 0x85, 0, 0, 0, 0), 6, site(0x74, 0x04, 0x0f, 0xae, 0xe8, 0xff), false},
+		{"jne kept", site(0x0f, 0x85, 0, 0, 0, 0), 6, to(site(0x0f, 0x85, 0, 0, 0, 0), 1, thunkRax), true},
+		{"jne its", site(0x0f, 0x85, 0, 0, 0, 0), 6, to(site(0x0f, 0x85, 0, 0, 0, 0), 1, itsRax), true},
+
+		{"call *%rcx for rax", site(0xe8, 0, 0, 0, 0), 6, site(0xff, 0xd1, 0x0f, 0x1f, 0x00), false},
+		{"jmp *%rax for a call", site(0xe8, 0, 0, 0, 0), 6, site(0xff, 0xe0, 0xcc, 0x66, 0x90), false},
+		{"call the rcx thunk", site(0xe8, 0, 0, 0, 0), 6, to(site(0xe8, 0, 0, 0, 0), 0, thunkRc), false},
+		{"call the rcx its thunk", site(0xe8, 0, 0, 0, 0), 6, to(site(0xe8, 0, 0, 0, 0), 0, itsRcx), false},
+		{"jmp for a call", site(0xe8, 0, 0, 0, 0), 6, to(site(0xe9, 0, 0, 0, 0), 0, thunkRax), false},
+		{"call of code that is no thunk", site(0xe8, 0, 0, 0, 0), 6, to(site(0xe8, 0, 0, 0, 0), 0, dynR11), false},
+		{"jne -> jne.d8", site(0x0f, 0x85, 0, 0, 0, 0), 6, site(0x75, 0x04, 0xff, 0xe0, 0xcc, 0x90), false},
+		{"a mov", site(0xe8, 0, 0, 0, 0), 6, site(0x48, 0x89, 0xc7, 0x90, 0x90), false},
+	}
+	for _, c := range cases {
+		off := uint64(len(c.pre) - 5)
+		pre := &update.Code{Data: c.pre, Relocs: []update.Reloc{{Offset: off, Type: 4, Symbol: c.sym, Addend: -4}}}
+		if len(c.run) < len(c.pre) {
+			c.run = append(c.run, make([]byte, len(c.pre)-len(c.run))...)
+			c.run[len(c.run)-1] = 0xc3
+		}
+		_, err := m.match(pre, fnAddr, c.run)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err = %v, want ok=%v", c.name, err, c.ok)
+		}
 	}
 }
 
@@ -208,4 +261,62 @@ func FuzzMatch(f *testing.F) {
 		}
 		_, _ = m.match(code, fnAddr, run)
 	})
+}
+
+// TestMatchRodata: read-only data create pinned (a string the pre code
+// passes by `mov $str,%rdi` and by `lea str(%rip)`) must be the running
+// kernel's bytes at the place the running instruction refers to.
+func TestMatchRodata(t *testing.T) {
+	const strAddr = 0xffffffff82000010 // where the running kernel has the string
+	m := newMatcher(t)
+	syms := append(append([]update.Symbol(nil), matchSyms...), update.Symbol{Kind: update.SymSection, Section: 0})
+	m.syms = syms
+	m.secs = []update.Section{{Name: ".rodata.str1.1", Kind: update.KindRodata, Data: []byte("xx\x00%lu.%02lu %u/%d\n\x00")}}
+	mem := map[uint64]byte{}
+	put := func(s string) {
+		for i := range s {
+			mem[strAddr+uint64(i)] = s[i]
+		}
+	}
+	m.read = func(a uint64, b []byte) error {
+		for i := range b {
+			b[i] = mem[a+uint64(i)]
+		}
+		return nil
+	}
+	self := len(syms) - 1
+	// mov $str,%rdi (R_X86_64_32S, addend: place 3 in the section); lea str(%rip),%rsi (PC32, -4).
+	pre := &update.Code{Data: []byte{0x48, 0xc7, 0xc7, 0, 0, 0, 0, 0x48, 0x8d, 0x35, 0, 0, 0, 0, 0xc3},
+		Relocs: []update.Reloc{{Offset: 3, Type: 11, Symbol: self, Addend: 3}, {Offset: 10, Type: 2, Symbol: self, Addend: 3 - 4}}}
+	run := bytes.Clone(pre.Data)
+	var str, fn uint64 = strAddr, fnAddr
+	binary.LittleEndian.PutUint32(run[3:], uint32(str))
+	binary.LittleEndian.PutUint32(run[10:], uint32(str-(fn+14)))
+	put("%lu.%02lu %u/%d\n\x00")
+	if _, err := m.match(pre, fnAddr, run); err != nil {
+		t.Fatalf("same string: %v", err)
+	}
+	put("%lu.%02lu %u/%d \x00")
+	_, err := m.match(pre, fnAddr, run)
+	if err == nil || !strings.Contains(err.Error(), "read-only data") {
+		t.Fatalf("a different string matched: %v", err)
+	}
+}
+
+func TestCPUHasSite(t *testing.T) {
+	const site, lo, hi = 0x1010, 0x1000, 0x1100
+	for _, c := range []struct {
+		b  []byte
+		ok bool
+	}{
+		{[]byte{0x0f, 0x1f, 0x44, 0x00, 0x00}, true},  // nop5: the feature is there
+		{[]byte{0xeb, 0x20, 0x66, 0x66, 0x90}, true},  // jmp to t_no inside the function
+		{[]byte{0xe9, 0x00, 0x10, 0x00, 0x00}, false}, // jmp out of the function
+		{[]byte{0x90, 0x90, 0xeb, 0x00, 0x90}, false}, // jmp not first
+		{[]byte{0x48, 0x89, 0xc7, 0x90, 0x90}, false}, // a mov
+	} {
+		if got := cpuHasSite(c.b, site, lo, hi); got != c.ok {
+			t.Errorf("% x: %v, want %v", c.b, got, c.ok)
+		}
+	}
 }

@@ -30,6 +30,13 @@ import (
 //go:embed kpatch-macros.h
 var KpatchMacros []byte
 
+// KpatchSyscall is livesplice's kpatch-syscall.h (KPATCH_SYSCALL_DEFINEn),
+// put beside every patched file of a patch that includes it, as
+// KpatchMacros (which it includes).
+//
+//go:embed kpatch-syscall.h
+var KpatchSyscall []byte
+
 // callbackPrefix starts the sections kpatch-macros.h's callback macros
 // leave: .livesplice.klp.<kind>, one function pointer each.
 const callbackPrefix = ".livesplice.klp."
@@ -78,7 +85,26 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 	m.tables = map[string]*tableOut{}
 	targets := map[string]*update.Target{}
 	var order []string
+	// Diff every unit first: a new global one unit defines may be used by
+	// another (a new function in vmlinux called from a module's code), and
+	// those references must go to the module's own definition.
+	var diffed []Unit
+	var ts []*update.Target
+	m.newGlobals = map[string]bool{}
 	for _, u := range units {
+		var err error
+		if u.Pre, err = canonDyndbg(u.Pre, false); err != nil {
+			return nil, fmt.Errorf("%s (pre): %w", u.Rel, err)
+		}
+		if u.Post, err = canonDyndbg(u.Post, true); err != nil {
+			return nil, fmt.Errorf("%s (post): %w", u.Rel, err)
+		}
+		if u.Pre, err = redirectAux(u.Pre); err != nil {
+			return nil, fmt.Errorf("%s (pre): %w", u.Rel, err)
+		}
+		if u.Post, err = redirectAux(u.Post); err != nil {
+			return nil, fmt.Errorf("%s (post): %w", u.Rel, err)
+		}
 		t, err := diffUnit(u)
 		if err != nil {
 			return nil, err
@@ -86,6 +112,17 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 		if t == nil {
 			continue
 		}
+		diffed, ts = append(diffed, u), append(ts, t)
+		for _, s := range t.Sections {
+			for _, d := range s.Defs {
+				if d.File == "" {
+					m.newGlobals[d.Name] = true
+				}
+			}
+		}
+	}
+	for i, u := range diffed {
+		t := ts[i]
 		if err := m.addUnit(u, t); err != nil {
 			return nil, err
 		}
@@ -95,7 +132,11 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 			targets[u.Object] = kt
 			order = append(order, u.Object)
 		}
+		from := len(kt.Functions)
 		addKernelFunctions(kt, t)
+		if err := pinRodata(kt, from, u.Pre); err != nil {
+			return nil, fmt.Errorf("%s (pre): %w", u.Rel, err)
+		}
 	}
 	if len(m.funcs) == 0 && len(m.callbacks) == 0 && len(m.hooks) == 0 {
 		return nil, ErrNoChange

@@ -216,13 +216,40 @@ func TestBuildRefusesDataChange(t *testing.T) {
 	}
 }
 
-func TestBuildRefusesParavirt(t *testing.T) {
+// TestBuildCopiesParavirt: the paravirt patch site of a changed function
+// is copied into the module's .parainstructions, pointing at the new code,
+// for the module loader to patch.
+func TestBuildCopiesParavirt(t *testing.T) {
 	pre := compile(t, with("ALT="+paraEntry)...)
 	post := compile(t, with("ALT="+paraEntry, `EXTRA=printk("x");`)...)
-	_, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, nil)
-	var re *objdiff.RefusedError
-	if !errors.As(err, &re) || re.Symbol != "show" || !strings.Contains(re.Reason, "paravirt") {
-		t.Fatalf("want a refusal of show for paravirt, got %v", err)
+	r, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, map[string]bool{"printk": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := elf.NewFile(bytes.NewReader(r.Object))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv := o.Section(".parainstructions")
+	if pv == nil || pv.Size != 16 {
+		t.Fatalf("paravirt site not copied: %v", pv)
+	}
+	d, _ := pv.Data()
+	if d[8] != 1 || d[9] != 1 {
+		t.Errorf("type and length of the site not kept: % x", d)
+	}
+	syms, _ := o.Symbols()
+	for _, s := range o.Sections {
+		if s.Type == elf.SHT_RELA && s.Info == uint32(sectionIndexOf(o, pv)) {
+			rd, _ := s.Data()
+			if len(rd) != 24 {
+				t.Fatalf("want one relocation of the site, got %d bytes", len(rd))
+			}
+			y := syms[int(binary.LittleEndian.Uint64(rd[8:])>>32)-1]
+			if elf.ST_TYPE(y.Info) != elf.STT_SECTION || o.Sections[y.Section].Name != ".text.show" {
+				t.Errorf("the site points at %s, want .text.show", y.Name)
+			}
+		}
 	}
 }
 

@@ -18,11 +18,13 @@ type moduleBuilder struct {
 	obj     *outObject
 	exports map[string]bool
 	fresh   map[string]int // once-static key -> symbol of its fresh copy
-	funcs   []Func
-	tables  map[string]*tableOut
-	strs    int // index of the section holding copied strings, 0: none yet
-	hasStrs bool
-	repl    *outSection // the module's .altinstr_replacement
+	// newGlobals are the global symbols the update's new code defines
+	newGlobals map[string]bool
+	funcs      []Func
+	tables     map[string]*tableOut
+	strs       int // index of the section holding copied strings, 0: none yet
+	hasStrs    bool
+	repl       *outSection // the module's .altinstr_replacement
 	// callbacks: object -> callback kind -> global alias of the function
 	callbacks map[string]map[string]string
 	// hooks: object -> livesplice.h hook kind -> hooks in order
@@ -46,6 +48,7 @@ type unitCtx struct {
 	carried map[string]int // post section name -> module section index
 	base    int            // module section index of the unit's first carried section
 	t       *update.Target
+	aux     int // module symbol of the unit's .altinstr_aux copy, 0: none yet
 }
 
 // addUnit adds a unit's carried sections, symbols, relocations, replaced
@@ -67,7 +70,11 @@ func (m *moduleBuilder) addUnit(u Unit, t *update.Target) error {
 			return refused(c.file, name, "changed code in section %s, which a livepatch cannot carry (noinstr, entry, scheduler or alternative code)", s.Name)
 		}
 		typ, flags := elfFlags(s.Kind)
-		os := &outSection{name: s.Name, typ: typ, flags: flags, align: s.Align, data: s.Data, size: s.Size}
+		name := s.Name
+		if name == dyndbgCarried {
+			name = dyndbgSection // registered by the module loader
+		}
+		os := &outSection{name: name, typ: typ, flags: flags, align: s.Align, data: s.Data, size: s.Size}
 		mi := m.obj.addSection(os)
 		if _, dup := c.carried[s.Name]; dup && s.Kind == update.KindText {
 			return refused(c.file, s.Name, "two carried code sections share a name; cannot tell their tables apart")
@@ -80,6 +87,12 @@ func (m *moduleBuilder) addUnit(u Unit, t *update.Target) error {
 			typ := elf.STT_OBJECT
 			if d.Func {
 				typ = elf.STT_FUNC
+			}
+			if d.File == "" && m.newGlobals[d.Name] {
+				// Other units refer to it by name (symbol): one symbol.
+				y := m.obj.symbols[m.obj.undefined(d.Name)]
+				y.typ, y.sec, y.value, y.size = typ, mi, d.Offset, d.Size
+				continue
 			}
 			m.obj.addSymbol(&outSymbol{name: d.Name, bind: elf.STB_LOCAL, typ: typ, sec: mi, value: d.Offset, size: d.Size})
 		}
@@ -154,6 +167,13 @@ func (m *moduleBuilder) symbol(c *unitCtx, y update.Symbol, addend int64) (int, 
 	case update.SymSection:
 		return m.obj.sections[c.base+y.Section].sym, addend + int64(y.Offset), nil
 	case update.SymGlobal:
+		if m.newGlobals[y.Name] {
+			return m.obj.undefined(y.Name), addend, nil // defined by a unit of this update
+		}
+		if y.Name == auxSymbol {
+			i, err := m.auxCopy(c)
+			return i, addend, err
+		}
 		if m.exports[y.Name] {
 			return m.obj.undefined(y.Name), addend, nil
 		}
@@ -267,7 +287,7 @@ func (m *moduleBuilder) addTables(c *unitCtx) error {
 		tb, isTable := tables[s.Name]
 		rs := p.relocs[si]
 		if !isTable {
-			if _, carried := c.carried[s.Name]; carried || companions[s.Name] || plainSection(s.Name) {
+			if _, carried := c.carried[s.Name]; carried || companions[s.Name] || plainSection(s.Name) || s.Name == dyndbgCarried {
 				continue
 			}
 			for _, r := range rs {

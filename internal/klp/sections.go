@@ -48,11 +48,13 @@ var tables = map[string]table{
 	"__bug_table":    {kind: tableCopy, entry: 12},
 	"__ex_table":     {kind: tableCopy, entry: 12},
 	"__jump_table":   {kind: tableCopy, entry: 16},
-	// Not supported yet: refused when carried code has entries.
 	// struct alt_instr (6.1): instr, repl (PC32), cpuid u16, instrlen, replacementlen;
 	// the replacement bytes are copied with the entry.
-	".altinstructions":   {kind: tableCopy, entry: 12},
-	".parainstructions":  {kind: tableRefuse, entry: 16, reason: "uses paravirt patch sites (.parainstructions); not supported yet"},
+	".altinstructions": {kind: tableCopy, entry: 12},
+	// struct paravirt_patch_site (6.1): instr (R_X86_64_64), type, len,
+	// padding. The module loader patches the module's own sites
+	// (module_finalize -> apply_paravirt) from pv_ops, as at boot.
+	".parainstructions":  {kind: tableCopy, entry: 16},
 	".static_call.text":  {kind: tableRefuse, entry: 1, reason: "defines a static call trampoline; not supported"},
 	"__tracepoints_ptrs": {kind: tableRefuse, entry: 4, reason: "defines a tracepoint; not supported"},
 }
@@ -72,7 +74,7 @@ func metadata(name string) bool {
 			return true
 		}
 	}
-	return name == ".init" || name == "__tracepoints_strings"
+	return name == ".init" || name == "__tracepoints_strings" || name == dyndbgSection
 }
 
 // neutralize returns a copy of a relocatable object in which every kernel
