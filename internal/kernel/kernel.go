@@ -60,25 +60,10 @@ type Host struct {
 // System is the running machine.
 var System = Host{Proc: "/proc", Sys: "/sys", Run: "/run/livesplice/kernel"}
 
-// Options tune apply and undo: Deadline bounds the transition
-// (DefaultDeadline when 0), Log gets progress; HookTimeout is unused (the
-// hooks are livepatch callbacks, run by the kernel).
-type Options struct {
-	target.Options
-}
-
-func (o Options) deadline() time.Duration {
-	if o.Deadline <= 0 {
-		return DefaultDeadline
-	}
-	return o.Deadline
-}
-
-func (o Options) logf(format string, a ...any) {
-	if o.Log != nil {
-		fmt.Fprintf(o.Log, format+"\n", a...)
-	}
-}
+// Options are the target's (Deadline bounds the transition, DefaultDeadline
+// when 0; Log gets progress; HookTimeout is unused: the hooks are livepatch
+// callbacks, run by the kernel).
+type Options = target.Options
 
 // PatchedFunc is a function a loaded update replaces.
 type PatchedFunc struct {
@@ -171,7 +156,7 @@ func (h *Host) lockWait(wait time.Duration, o Options) (func(), error) {
 			return nil, fmt.Errorf("another livesplice is working on the kernel: %w", ErrBusy)
 		}
 		if el >= next {
-			o.logf("waiting for another livesplice working on the kernel (%s)", h.transitions())
+			o.Logf("waiting for another livesplice working on the kernel (%s)", h.transitions())
 			next += 3 * time.Second
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -218,7 +203,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 	if err := checkRelease(f, rel); err != nil {
 		return err
 	}
-	unlock, err := h.lockWait(o.deadline(), o)
+	unlock, err := h.lockWait(o.DeadlineOr(DefaultDeadline), o)
 	if err != nil {
 		return err
 	}
@@ -271,19 +256,19 @@ func (h *Host) Apply(f *update.File, o Options) error {
 		return fmt.Errorf("update %s: %w", f.ID, err)
 	}
 	if !h.patchLoaded(mod) {
-		err := unloadModule(mod, o.deadline())
+		err := unloadModule(mod, o.DeadlineOr(DefaultDeadline))
 		os.Remove(h.recordPath(f.ID))
 		return errors.Join(fmt.Errorf("update %s: module %s loaded but made no livepatch of that name", f.ID, mod), err)
 	}
-	if err := h.waitTransition(mod, o.deadline(), true, o); err != nil {
-		o.logf("transition timed out; reversing")
+	if err := h.waitTransition(mod, o.DeadlineOr(DefaultDeadline), true, o); err != nil {
+		o.Logf("transition timed out; reversing")
 		if rerr := h.reverse(mod, o); rerr != nil {
 			return fmt.Errorf("update %s: %w; reversing it failed too: %v (see /sys/kernel/livepatch/%s)", f.ID, err, rerr, mod)
 		}
 		os.Remove(h.recordPath(f.ID))
 		return fmt.Errorf("update %s: %w; reversed, nothing applied", f.ID, err)
 	}
-	o.logf("livepatch %s enabled, transition took %v", mod, time.Since(start).Round(time.Millisecond))
+	o.Logf("livepatch %s enabled, transition took %v", mod, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -293,10 +278,10 @@ func (h *Host) reverse(mod string, o Options) error {
 	if err := h.writeFlag(mod, "enabled", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("disable livepatch %s: %w", mod, err)
 	}
-	if err := h.waitTransition(mod, o.deadline(), false, o); err != nil {
+	if err := h.waitTransition(mod, o.DeadlineOr(DefaultDeadline), false, o); err != nil {
 		return err
 	}
-	return unloadModule(mod, o.deadline())
+	return unloadModule(mod, o.DeadlineOr(DefaultDeadline))
 }
 
 // verify run-pre matches every replaced function of f against the running
@@ -327,7 +312,7 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 		obj := objectModule(t.Path)
 		if obj != "" && !ks.HasModule(obj) {
 			// livepatch patches the module when it loads; nothing runs it now.
-			o.logf("module %s is not loaded: its functions are patched when it loads, unverified", obj)
+			o.Logf("module %s is not loaded: its functions are patched when it loads, unverified", obj)
 		}
 		m := &matcher{ks: ks, syms: t.Symbols, module: obj, known: map[int]uint64{}, read: mem.ReadMem, secs: t.Sections}
 		for _, fn := range t.Functions {
@@ -355,7 +340,7 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 			if err != nil {
 				return nil, err
 			}
-			o.logf("run-pre matched %s at %#x", fn.Name, addr)
+			o.Logf("run-pre matched %s at %#x", fn.Name, addr)
 		}
 	}
 	return out, nil
@@ -455,7 +440,7 @@ func (h *Host) Undo(id string, o Options) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
-	unlock, err := h.lockWait(o.deadline(), o)
+	unlock, err := h.lockWait(o.DeadlineOr(DefaultDeadline), o)
 	if err != nil {
 		return err
 	}
@@ -482,7 +467,7 @@ func (h *Host) Undo(id string, o Options) error {
 		}
 	}
 	if !h.patchLoaded(mod) {
-		if err := unloadModule(mod, o.deadline()); err != nil {
+		if err := unloadModule(mod, o.DeadlineOr(DefaultDeadline)); err != nil {
 			return err
 		}
 		os.Remove(h.recordPath(id))
@@ -490,8 +475,8 @@ func (h *Host) Undo(id string, o Options) error {
 	}
 	if tr, _ := h.readFlag(mod, "transition"); tr {
 		// Its own apply is gone (the lock is ours): wait for it as apply would.
-		o.logf("livepatch %s is still in transition; waiting", mod)
-		if err := h.waitTransition(mod, o.deadline(), true, o); err != nil {
+		o.Logf("livepatch %s is still in transition; waiting", mod)
+		if err := h.waitTransition(mod, o.DeadlineOr(DefaultDeadline), true, o); err != nil {
 			return fmt.Errorf("update %s: a transition of livepatch %s is still running: %w", id, mod, err)
 		}
 	}
@@ -502,21 +487,21 @@ func (h *Host) Undo(id string, o Options) error {
 			}
 			return fmt.Errorf("update %s: disable livepatch %s: %w", id, mod, err)
 		}
-		if err := h.waitTransition(mod, o.deadline(), false, o); err != nil {
+		if err := h.waitTransition(mod, o.DeadlineOr(DefaultDeadline), false, o); err != nil {
 			// Put the update back as it was rather than leave it half out.
 			if werr := h.writeFlag(mod, "enabled", "1"); werr == nil {
-				_ = h.waitTransition(mod, o.deadline(), true, o)
+				_ = h.waitTransition(mod, o.DeadlineOr(DefaultDeadline), true, o)
 			}
 			return fmt.Errorf("update %s: %w; left applied", id, err)
 		}
 	}
-	if err := unloadModule(mod, o.deadline()); err != nil {
+	if err := unloadModule(mod, o.DeadlineOr(DefaultDeadline)); err != nil {
 		return fmt.Errorf("update %s: %w", id, err)
 	}
 	if err := os.Remove(h.recordPath(id)); err != nil {
 		return fmt.Errorf("update %s: unloaded, but: %w", id, err)
 	}
-	o.logf("livepatch %s disabled and unloaded", mod)
+	o.Logf("livepatch %s disabled and unloaded", mod)
 	return nil
 }
 

@@ -87,7 +87,7 @@ func (h *Host) waitTransition(name string, deadline time.Duration, patching bool
 		}
 		if el >= nextSignal {
 			_ = h.writeFlag(name, "signal", "1") // best effort: absent on old kernels
-			o.logf("livepatch %s: transition running for %v; signalled the tasks not switched: %s", name, el.Round(time.Second), h.stragglers(patching))
+			o.Logf("livepatch %s: transition running for %v; signalled the tasks not switched: %s", name, el.Round(time.Second), h.stragglers(patching))
 			nextSignal += 3 * time.Second
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -124,11 +124,11 @@ func (h *Host) loadWaiting(ko []byte, mod string, o Options) error {
 			return err
 		}
 		el := time.Since(start)
-		if el >= o.deadline() {
-			return fmt.Errorf("%w, still after %v (%s)", err, o.deadline().Round(time.Second), h.transitions())
+		if el >= o.DeadlineOr(DefaultDeadline) {
+			return fmt.Errorf("%w, still after %v (%s)", err, o.DeadlineOr(DefaultDeadline).Round(time.Second), h.transitions())
 		}
 		if el >= next {
-			o.logf("waiting for another livepatch transition (%s)", h.transitions())
+			o.Logf("waiting for another livepatch transition (%s)", h.transitions())
 			next += 3 * time.Second
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -17,10 +17,10 @@ func (k hostTarget) String() string { return "the kernel" }
 func (k hostTarget) Kind() string   { return update.KindKernel }
 
 func (k hostTarget) Apply(f *update.File, o target.Options) error {
-	return k.h.Apply(f, Options{o})
+	return k.h.Apply(f, o)
 }
 
-func (k hostTarget) Undo(id string, o target.Options) error { return k.h.Undo(id, Options{o}) }
+func (k hostTarget) Undo(id string, o target.Options) error { return k.h.Undo(id, o) }
 
 // Applied lists livesplice's loaded updates; Status is livepatch's state
 // ("enabled", "transition", "disabled", "unloaded").
