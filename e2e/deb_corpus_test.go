@@ -48,7 +48,7 @@ func debCorpusCase(t *testing.T, dir, source, lib, ldflags string, replaced []st
 	f := readUpdate(t, upd)
 	var tg *update.Target
 	for i := range f.Targets {
-		if f.Targets[i].Path == lib {
+		if filepath.Base(f.Targets[i].Path) == filepath.Base(lib) { // /lib or /usr/lib
 			tg = &f.Targets[i]
 		}
 	}

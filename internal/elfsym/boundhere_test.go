@@ -36,6 +36,12 @@ func TestBoundHere(t *testing.T) {
 	if h := tab.BoundHere("helper", ""); len(h) != 1 || h[0].Size == 0 {
 		t.Errorf("BoundHere(helper) = %v, want the one demoted local", h)
 	}
+	if h := tab.Demoted("helper"); len(h) != 1 {
+		t.Errorf("Demoted(helper) = %v, want the one demoted local", h)
+	}
+	if h := tab.Demoted("st"); h != nil {
+		t.Errorf("Demoted(st) = %v, want nil (statics of source files)", h)
+	}
 	if h := tab.Local("", "helper"); len(h) != 1 {
 		t.Errorf("Local(\"\", helper) = %v, want it once", h)
 	}

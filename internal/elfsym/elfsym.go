@@ -194,12 +194,15 @@ func (t *Table) Room(v uint64) uint64 {
 	return 0
 }
 
-// addLocal indexes a static symbol by its file and name, and by its name
-// alone (once, for a symbol of the linker's own scope, whose file is "").
+// addLocal indexes a static symbol by its file and name, by its name alone
+// (once, for a symbol of the linker's own scope, whose file is ""), and
+// the linker's own ones apart (Demoted).
 func (t *Table) addLocal(y Sym) {
 	t.locals[y.File+"\x00"+y.Name] = append(t.locals[y.File+"\x00"+y.Name], y)
 	if y.File != "" {
 		t.locals["\x00"+y.Name] = append(t.locals["\x00"+y.Name], y)
+	} else {
+		t.locals["\x00"+y.Name+"\x00"] = append(t.locals["\x00"+y.Name+"\x00"], y)
 	}
 }
 
@@ -213,23 +216,19 @@ func (t *Table) Local(file, name string) []Sym { return t.locals[file+"\x00"+nam
 // the locals called name in the linker's own scope (the symbols after the
 // empty STT_FILE that ld puts before them, or a recovered table's "");
 // failing that, the locals of that name in source file file; failing
-// that, the one local of that name if there is only one. It returns nil
-// when the file defines name globally, since then that definition is the
-// one references bind to.
+// that, the one local of that name if there is only one (which may also
+// be an unrelated static: a caller that can find the name elsewhere, in
+// another library, tries that first; run-pre matching proves a replaced
+// function). It returns nil when the file defines name globally, since
+// then that definition is the one references bind to.
 func (t *Table) BoundHere(name, file string) []Sym {
 	if len(t.globals[name]) > 0 {
 		return nil
 	}
+	if d := t.Demoted(name); len(d) > 0 {
+		return d
+	}
 	if s := t.locals["\x00"+name]; len(s) > 0 {
-		var out []Sym
-		for _, y := range s {
-			if y.File == "" {
-				out = append(out, y)
-			}
-		}
-		if len(out) > 0 {
-			return out
-		}
 		if file != "" {
 			if f := t.locals[file+"\x00"+name]; len(f) > 0 {
 				return f
@@ -240,6 +239,17 @@ func (t *Table) BoundHere(name, file string) []Sym {
 		}
 	}
 	return nil
+}
+
+// Demoted returns the locals called name in the linker's own scope (after
+// the empty STT_FILE ld puts before the symbols it made local, or a
+// recovered table's ""), unless the file defines name globally: certainly
+// a global of the objects that the linker bound inside the file.
+func (t *Table) Demoted(name string) []Sym {
+	if len(t.globals[name]) > 0 {
+		return nil
+	}
+	return t.locals["\x00"+name+"\x00"]
 }
 
 // Global returns the defined global symbols called name, default versions

@@ -294,7 +294,7 @@ func (f finder) Candidates(y update.Symbol) ([]runpre.Candidate, error) {
 // their addresses, read from the running code, are learned and checked
 // like a static's, and the new code's references use them.
 func (f finder) BoundLocally(y update.Symbol) bool {
-	return y.Kind == update.SymGlobal && len(f.mod.table.BoundHere(y.Name, y.File)) > 0
+	return y.Kind == update.SymGlobal && len(f.mod.table.Demoted(y.Name)) > 0
 }
 
 func (f finder) Follow(addr uint64) (uint64, uint64, bool) {
@@ -683,12 +683,10 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 	if v, ok := p.match.Learned[si]; ok {
 		return v, nil
 	}
-	if here := p.mod.table.BoundHere(y.Name, y.File); len(here) > 0 {
-		// Hidden in the target object: no other object can provide it.
-		if len(here) > 1 {
-			return 0, fmt.Errorf("symbol %s is local to %s in %d places and no replaced function uses it", y.Name, p.mod.path, len(here))
-		}
-		return p.mod.bias + here[0].Value, nil
+	// Hidden in the target object (the linker made it local there): the
+	// static linker bound every reference inside the object to it.
+	if here := p.mod.table.Demoted(y.Name); len(here) > 0 {
+		return p.mod.hiddenAddr(y.Name, here)
 	}
 	mods := append([]*module{p.mod}, s.mods...)
 	for _, m := range mods {
@@ -710,6 +708,11 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 			return addr, nil
 		}
 	}
+	// A local of that name the linker may have made of it outside its
+	// own scope, when no loaded object defines the name.
+	if here := p.mod.table.BoundHere(y.Name, y.File); len(here) > 0 {
+		return p.mod.hiddenAddr(y.Name, here)
+	}
 	if d := s.rec.Defined("", y.Name); len(d) > 0 {
 		return d[len(d)-1].Addr, nil
 	}
@@ -719,4 +722,13 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 		return 0, fmt.Errorf("%s not found: the update uses the shadow variable runtime of the earlier update it was built on, which is not applied to this process (apply that one first)", y.Name)
 	}
 	return 0, fmt.Errorf("symbol %s not found in %s or any loaded library (the new code needs a library the process has not loaded)", y.Name, p.mod.path)
+}
+
+// hiddenAddr is where a global symbol that the linker made local to the
+// module runs, if that is one place.
+func (m *module) hiddenAddr(name string, here []elfsym.Sym) (uint64, error) {
+	if len(here) > 1 {
+		return 0, fmt.Errorf("symbol %s is local to %s in %d places and no replaced function uses it", name, m.path, len(here))
+	}
+	return m.bias + here[0].Value, nil
 }
