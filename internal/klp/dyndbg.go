@@ -22,10 +22,11 @@ import (
 // the format>, k counting the function's descriptors. An unchanged function
 // then refers to a descriptor of the same name in pre and post (no change);
 // a descriptor whose message changed has another name (its function
-// changes). The pre object's __dyndbg is set aside as metadata; the post
-// object's is renamed __dyndbG, which has no pre twin, so the differ
-// carries it whole into the module when new code refers to it, and the
-// module gets it back as __dyndbg.
+// changes). Both objects' descriptor sections are set aside as metadata
+// (the differ compares no descriptor data); the post object's is renamed
+// __dyndbG, so it has no pre twin and the differ carries it whole into the
+// module when new code refers to it; the module gets it back as a
+// writable __dyndbg.
 
 const (
 	dyndbgSection  = "__dyndbg"

@@ -72,7 +72,9 @@ func (m *moduleBuilder) addUnit(u Unit, t *update.Target) error {
 		typ, flags := elfFlags(s.Kind)
 		name := s.Name
 		if name == dyndbgCarried {
-			name = dyndbgSection // registered by the module loader
+			// Registered by the module loader, which writes the
+			// descriptors' flags and keys.
+			name, flags = dyndbgSection, elf.SHF_ALLOC|elf.SHF_WRITE
 		}
 		os := &outSection{name: name, typ: typ, flags: flags, align: s.Align, data: s.Data, size: s.Size}
 		mi := m.obj.addSection(os)

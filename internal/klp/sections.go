@@ -74,7 +74,7 @@ func metadata(name string) bool {
 			return true
 		}
 	}
-	return name == ".init" || name == "__tracepoints_strings" || name == dyndbgSection
+	return name == ".init" || name == "__tracepoints_strings" || name == dyndbgSection || name == dyndbgCarried
 }
 
 // neutralize returns a copy of a relocatable object in which every kernel

@@ -156,6 +156,16 @@ func TestBuildDyndbg(t *testing.T) {
 	if got := relocTargets(t, o, ".text.show"); !got[dyndbgSection] {
 		t.Errorf("the new show does not refer to the module's descriptors: %v", got)
 	}
+	// No new descriptor: every descriptor of the section has a pre twin
+	// and a moved line.
+	post1 := compileSrc(t, strings.NewReplacer("TOP", "\n\n", "EXTRA", `printk("x");`).Replace(src))
+	r1, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post1}}, map[string]bool{"printk": true, "dd_print": true})
+	if err != nil {
+		t.Fatalf("lines moved: %v", err)
+	}
+	if got := replaced(r1); len(got) != 1 || got[0] != "show" {
+		t.Fatalf("lines moved: replaced %v, want [show]", got)
+	}
 	// The same patch with the existing descriptor's message changed and
 	// nothing else: show changes (its descriptor is another one).
 	post2 := compileSrc(t, strings.NewReplacer("TOP", "", "EXTRA", "", `DBG("show %d\n")`, `DBG("show: %d\n")`).Replace(src))
