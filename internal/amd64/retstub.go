@@ -53,10 +53,10 @@ func ReturnStub(at, pending, target uint64) ([]byte, error) {
 	b = append(b, 0xc6, 0x05)
 	b = binary.LittleEndian.AppendUint32(b, uint32(int32(int64(pending-end))))
 	b = append(b, 0x00)
-	b = append(b, 0x50, 0x51, 0x41, 0x53)                // push %rax; push %rcx; push %r11
+	b = append(b, 0x50, 0x51, 0x41, 0x53)                  // push %rax; push %rcx; push %r11
 	b = append(b, 0xb8, ReturnStubNr, 0, 0, 0, 0x0f, 0x05) // mov $39,%eax; syscall
-	b = append(b, 0x41, 0x5b, 0x59, 0x58)                // pop %r11; pop %rcx; pop %rax
-	b = append(b, 0xff, 0x25)                            // jmp *target(%rip)
+	b = append(b, 0x41, 0x5b, 0x59, 0x58)                  // pop %r11; pop %rcx; pop %rax
+	b = append(b, 0xff, 0x25)                              // jmp *target(%rip)
 	b = binary.LittleEndian.AppendUint32(b, uint32(int32(int64(target-(at+ReturnStubCodeSize)))))
 	for len(b) < ReturnStubSize {
 		b = append(b, 0xcc) // never reached: the jmp above always leaves

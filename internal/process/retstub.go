@@ -29,16 +29,21 @@ import (
 //	        pending byte (1 while a redirect to the stub is outstanding);
 //	        then the registered byte (the .eh_frame was handed to libgcc)
 const (
-	stubMappingName = "livesplice-stubs"
-	stubMappingPath = "/memfd:" + stubMappingName + " (deleted)"
-	stubCount       = 64
-	stubDataSize    = 16
-	stubRegionSize  = 3 * page
+	stubMappingName   = "livesplice-stubs"
+	stubMappingPath   = "/memfd:" + stubMappingName + " (deleted)"
+	stubCount         = 64
+	stubDataSize      = 16
+	stubRegionSize    = 3 * page
 	stubRegisteredOff = stubCount * stubDataSize // in the data page
 )
 
-// stubRegion is the process's return stub region.
-type stubRegion struct{ addr uint64 }
+// stubRegion is the process's return stub region: addr once found in
+// the maps (its frames then go to every unwinder), ready once its code
+// was checked or written (ensureStubs).
+type stubRegion struct {
+	addr  uint64
+	ready bool
+}
 
 func (r stubRegion) code(i int) uint64    { return r.addr + uint64(i)*amd64.ReturnStubSize }
 func (r stubRegion) entry(i int) uint64   { return r.code(i) + amd64.ReturnStubEntry }
@@ -68,10 +73,23 @@ func (r stubRegion) images() ([]byte, []byte, error) {
 	return code, amd64.ReturnStubFrames(r.frames(), r.addr, r.target(0), stubCount), nil
 }
 
+// findStubs finds the region by its name: its pages show as up to three
+// mappings (one per protection) of the same memfd, at offsets that match
+// their addresses.
 func findStubs(maps []procfs.Mapping) (stubRegion, bool) {
-	for _, m := range maps {
-		if m.Path == stubMappingPath && m.End-m.Start == stubRegionSize {
-			return stubRegion{m.Start}, true
+	for i, m := range maps {
+		if m.Path != stubMappingPath || m.Offset != 0 {
+			continue
+		}
+		end := m.Start
+		for _, n := range maps[i:] {
+			if n.Path != stubMappingPath || n.Inode != m.Inode || n.Start != end || n.Offset != n.Start-m.Start {
+				break
+			}
+			end = n.End
+		}
+		if end-m.Start == stubRegionSize {
+			return stubRegion{addr: m.Start}, true
 		}
 	}
 	return stubRegion{}, false
@@ -97,7 +115,7 @@ func (s *session) addStubFrames(u *unwind.Unwinder) {
 // leaves a region whose code is checked and written again next time;
 // nothing is redirected to a region before it is complete.
 func (s *session) ensureStubs() error {
-	if s.stubs.addr != 0 {
+	if s.stubs.ready {
 		return nil
 	}
 	r, found := findStubs(s.maps)
@@ -127,7 +145,7 @@ func (s *session) ensureStubs() error {
 		if err := s.munmap(chain, page); err != nil {
 			s.opt.logf("return stubs: unmap %#x: %v", chain, err)
 		}
-		r = stubRegion{addr}
+		r = stubRegion{addr: addr}
 	}
 	code, eh, err := r.images()
 	if err != nil {
@@ -151,6 +169,7 @@ func (s *session) ensureStubs() error {
 			return fmt.Errorf("return stubs: %w", err)
 		}
 	}
+	r.ready = true
 	s.stubs = r
 	return nil
 }

@@ -210,7 +210,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			return fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline())
 		}
 		var watch map[int]uint64
-		if !noStubs && s.stubs.addr == 0 {
+		if !noStubs && !s.stubs.ready {
 			if err := s.ensureStubs(); err != nil {
 				// A process that refuses memfds (seccomp) is waited for
 				// the old way.
@@ -231,7 +231,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 				}
 			}
 		}
-		if s.stubs.addr != 0 {
+		if s.stubs.ready {
 			watch, err = s.redirectBusy(b, spans, &reds)
 			if err != nil {
 				s.unredirect(reds, held)
@@ -245,6 +245,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			for tid := range reached {
 				held[tid] = true
 			}
+			s.opt.logf("safety check: %d busy threads sent through return stubs, %d held there", len(watch), len(reached))
 			if err != nil && !errors.Is(err, ptrace.ErrTimeout) {
 				s.stopWorld()
 				s.unredirect(reds, held)
@@ -369,6 +370,9 @@ func (s *session) addFrames(u *unwind.Unwinder) {
 // usually), so that little is left to parse while the world is stopped.
 func (s *session) unwinder() *unwind.Unwinder {
 	s.cache = &pageCache{mem: s.p}
+	if r, ok := findStubs(s.maps); ok {
+		s.stubs = r // an earlier livesplice's: returns may be pending through it
+	}
 	u := unwind.New(s.pid, s.maps, s.cache)
 	s.readFrames()
 	s.addFrames(u)
