@@ -192,6 +192,7 @@ func (s *session) registerStubFrames(held map[int]bool) (bool, error) {
 		return false, nil
 	}
 	if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, withWorker(held, s.worker), time.Now()); err != nil {
+		s.stopWorld()
 		return true, err
 	}
 	_, err := s.p.Call(reg, frameCallTimeout, s.stubs.frames())
