@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,5 +68,47 @@ func TestBusyCrowd(t *testing.T) {
 	}
 	if got := p.query("q"); !strings.HasSuffix(got, " wrong=0") {
 		t.Fatalf("after 10 rounds: %s", got)
+	}
+}
+
+// A C++ thread inside the replaced function leaves it by returning or by
+// throwing, in turn. An exception thrown while its return is sent through
+// a stub must reach the caller's catch (libgcc is handed the stubs' call
+// frame information), both while livesplice waits and after a livesplice
+// killed with the redirect in place.
+func TestBusyThrowing(t *testing.T) {
+	p, upd := prepare(t, "cxx_sleeper")
+	caught := func(when, value string) int {
+		t.Helper()
+		got := p.query("q")
+		var v, c int
+		if _, err := fmt.Sscanf(got, "value=%d caught=%d", &v, &c); err != nil || fmt.Sprint(v) != value {
+			t.Fatalf("%s: %q (want value=%s)", when, got, value)
+		}
+		return c
+	}
+	last := caught("before", "1")
+	for i := 0; i < 5; i++ {
+		mustRun(t, "apply", "--deadline", "5s", "--pid", p.pid(), upd)
+		caught(fmt.Sprintf("round %d after apply", i), "2")
+		mustRun(t, "undo", "--deadline", "5s", "--pid", p.pid(), "fix")
+		c := caught(fmt.Sprintf("round %d after undo", i), "1")
+		if c <= last {
+			t.Fatalf("round %d: no exception caught since (%d, %d before)", i, c, last)
+		}
+		last = c
+	}
+	// Killed with the return slot pointing at the stub and no tracer: the
+	// thread's next exit from work, a return or an exception, goes
+	// through the stub on its own.
+	for _, pt := range []string{"safety:redirect:2", "safety:held"} {
+		killedAt(t, pt, "apply", "--pid", p.pid(), upd)
+		for k := 0; k < 3; k++ {
+			c := caught(pt, "1")
+			if c <= last {
+				t.Fatalf("%s: no exception caught since (%d, %d before)", pt, c, last)
+			}
+			last = c
+		}
 	}
 }

@@ -355,12 +355,14 @@ func (s *session) redirectBusy(b []busy, spans []span, reds *[]redirect) (map[in
 
 // unredirect puts back, with the world stopped, every return slot of
 // ours that its thread did not take (still holding the stub's entry),
-// and frees the stubs: the returns that were taken cleared their pending
-// byte themselves.
-func (s *session) unredirect(reds []redirect, reached map[int]bool) {
+// and frees those stubs; taken (thread: the stub it stopped at) are the
+// returns taken, which cleared their pending byte themselves. A redirect
+// not taken whose slot no longer holds the entry belongs to a frame left
+// another way (an exception, longjmp): its stub is free as well.
+func (s *session) unredirect(reds []redirect, taken map[int]int) {
 	var writes []ptrace.Write
 	for _, r := range reds {
-		if !r.ours || reached[r.tid] {
+		if i, ok := taken[r.tid]; !r.ours || ok && i == r.stub {
 			continue
 		}
 		var w [8]byte

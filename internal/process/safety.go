@@ -192,22 +192,28 @@ func checkThread(u *unwind.Unwinder, spans []span, tid int, regs *unix.PtraceReg
 func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 	deadline := time.Now().Add(s.opt.deadline())
 	backoff := time.Millisecond
+	// A redirected thread may leave its frame another way (an exception,
+	// longjmp) and never come to its stub: each round of waiting is
+	// bounded, growing, and the next round redirects it again.
+	round := 50 * time.Millisecond
 	var reds []redirect
 	held := map[int]bool{}
+	taken := map[int]int{} // held threads: the stub each stopped at
 	noStubs := false
+	fail := func(err error) error {
+		s.unredirect(reds, taken)
+		return err
+	}
 	for tries := 1; ; tries++ {
 		b, err := s.check(u, spans)
 		if err != nil {
-			s.unredirect(reds, held)
-			return err
+			return fail(err)
 		}
 		if len(b) == 0 {
-			s.unredirect(reds, held)
-			return nil
+			return fail(nil)
 		}
 		if time.Now().After(deadline) {
-			s.unredirect(reds, held)
-			return fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline())
+			return fail(fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline()))
 		}
 		var watch map[int]uint64
 		if !noStubs && !s.stubs.ready {
@@ -219,13 +225,11 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			} else {
 				resumed, err := s.registerStubFrames(held)
 				if err != nil {
-					s.unredirect(reds, held)
-					return err
+					return fail(err)
 				}
 				if resumed {
 					if err := s.again(&u); err != nil {
-						s.unredirect(reds, held)
-						return err
+						return fail(err)
 					}
 					continue
 				}
@@ -234,34 +238,38 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 		if s.stubs.ready {
 			watch, err = s.redirectBusy(b, spans, &reds)
 			if err != nil {
-				s.unredirect(reds, held)
-				return err
+				return fail(err)
 			}
 		}
 		s.clean = nil // every thread runs again: check all next time
 		if len(watch) > 0 {
 			fault.Point("safety:redirected")
-			reached, err := s.p.RunToStubs(watch, amd64.ReturnStubNr, held, deadline)
+			until := time.Now().Add(round)
+			if until.After(deadline) {
+				until = deadline
+			}
+			reached, err := s.p.RunToStubs(watch, amd64.ReturnStubNr, held, until)
 			for tid := range reached {
 				held[tid] = true
+				taken[tid] = s.stubs.index(watch[tid])
 			}
 			s.opt.logf("safety check: %d busy threads sent through return stubs, %d held there", len(watch), len(reached))
 			if err != nil && !errors.Is(err, ptrace.ErrTimeout) {
 				s.stopWorld()
-				s.unredirect(reds, held)
-				return err
+				return fail(err)
 			}
+			round = min(2*round, time.Second)
 			fault.Point("safety:held")
 		} else {
 			if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, held, deadline); err != nil {
-				return err
+				s.stopWorld()
+				return fail(err)
 			}
 			time.Sleep(backoff)
 			backoff = min(backoff*2, 100*time.Millisecond)
 		}
 		if err := s.again(&u); err != nil {
-			s.unredirect(reds, held)
-			return err
+			return fail(err)
 		}
 	}
 }
