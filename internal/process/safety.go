@@ -260,6 +260,12 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			}
 			round = min(2*round, time.Second)
 			fault.Point("safety:held")
+			if len(reached) == 0 {
+				// None came (a process stopped by a signal stays
+				// stopped): do not spin.
+				time.Sleep(backoff)
+				backoff = min(backoff*2, 100*time.Millisecond)
+			}
 		} else {
 			if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, held, deadline); err != nil {
 				s.stopWorld()
