@@ -124,6 +124,58 @@ func TestCrashAtEveryPoint(t *testing.T) {
 		crashState(t, p, pt)
 		settle(t, p, upd, pt)
 	}
+	crashAtRedirects(t)
+}
+
+// crashAtRedirects kills livesplice at every step of sending busy
+// threads' returns through stubs (process/retstub.go), on a program whose
+// thread is always inside the replaced function: the stub region made,
+// a stub's target written, the return slot written, the threads let run,
+// the threads held at their stubs. Each time the program goes on, its
+// thread leaves through the stub with no livesplice to catch it, show
+// tells the truth, and ordinary apply and undo work.
+func crashAtRedirects(t *testing.T) {
+	p, upd := prepare(t, "sleeper")
+	check := func(when string) bool {
+		t.Helper()
+		got := p.query("q")
+		isNew := strings.HasPrefix(got, "value=2 ")
+		if !isNew && !strings.HasPrefix(got, "value=1 ") {
+			t.Fatalf("%s: unexpected answer %q", when, got)
+		}
+		r := mustRun(t, "show", "--pid", p.pid(), "--json")
+		shownNew := strings.Contains(r.stdout, `"running": "new"`)
+		if shownNew != isNew {
+			t.Fatalf("%s: show says %s, but the program answers %q", when, r.stdout, got)
+		}
+		return isNew
+	}
+	settleSleeper := func(when string) {
+		t.Helper()
+		r := run(t, "apply", "--pid", p.pid(), upd)
+		if r.exit != 0 && r.exit != 6 {
+			t.Fatalf("%s: follow-up apply: exit %d: %s", when, r.exit, r.stderr)
+		}
+		if !check(when + ", follow-up apply") {
+			t.Fatalf("%s: follow-up apply left the old code running", when)
+		}
+		mustRun(t, "undo", "--pid", p.pid(), "fix")
+		if check(when + ", follow-up undo") {
+			t.Fatalf("%s: follow-up undo left the new code running", when)
+		}
+	}
+	points := []string{"safety:stubs-mapped", "safety:redirect:1", "safety:redirect:2", "safety:redirected", "safety:held"}
+	for _, pt := range points {
+		killedAt(t, pt, "apply", "--pid", p.pid(), upd)
+		check("apply " + pt)
+		settleSleeper("apply " + pt)
+	}
+	for _, pt := range points[1:] {
+		mustRun(t, "apply", "--pid", p.pid(), upd)
+		killedAt(t, pt, "undo", "--pid", p.pid(), "fix")
+		check("undo " + pt)
+		settleSleeper("undo " + pt)
+	}
 }
 
 // SIGKILL at random instants of apply and undo.

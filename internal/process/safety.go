@@ -1,15 +1,19 @@
 package process
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sort"
 	"sync"
-
-	"golang.org/x/sys/unix"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"livesplice/internal/amd64"
+	"livesplice/internal/fault"
 	"livesplice/internal/procfs"
+	"livesplice/internal/ptrace"
 	"livesplice/internal/unwind"
 )
 
@@ -20,10 +24,15 @@ type span struct {
 	name   string
 }
 
-// busy describes a thread found inside a span.
+// busy describes a thread as the check saw it; inside a span if name is
+// not empty.
 type busy struct {
-	tid  int
-	name string
+	tid      int
+	name     string
+	rip      uint64
+	frames   []unwind.Frame
+	complete bool     // frames unwound to the end of the stack
+	words    []uint64 // every stack word, where unwinding failed
 }
 
 func inSpans(spans []span, pc uint64) (string, bool) {
@@ -56,10 +65,14 @@ func (s *session) check(u *unwind.Unwinder, spans []span) ([]busy, error) {
 	sort.Ints(tids)
 	results, errs := checkThreads(u, spans, all, tids)
 	var out []busy
+	if s.views == nil {
+		s.views = map[int]busy{}
+	}
 	for i := range tids {
 		if errs[i] != nil {
 			return nil, errs[i]
 		}
+		s.views[tids[i]] = results[i]
 		if results[i].name != "" {
 			out = append(out, results[i])
 		}
@@ -122,17 +135,20 @@ func (s *session) precheck(u *unwind.Unwinder, spans []span) {
 	}
 	s.cache.reset()
 	results, errs := checkThreads(u, spans, all, blocked)
+	s.views = map[int]busy{}
 	for i, tid := range blocked {
 		if errs[i] == nil && results[i].name == "" {
 			s.clean[tid] = true
+			s.views[tid] = results[i]
 		}
 	}
 }
 
 // checkThread tells whether one thread is inside a span (name empty: no).
 func checkThread(u *unwind.Unwinder, spans []span, tid int, regs *unix.PtraceRegs) (busy, error) {
-	b := busy{tid: tid}
+	b := busy{tid: tid, rip: regs.Rip}
 	frames, uerr := u.Unwind(regs, 512)
+	b.frames, b.complete = frames, uerr == nil
 	for i, f := range frames {
 		pc := f.PC
 		if i > 0 {
@@ -150,6 +166,7 @@ func checkThread(u *unwind.Unwinder, spans []span, tid int, regs *unix.PtraceReg
 		if werr != nil {
 			return b, fmt.Errorf("thread %d: %w", tid, werr)
 		}
+		b.words = words
 		for _, w := range words {
 			if name, ok := inSpans(spans, w); ok {
 				b.name = name
@@ -160,40 +177,120 @@ func checkThread(u *unwind.Unwinder, spans []span, tid int, regs *unix.PtraceReg
 }
 
 // waitSafe returns with every thread stopped and none inside spans, or
-// ErrBusy after the deadline: while a thread is inside, the whole process
-// runs a little and is checked again, with back-off. (Letting a busy thread
-// run alone to a breakpoint at its return address would be quicker, but a
-// livesplice killed meanwhile would leave the breakpoint to kill the
-// program; see docs/reliability.md.)
+// ErrBusy after the deadline. A busy thread whose stack unwinds exactly
+// has the return address of its outermost frame inside spans sent through
+// a return stub (retstub.go); the process runs, each such thread under
+// PTRACE_SYSCALL until it makes its stub's system call, where it is held
+// stopped (it cannot re-enter), while the others run on. Once every
+// redirected thread is held, the world is stopped and checked again:
+// threads that entered meanwhile are redirected in turn, so each round
+// holds at least one more thread and the check ends when none is busy.
+// A busy thread that cannot be redirected is waited for the old way: the
+// process runs a little and is checked again, with back-off. Nothing is
+// left for the program to trip on if livesplice dies: stubs forward to
+// the original return address by themselves.
 func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 	deadline := time.Now().Add(s.opt.deadline())
 	backoff := time.Millisecond
+	// A redirected thread may leave its frame another way (an exception,
+	// longjmp) and never come to its stub: each round of waiting is
+	// bounded, growing, and the next round redirects it again.
+	round := 50 * time.Millisecond
+	var reds []redirect
+	held := map[int]bool{}
+	taken := map[int]int{} // held threads: the stub each stopped at
+	noStubs := false
+	fail := func(err error) error {
+		s.unredirect(reds, taken)
+		return err
+	}
 	for tries := 1; ; tries++ {
 		b, err := s.check(u, spans)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		if len(b) == 0 {
-			return nil
+			return fail(nil)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline())
+			return fail(fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline()))
+		}
+		var watch map[int]uint64
+		if !noStubs && !s.stubs.ready {
+			if err := s.ensureStubs(); err != nil {
+				// A process that refuses memfds (seccomp) is waited for
+				// the old way.
+				s.opt.logf("safety check: no return stubs (%v); waiting for busy threads instead", err)
+				noStubs = true
+			} else {
+				resumed, err := s.registerStubFrames(held)
+				if err != nil {
+					return fail(err)
+				}
+				if resumed {
+					if err := s.again(&u); err != nil {
+						return fail(err)
+					}
+					continue
+				}
+			}
+		}
+		if s.stubs.ready {
+			watch, err = s.redirectBusy(b, spans, &reds)
+			if err != nil {
+				return fail(err)
+			}
 		}
 		s.clean = nil // every thread runs again: check all next time
-		if err := s.p.Resume(); err != nil {
-			return err
+		if len(watch) > 0 {
+			fault.Point("safety:redirected")
+			until := time.Now().Add(round)
+			if until.After(deadline) {
+				until = deadline
+			}
+			reached, err := s.p.RunToStubs(watch, amd64.ReturnStubNr, held, until)
+			for tid := range reached {
+				held[tid] = true
+				taken[tid] = s.stubs.index(watch[tid])
+			}
+			s.opt.logf("safety check: %d busy threads sent through return stubs, %d held there", len(watch), len(reached))
+			if err != nil && !errors.Is(err, ptrace.ErrTimeout) {
+				s.stopWorld()
+				return fail(err)
+			}
+			round = min(2*round, time.Second)
+			fault.Point("safety:held")
+			if len(reached) == 0 {
+				// None came (a process stopped by a signal stays
+				// stopped): do not spin.
+				time.Sleep(backoff)
+				backoff = min(backoff*2, 100*time.Millisecond)
+			}
+		} else {
+			if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, held, deadline); err != nil {
+				s.stopWorld()
+				return fail(err)
+			}
+			time.Sleep(backoff)
+			backoff = min(backoff*2, 100*time.Millisecond)
 		}
-		time.Sleep(backoff)
-		backoff = min(backoff*2, 100*time.Millisecond)
-		if err := s.stopWorld(); err != nil {
-			return err
+		if err := s.again(&u); err != nil {
+			return fail(err)
 		}
-		if err := s.refresh(); err != nil {
-			return err
-		}
-		u = unwind.New(s.pid, s.maps, s.cache)
-		s.addFrames(u)
 	}
+}
+
+// again stops the world and makes a fresh unwinder for the next check.
+func (s *session) again(u **unwind.Unwinder) error {
+	if err := s.stopWorld(); err != nil {
+		return err
+	}
+	if err := s.refresh(); err != nil {
+		return err
+	}
+	*u = unwind.New(s.pid, s.maps, s.cache)
+	s.addFrames(*u)
+	return nil
 }
 
 // pageCache serves the unwinder's many small reads of stacks from whole
@@ -279,6 +376,7 @@ func (s *session) addFrames(u *unwind.Unwinder) {
 	for _, f := range s.frames {
 		u.AddFrames(f.id, f.start, f.end, f.data, f.addr)
 	}
+	s.addStubFrames(u)
 }
 
 // unwinder makes an unwinder for the current maps and loads the unwind
@@ -286,6 +384,9 @@ func (s *session) addFrames(u *unwind.Unwinder) {
 // usually), so that little is left to parse while the world is stopped.
 func (s *session) unwinder() *unwind.Unwinder {
 	s.cache = &pageCache{mem: s.p}
+	if r, ok := findStubs(s.maps); ok {
+		s.stubs = r // an earlier livesplice's: returns may be pending through it
+	}
 	u := unwind.New(s.pid, s.maps, s.cache)
 	s.readFrames()
 	s.addFrames(u)

@@ -74,6 +74,8 @@ type session struct {
 	regs      map[int]unix.PtraceRegs // read by stopWorld, for the next check
 	lock      *targetLock             // per-process lock (lockTarget), held until detach
 	frames    []placedFrames          // applied updates' call frame information (readFrames)
+	stubs     stubRegion              // the return stub region, once found or made (retstub.go)
+	views     map[int]busy            // every thread as the last checks saw it
 }
 
 // attach seizes every thread of pid but stops only one, kept for remote
