@@ -229,3 +229,111 @@ func isNopXchg(b []byte) bool {
 	}
 	return len(b) == 1 && b[0] == 0x90
 }
+
+// HotPatchLead is how many bytes of padding before a function PaddedEntry
+// writes into: the 5-byte jmp rel32 that a 2-byte jmp rel8 at the entry
+// reaches (what Windows hot-patching does).
+const HotPatchLead = NearJumpSize
+
+// PaddedEntry redirects a function too short for a 5-byte jump and with
+// no padding after it through the padding before it: a jmp rel8 at addr
+// (2 bytes) to a jmp rel32 to stub at addr-5. before is the code from the
+// start of the symbol before the function (at beforeAddr) up to addr, of
+// which that symbol's size says the first symSize bytes are its own (0 if
+// the symbol has no size); code is the function's bytes. The padding
+// (the filler instructions that end before) may be used only if nothing
+// can run there: it covers everything after the symbol's size, is at
+// least 5 bytes, the instruction before it never falls through into it
+// (ret, jmp, ud2, hlt, int3; a call's return would land in it), and no
+// instruction before it branches into it. It returns the jump to write at
+// addr-HotPatchLead and how many bytes of the function's first whole
+// instructions the 2-byte jump displaces.
+func PaddedEntry(before []byte, beforeAddr uint64, symSize int, code []byte, addr, stub uint64) (jump []byte, n int, err error) {
+	if len(code) < 2 {
+		return nil, 0, fmt.Errorf("%w: %d byte(s), shorter than even a 2-byte jump", ErrNotSpliceable, len(code))
+	}
+	n, err = Displaced(code, 2)
+	if err != nil {
+		return nil, 0, err
+	}
+	// Decode what precedes the function; the padding is the run of
+	// filler instructions at its end.
+	type ins struct {
+		off  int
+		inst x86asm.Inst
+	}
+	var all []ins
+	padStart := -1
+	for off := 0; off < len(before); {
+		inst, err := decode(before[off:])
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: the code before it does not decode at %#x", ErrNotSpliceable, beforeAddr+uint64(off))
+		}
+		all = append(all, ins{off, inst})
+		if filler(before[off:], inst) {
+			if padStart < 0 {
+				padStart = off
+			}
+		} else {
+			padStart = -1
+		}
+		off += inst.Len
+	}
+	if padStart < 0 || len(before)-padStart < HotPatchLead {
+		pad := 0
+		if padStart >= 0 {
+			pad = len(before) - padStart
+		}
+		return nil, 0, fmt.Errorf("%w: shorter than a %d-byte jump, with %d bytes of padding before it", ErrNotSpliceable, NearJumpSize, pad)
+	}
+	if padStart > symSize && symSize > 0 {
+		return nil, 0, fmt.Errorf("%w: the bytes between the symbol before it and the padding (% x) are not padding", ErrNotSpliceable, before[symSize:min(padStart, symSize+8)])
+	}
+	if padStart == 0 {
+		return nil, 0, fmt.Errorf("%w: no code before the padding that precedes it", ErrNotSpliceable)
+	}
+	padAddr := beforeAddr + uint64(padStart)
+	var last x86asm.Inst
+	var lastOff int
+	for _, in := range all {
+		if in.off >= padStart {
+			break
+		}
+		for _, a := range in.inst.Args {
+			if rel, ok := a.(x86asm.Rel); ok {
+				to := beforeAddr + uint64(in.off+in.inst.Len) + uint64(int64(rel))
+				if to >= padAddr && to < addr {
+					return nil, 0, fmt.Errorf("%w: the instruction at %#x branches into the padding before it", ErrNotSpliceable, beforeAddr+uint64(in.off))
+				}
+			}
+		}
+		last, lastOff = in.inst, in.off
+	}
+	switch last.Op {
+	case x86asm.RET, x86asm.LRET, x86asm.JMP, x86asm.UD2, x86asm.HLT:
+	default:
+		return nil, 0, fmt.Errorf("%w: the instruction before the padding that precedes it (%v at %#x) may fall through or return into it", ErrNotSpliceable, last.Op, beforeAddr+uint64(lastOff))
+	}
+	at := addr - HotPatchLead
+	if !FitsRel32(at+NearJumpSize, stub) {
+		return nil, 0, fmt.Errorf("%w: its gate is out of reach of a jump in the padding before it", ErrNotSpliceable)
+	}
+	jump = Jump(at, stub)
+	// jmp rel8 from addr+2 back to addr-5.
+	jump = append(jump, 0xeb, 0x100-(HotPatchLead+2))
+	return jump, n, nil
+}
+
+// filler reports an instruction assemblers pad with: a nop, int3, or xchg %ax,%ax.
+func filler(b []byte, inst x86asm.Inst) bool {
+	return inst.Op == x86asm.NOP || (inst.Op == x86asm.INT && b[0] == 0xcc) || (inst.Op == x86asm.XCHG && isNopXchg(b[:inst.Len]))
+}
+
+// decode is x86asm.Decode that also knows endbr64 and endbr32 (which it
+// decodes as a lone rep prefix), as a 4-byte instruction that does nothing.
+func decode(b []byte) (x86asm.Inst, error) {
+	if len(b) >= 4 && b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && (b[3] == 0xfa || b[3] == 0xfb) {
+		return x86asm.Inst{Len: 4}, nil // Op 0: no known op, neither filler nor branch
+	}
+	return x86asm.Decode(b, 64)
+}

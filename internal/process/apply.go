@@ -194,7 +194,7 @@ func apply(pid int, f *update.File, opt Options) error {
 	}
 	var entries []ptrace.Write
 	for _, fp := range a.Funcs {
-		entries = append(entries, ptrace.Write{Addr: fp.Addr, Data: fp.Jump})
+		entries = append(entries, ptrace.Write{Addr: fp.At(), Data: fp.Jump})
 	}
 	s.precheck(u, spans)
 	start := time.Now()
@@ -225,7 +225,7 @@ func apply(pid int, f *update.File, opt Options) error {
 		var back []ptrace.Write
 		back = append(back, flagWrites(a.Flags, 0)...)
 		for _, fp := range a.Funcs {
-			back = append(back, ptrace.Write{Addr: fp.Addr, Data: fp.Saved})
+			back = append(back, ptrace.Write{Addr: fp.At(), Data: fp.Saved})
 		}
 		s.p.WriteMems(back)
 		undoPrepared()
@@ -483,55 +483,60 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 		}
 	}
 	gate := gateOff
+	placed := map[uint64]int{} // running entry -> index in p.applied.Funcs
 	for i, fn := range t.Functions {
 		if fn.Status != update.StatusReplaced {
 			continue
 		}
 		m := match.Funcs[i]
 		to := secAddr(fn.Section)
+		if j, ok := placed[m.Addr]; ok {
+			// Aliases (C++ C1/C2 and D1/D2 constructors and destructors,
+			// __attribute__((alias))) are one running function: one
+			// entry jump, else the second would save the first as the
+			// "original" bytes.
+			if q := p.applied.Funcs[j]; q.New != to {
+				return p, fmt.Errorf("%s and %s are one function at %#x in %s, but the update gives them different new code (replace them together, or not at all)", q.Name, fn.Name, m.Addr, mod.path)
+			}
+			continue
+		}
 		stubAddr := addr + gate
-		jump := amd64.Jump(m.Addr, stubAddr)
-		size := m.Size
-		if size < uint64(len(jump)) {
-			// A function shorter than the jump (mov %edi,%eax; ret): the
-			// jump may also cover the alignment padding after it, up to
-			// the next symbol, if nothing can run there (ShortEntry).
-			size = max(size, min(mod.table.Room(m.Addr-mod.bias), 64))
-		}
-		code := make([]byte, size)
-		if err := s.p.ReadMem(m.Addr, code); err != nil {
-			return p, fmt.Errorf("read %s: %w", fn.Name, err)
-		}
-		var n int
-		if m.Size < uint64(len(jump)) {
-			n, err = amd64.ShortEntry(code, int(m.Size), len(jump))
-		} else {
-			n, err = amd64.Displaced(code, len(jump))
-		}
+		e, err := s.entry(mod, fn, m, stubAddr)
 		if err != nil {
-			return p, fmt.Errorf("%s (%d bytes): %w", fn.Name, m.Size, err)
+			return p, err
 		}
 		// A function an earlier update placed may jump out to its ViaGOT
 		// thunks and back: a thread in one is inside the function.
-		for _, to := range amd64.JumpsOut(code[:m.Size], m.Addr) {
+		for _, to := range amd64.JumpsOut(e.code, m.Addr) {
 			if s.rec.Owner(to) != nil {
 				p.busy = append(p.busy, span{to, to + amd64.ThunkSize, fn.Name})
 			}
 		}
-		if off, bad := amd64.BranchesInto(code, m.Addr, 0, n); bad {
-			return p, fmt.Errorf("%s: %w: the instruction at +%#x branches into its first %d bytes", fn.Name, amd64.ErrNotSpliceable, off, n)
-		}
-		stub, err := gateStub(stubAddr, flag, to, m.Addr, code[:n])
+		// A branch back into the first bytes (a loop whose head is the
+		// entry) is no obstacle: the safety check proves that no thread
+		// is inside the function when the jump is written, and from then
+		// on the old code runs only through the gate while the flag is
+		// clear, which a livesplice does only within the one stop.
+		stub, err := gateStub(stubAddr, flag, to, m.Addr, e.displaced)
 		if err != nil {
 			return p, fmt.Errorf("%s: %w", fn.Name, err)
+		}
+		for _, q := range p.applied.Funcs {
+			if e.at < q.At()+uint64(len(q.Jump)) && q.At() < e.at+uint64(len(e.jump)) {
+				return p, fmt.Errorf("%s: %w: its entry jump would overlap that of %s", fn.Name, amd64.ErrNotSpliceable, q.Name)
+			}
+		}
+		if q := s.rec.Overlapping(e.at, e.at+uint64(len(e.jump))); q != nil && q.Addr != m.Addr {
+			return p, fmt.Errorf("%s: %w: its entry jump would overlap that of %s, which an applied update redirected", fn.Name, amd64.ErrNotSpliceable, q.Name)
 		}
 		copy(p.images[0][gate:], stub)
 		gate += amd64.GateStubSize
 		if o := s.rec.Owner(m.Addr); o != nil {
 			p.deps[o.ID] = true
 		}
+		placed[m.Addr] = len(p.applied.Funcs)
 		p.applied.Funcs = append(p.applied.Funcs, state.Patched{Name: fn.Name, File: fn.File, Addr: m.Addr, Size: m.Size,
-			Stub: stubAddr, New: to, NewSize: fn.Size, Saved: append([]byte{}, code[:len(jump)]...), Jump: jump})
+			Stub: stubAddr, New: to, NewSize: fn.Size, Saved: e.saved, Jump: e.jump, Lead: m.Addr - e.at})
 	}
 	for k, img := range p.images {
 		if len(img) > 0 {
@@ -549,6 +554,81 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	p.protect = append(p.protect, ptrace.Call{Nr: unix.SYS_MPROTECT, Args: [6]uint64{addr + p.partOff[2], total - p.partOff[2], unix.PROT_READ | unix.PROT_WRITE}})
 
 	return p, nil
+}
+
+// entryRedirect is how one function's entry is redirected to its gate.
+type entryRedirect struct {
+	at        uint64 // where jump is written: the entry, or padding before it
+	jump      []byte
+	saved     []byte // the bytes jump replaces
+	displaced []byte // the function's first whole instructions the jump covers
+	code      []byte // the function's running code
+}
+
+// entry decides how a replaced function's entry jumps to its gate at stub:
+// a jump over its first instructions; for a function shorter than that
+// jump, one that also covers the alignment padding after it
+// (amd64.ShortEntry) or, failing that, a 2-byte jump into a 5-byte one in
+// the padding before it (amd64.PaddedEntry).
+func (s *session) entry(mod *module, fn update.Function, m runpre.Func, stub uint64) (entryRedirect, error) {
+	jump := amd64.Jump(m.Addr, stub)
+	if m.Size >= uint64(len(jump)) {
+		code := make([]byte, m.Size)
+		if err := s.p.ReadMem(m.Addr, code); err != nil {
+			return entryRedirect{}, fmt.Errorf("read %s: %w", fn.Name, err)
+		}
+		n, err := amd64.Displaced(code, len(jump))
+		if err != nil {
+			return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w", fn.Name, m.Size, err)
+		}
+		return entryRedirect{at: m.Addr, jump: jump, saved: slices.Clone(code[:len(jump)]), displaced: code[:n], code: code}, nil
+	}
+	// A function shorter than the jump (mov %edi,%eax; ret): the jump may
+	// also cover the alignment padding after it, up to the next symbol, if
+	// nothing can run there.
+	size := max(m.Size, min(mod.table.Room(m.Addr-mod.bias), 64))
+	code := make([]byte, size)
+	if err := s.p.ReadMem(m.Addr, code); err != nil {
+		return entryRedirect{}, fmt.Errorf("read %s: %w", fn.Name, err)
+	}
+	n, errAfter := amd64.ShortEntry(code, int(m.Size), len(jump))
+	if errAfter == nil && s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump))) == nil {
+		return entryRedirect{at: m.Addr, jump: jump, saved: slices.Clone(code[:len(jump)]), displaced: code[:n], code: code[:m.Size]}, nil
+	}
+	e, errBefore := s.paddedEntry(mod, m, stub, code[:m.Size])
+	if errBefore == nil {
+		return e, nil
+	}
+	if errAfter == nil {
+		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
+	}
+	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; and through the padding before it: %v", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
+}
+
+// paddedEntry is entry through the padding before a short function.
+func (s *session) paddedEntry(mod *module, m runpre.Func, stub uint64, code []byte) (entryRedirect, error) {
+	start, end, ok := mod.table.Before(m.Addr - mod.bias)
+	if !ok {
+		return entryRedirect{}, fmt.Errorf("%w: no symbol table shows what precedes it", amd64.ErrNotSpliceable)
+	}
+	v := m.Addr - mod.bias
+	if v-start > 1<<20 {
+		return entryRedirect{}, fmt.Errorf("%w: the code before it is too large to check", amd64.ErrNotSpliceable)
+	}
+	before := make([]byte, v-start)
+	if err := s.p.ReadMem(mod.bias+start, before); err != nil {
+		return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
+	}
+	jump, n, err := amd64.PaddedEntry(before, mod.bias+start, int(end-start), code, m.Addr, stub)
+	if err != nil {
+		return entryRedirect{}, err
+	}
+	at := m.Addr - amd64.HotPatchLead
+	if err := s.noDynRelocs(mod, at, m.Addr+2); err != nil {
+		return entryRedirect{}, err
+	}
+	saved := append(slices.Clone(before[len(before)-amd64.HotPatchLead:]), code[:2]...)
+	return entryRedirect{at: at, jump: jump, saved: saved, displaced: code[:n], code: code}, nil
 }
 
 func sortedKeys(m map[int]uint64) []int {

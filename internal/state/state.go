@@ -117,7 +117,14 @@ type Patched struct {
 	NewSize uint64 `json:"new_size"`
 	Saved   []byte `json:"saved"` // bytes the entry jump replaced
 	Jump    []byte `json:"jump"`  // the entry jump, to Stub
+	// Lead: how many bytes before Addr Saved and Jump begin (0, or 5 for
+	// a function entered through the padding before it: a jmp rel32
+	// there, then a jmp rel8 to it at Addr).
+	Lead uint64 `json:"lead,omitempty"`
 }
+
+// At is where Jump and Saved are written.
+func (p *Patched) At() uint64 { return p.Addr - p.Lead }
 
 // Find returns the applied update with this id.
 func (r *Record) Find(id string) (int, *Applied) {
@@ -147,6 +154,20 @@ func (r *Record) Trampoline(addr uint64) *Patched {
 		for j := range r.Updates[i].Funcs {
 			if r.Updates[i].Funcs[j].Addr == addr {
 				return &r.Updates[i].Funcs[j]
+			}
+		}
+	}
+	return nil
+}
+
+// Overlapping returns a redirect of any applied update whose written
+// bytes meet [lo, hi).
+func (r *Record) Overlapping(lo, hi uint64) *Patched {
+	for i := range r.Updates {
+		for j := range r.Updates[i].Funcs {
+			f := &r.Updates[i].Funcs[j]
+			if f.At() < hi && lo < f.At()+uint64(len(f.Jump)) {
+				return f
 			}
 		}
 	}
