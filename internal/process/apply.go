@@ -40,6 +40,10 @@ type plan struct {
 	deps    map[string]bool
 	busy    []span       // more places that count as inside a replaced function
 	hooks   []state.Hook // the update's hooks, resolved in the target
+	// room in the read-only part for a GOT pair (module id, offset) per
+	// thread-local variable new code reaches by general or local dynamic
+	// access that run-pre matching did not learn (tls.go)
+	tlsPairs map[int]uint64
 }
 
 // Apply applies an update to a running process: all or nothing.
@@ -379,6 +383,17 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	for _, k := range sortedKeys(gots) {
 		gots[k] = size[1]
 		size[1] += 8
+	}
+	p.tlsPairs = map[int]uint64{}
+	for si, y := range t.Symbols {
+		if _, ok := match.Learned[si]; !ok && (y.Type == "tls-tlsgd" || y.Type == "tls-tlsld") {
+			p.tlsPairs[si] = 0
+		}
+	}
+	size[1] = alignUp(size[1], 16)
+	for _, k := range sortedKeys(p.tlsPairs) {
+		p.tlsPairs[k] = size[1]
+		size[1] += 16
 	}
 	size[2] += 64 // scratch for remote strings
 	p.partOff[0] = 0
@@ -721,7 +736,11 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 		if v, ok := p.match.Learned[si]; ok {
 			return v, nil
 		}
-		return 0, fmt.Errorf("thread-local variable %s: new code reaches it as %s, and no replaced function's running code shows where that leads (replace a function that uses it the same way)", y.Name, strings.TrimPrefix(y.Type, "tls-"))
+		v, err := s.tlsValue(p, si)
+		if err != nil {
+			return 0, fmt.Errorf("thread-local variable %s: new code reaches it as %s, which no replaced function's running code does: %w", y.Name, strings.TrimPrefix(y.Type, "tls-"), err)
+		}
+		return v, nil
 	}
 	switch y.Kind {
 	case update.SymSection:
