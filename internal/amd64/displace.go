@@ -235,29 +235,16 @@ func isNopXchg(b []byte) bool {
 // reaches (what Windows hot-patching does).
 const HotPatchLead = NearJumpSize
 
-// PaddedEntry redirects a function too short for a 5-byte jump and with
-// no padding after it through the padding before it: a jmp rel8 at addr
-// (2 bytes) to a jmp rel32 to stub at addr-5. before is the code from the
-// start of the symbol before the function (at beforeAddr) up to addr, of
-// which that symbol's size says the first symSize bytes are its own (0 if
-// the symbol has no size); code is the function's bytes. The padding
-// (the filler instructions that end before) may be used only if nothing
-// can run there: it covers everything after the symbol's size, is at
-// least 5 bytes, the instruction before it never falls through into it
-// (ret, jmp, ud2, hlt, int3; a call's return would land in it), and no
-// instruction before it branches into it. It returns the jump to write at
-// addr-HotPatchLead and how many bytes of the function's first whole
-// instructions the 2-byte jump displaces.
-func PaddedEntry(before []byte, beforeAddr uint64, symSize int, code []byte, addr, stub uint64) (jump []byte, n int, err error) {
-	if len(code) < 2 {
-		return nil, 0, fmt.Errorf("%w: %d byte(s), shorter than even a 2-byte jump", ErrNotSpliceable, len(code))
-	}
-	n, err = Displaced(code, 2)
-	if err != nil {
-		return nil, 0, err
-	}
-	// Decode what precedes the function; the padding is the run of
-	// filler instructions at its end.
+// Padding proves how many bytes at the end of before are alignment
+// padding that nothing runs: before is the code from the start of a
+// symbol (at beforeAddr) up to the next one, of which the symbol's size
+// says the first symSize bytes are its own (0 if it has no size, as
+// crtstuff's functions have none). The padding is the run of filler
+// instructions (nops, int3) at the end; it must cover everything after
+// the symbol's size, the instruction before it must never fall through
+// into it (ret, jmp, ud2, hlt; a call's return would land in it), and no
+// instruction before it may branch into it.
+func Padding(before []byte, beforeAddr uint64, symSize int) (int, error) {
 	type ins struct {
 		off  int
 		inst x86asm.Inst
@@ -267,7 +254,7 @@ func PaddedEntry(before []byte, beforeAddr uint64, symSize int, code []byte, add
 	for off := 0; off < len(before); {
 		inst, err := decode(before[off:])
 		if err != nil {
-			return nil, 0, fmt.Errorf("%w: the code before it does not decode at %#x", ErrNotSpliceable, beforeAddr+uint64(off))
+			return 0, fmt.Errorf("the code before it does not decode at %#x", beforeAddr+uint64(off))
 		}
 		all = append(all, ins{off, inst})
 		if filler(before[off:], inst) {
@@ -279,19 +266,16 @@ func PaddedEntry(before []byte, beforeAddr uint64, symSize int, code []byte, add
 		}
 		off += inst.Len
 	}
-	if padStart < 0 || len(before)-padStart < HotPatchLead {
-		pad := 0
-		if padStart >= 0 {
-			pad = len(before) - padStart
-		}
-		return nil, 0, fmt.Errorf("%w: shorter than a %d-byte jump, with %d bytes of padding before it", ErrNotSpliceable, NearJumpSize, pad)
+	if padStart < 0 {
+		return 0, nil
 	}
 	if padStart > symSize && symSize > 0 {
-		return nil, 0, fmt.Errorf("%w: the bytes between the symbol before it and the padding (% x) are not padding", ErrNotSpliceable, before[symSize:min(padStart, symSize+8)])
+		return 0, fmt.Errorf("the bytes at %#x between a symbol and the padding after it (% x) are not padding", beforeAddr+uint64(symSize), before[symSize:min(padStart, symSize+8)])
 	}
 	if padStart == 0 {
-		return nil, 0, fmt.Errorf("%w: no code before the padding that precedes it", ErrNotSpliceable)
+		return 0, fmt.Errorf("a symbol at %#x holds nothing but filler", beforeAddr)
 	}
+	end := beforeAddr + uint64(len(before))
 	padAddr := beforeAddr + uint64(padStart)
 	var last x86asm.Inst
 	var lastOff int
@@ -302,8 +286,8 @@ func PaddedEntry(before []byte, beforeAddr uint64, symSize int, code []byte, add
 		for _, a := range in.inst.Args {
 			if rel, ok := a.(x86asm.Rel); ok {
 				to := beforeAddr + uint64(in.off+in.inst.Len) + uint64(int64(rel))
-				if to >= padAddr && to < addr {
-					return nil, 0, fmt.Errorf("%w: the instruction at %#x branches into the padding before it", ErrNotSpliceable, beforeAddr+uint64(in.off))
+				if to >= padAddr && to < end {
+					return 0, fmt.Errorf("the instruction at %#x branches into the padding at %#x", beforeAddr+uint64(in.off), padAddr)
 				}
 			}
 		}
@@ -312,16 +296,32 @@ func PaddedEntry(before []byte, beforeAddr uint64, symSize int, code []byte, add
 	switch last.Op {
 	case x86asm.RET, x86asm.LRET, x86asm.JMP, x86asm.UD2, x86asm.HLT:
 	default:
-		return nil, 0, fmt.Errorf("%w: the instruction before the padding that precedes it (%v at %#x) may fall through or return into it", ErrNotSpliceable, last.Op, beforeAddr+uint64(lastOff))
+		return 0, fmt.Errorf("the instruction before the padding at %#x (%v at %#x) may fall through or return into it", padAddr, last.Op, beforeAddr+uint64(lastOff))
 	}
-	at := addr - HotPatchLead
+	return len(before) - padStart, nil
+}
+
+// ShortJumpReach is how far back a jmp rel8 at a function's entry reaches
+// from the entry: the 5-byte jump it goes to must start no earlier.
+const ShortJumpReach = 128 - 2
+
+// PaddedEntry is the redirect of a function at addr, too short for a
+// 5-byte jump, through padding at `at` (before it, within ShortJumpReach):
+// orig is the running bytes [at, addr+2); the result is the same with a
+// jmp rel32 to stub at `at` and a jmp rel8 to `at` at addr (what Windows
+// hot-patching does). The bytes between are written back unchanged.
+func PaddedEntry(orig []byte, at, addr, stub uint64) ([]byte, error) {
+	if at+NearJumpSize > addr || addr-at > ShortJumpReach || uint64(len(orig)) != addr+2-at {
+		return nil, fmt.Errorf("%w: no padding within reach of a 2-byte jump", ErrNotSpliceable)
+	}
 	if !FitsRel32(at+NearJumpSize, stub) {
-		return nil, 0, fmt.Errorf("%w: its gate is out of reach of a jump in the padding before it", ErrNotSpliceable)
+		return nil, fmt.Errorf("%w: its gate is out of reach of a jump in the padding before it", ErrNotSpliceable)
 	}
-	jump = Jump(at, stub)
-	// jmp rel8 from addr+2 back to addr-5.
-	jump = append(jump, 0xeb, 0x100-(HotPatchLead+2))
-	return jump, n, nil
+	out := append([]byte{}, orig...)
+	copy(out, Jump(at, stub))
+	out[len(out)-2] = 0xeb
+	out[len(out)-1] = byte(int64(at) - int64(addr+2))
+	return out, nil
 }
 
 // filler reports an instruction assemblers pad with: a nop, int3, or xchg %ax,%ax.

@@ -620,30 +620,59 @@ func (s *session) entry(mod *module, fn update.Function, m runpre.Func, stub uin
 	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; and through the padding before it: %v", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
 }
 
-// paddedEntry is entry through the padding before a short function.
+// paddedEntry is entry through padding before a short function: a 2-byte
+// jmp rel8 at its entry to a 5-byte jump in the nearest alignment padding
+// before it, within the rel8's reach, that amd64.Padding proves unused
+// and the loader did not relocate.
 func (s *session) paddedEntry(mod *module, m runpre.Func, stub uint64, code []byte) (entryRedirect, error) {
-	start, end, ok := mod.table.Before(m.Addr - mod.bias)
-	if !ok {
-		return entryRedirect{}, fmt.Errorf("%w: no symbol table shows what precedes it", amd64.ErrNotSpliceable)
-	}
-	v := m.Addr - mod.bias
-	if v-start > 1<<20 {
-		return entryRedirect{}, fmt.Errorf("%w: the code before it is too large to check", amd64.ErrNotSpliceable)
-	}
-	before := make([]byte, v-start)
-	if err := s.p.ReadMem(mod.bias+start, before); err != nil {
-		return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
-	}
-	jump, n, err := amd64.PaddedEntry(before, mod.bias+start, int(end-start), code, m.Addr, stub)
+	n, err := amd64.Displaced(code, 2)
 	if err != nil {
 		return entryRedirect{}, err
 	}
-	at := m.Addr - amd64.HotPatchLead
-	if err := s.noDynRelocs(mod, at, m.Addr+2); err != nil {
-		return entryRedirect{}, err
+	var first error
+	for cur := m.Addr - mod.bias; m.Addr+2-(mod.bias+cur) < amd64.ShortJumpReach+amd64.NearJumpSize; {
+		start, end, ok := mod.table.Before(cur)
+		if !ok {
+			if first == nil {
+				first = fmt.Errorf("%w: no symbol table shows what precedes it", amd64.ErrNotSpliceable)
+			}
+			break
+		}
+		before := make([]byte, cur-start)
+		if len(before) > 1<<20 {
+			break
+		}
+		if err := s.p.ReadMem(mod.bias+start, before); err != nil {
+			return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
+		}
+		pad, err := amd64.Padding(before, mod.bias+start, int(end-start))
+		if err == nil && pad < amd64.HotPatchLead {
+			err = fmt.Errorf("%d bytes of padding at %#x", pad, mod.bias+cur-uint64(pad))
+		}
+		at := mod.bias + cur - amd64.HotPatchLead
+		if err == nil {
+			err = s.noDynRelocs(mod, at, at+amd64.HotPatchLead)
+		}
+		if err == nil {
+			err = s.noDynRelocs(mod, m.Addr, m.Addr+2)
+		}
+		if err == nil {
+			orig := make([]byte, m.Addr+2-at)
+			if err := s.p.ReadMem(at, orig); err != nil {
+				return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
+			}
+			var jump []byte
+			jump, err = amd64.PaddedEntry(orig, at, m.Addr, stub)
+			if err == nil {
+				return entryRedirect{at: at, jump: jump, saved: orig, displaced: code[:n], code: code}, nil
+			}
+		}
+		if first == nil {
+			first = err
+		}
+		cur = start
 	}
-	saved := append(slices.Clone(before[len(before)-amd64.HotPatchLead:]), code[:2]...)
-	return entryRedirect{at: at, jump: jump, saved: saved, displaced: code[:n], code: code}, nil
+	return entryRedirect{}, fmt.Errorf("no padding within reach of a 2-byte jump before it is free: %v", first)
 }
 
 func sortedKeys(m map[int]uint64) []int {

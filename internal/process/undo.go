@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"livesplice/internal/amd64"
 	"livesplice/internal/fault"
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
@@ -69,7 +70,7 @@ func (s *session) remove(idx int, op string) error {
 		if f.Lead > 0 {
 			// The jump in the padding before a short function: a thread
 			// there would run the restored filler.
-			spans = append(spans, span{f.At(), f.Addr, f.Name})
+			spans = append(spans, span{f.At(), f.At() + amd64.NearJumpSize, f.Name})
 		}
 	}
 	// Everything written in the stop is made now, before it: the record,
