@@ -14,8 +14,8 @@ import (
 // flags in its Makefile) with livesplice: the unpatched tree built plain
 // as libcare builds it (-O0; a library, if the case has one, -fPIC
 // -shared), an update created from the case's diffs, the program started,
-// the update applied, the greeting checked to turn PATCHED, undone, and
-// checked to turn back. LIVESPLICE_LIBCARE names a libcare git directory
+// the update applied, the greeting checked to no longer say UNPATCHED
+// (libcare's check), undone, and checked to say it again. LIVESPLICE_LIBCARE names a libcare git directory
 // (the fetch tool's bare copy will do); LIVESPLICE_LIBCARE_CASES, a
 // comma-separated list, overrides the cases (default: tls_simple,
 // tls_shared and frame_finish). Nothing of libcare is copied here: the
@@ -105,13 +105,16 @@ func runLibcare(t *testing.T, gitDir, name string) {
 	id := "libcare-" + strings.ReplaceAll(name, "_", "-")
 	mustRun(t, "create", "--src", src, "--id", id, "-o", upd, patchFile)
 
-	p := start(t, run0, "stdbuf", "-oL", "./"+name)
+	// One stream, line-buffered (ref_glibc_data's patch prints to stderr);
+	// sh and stdbuf exec the program, which keeps the pid.
+	p := start(t, run0, "sh", "-c", "exec stdbuf -oL -eL ./"+name+" 2>&1")
 	if l := p.line(); !strings.Contains(l, "UNPATCHED") {
 		t.Fatalf("before apply: %q", l)
 	}
 	mustRun(t, "apply", "--pid", p.pid(), upd)
-	// A line or two may have been on their way already.
-	waitLine(t, p, "after apply", func(l string) bool { return strings.Contains(l, "PATCHED") && !strings.Contains(l, "UNPATCHED") })
+	// A line or two may have been on their way already. libcare's own
+	// check for these cases: the greeting no longer says UNPATCHED.
+	waitLine(t, p, "after apply", func(l string) bool { return !strings.Contains(l, "UNPATCHED") })
 	mustRun(t, "undo", "--pid", p.pid(), id)
 	waitLine(t, p, "after undo", func(l string) bool { return strings.Contains(l, "UNPATCHED") })
 	p.alive()
