@@ -229,3 +229,111 @@ func isNopXchg(b []byte) bool {
 	}
 	return len(b) == 1 && b[0] == 0x90
 }
+
+// HotPatchLead is how many bytes of padding before a function PaddedEntry
+// writes into: the 5-byte jmp rel32 that a 2-byte jmp rel8 at the entry
+// reaches (what Windows hot-patching does).
+const HotPatchLead = NearJumpSize
+
+// Padding proves how many bytes at the end of before are alignment
+// padding that nothing runs: before is the code from the start of a
+// symbol (at beforeAddr) up to the next one, of which the symbol's size
+// says the first symSize bytes are its own (0 if it has no size, as
+// crtstuff's functions have none). The padding is the run of filler
+// instructions (nops, int3) at the end; it must cover everything after
+// the symbol's size, the instruction before it must never fall through
+// into it (ret, jmp, ud2, hlt; a call's return would land in it), and no
+// instruction before it may branch into it.
+func Padding(before []byte, beforeAddr uint64, symSize int) (int, error) {
+	type ins struct {
+		off  int
+		inst x86asm.Inst
+	}
+	var all []ins
+	padStart := -1
+	for off := 0; off < len(before); {
+		inst, err := decode(before[off:])
+		if err != nil {
+			return 0, fmt.Errorf("the code before it does not decode at %#x", beforeAddr+uint64(off))
+		}
+		all = append(all, ins{off, inst})
+		if filler(before[off:], inst) {
+			if padStart < 0 {
+				padStart = off
+			}
+		} else {
+			padStart = -1
+		}
+		off += inst.Len
+	}
+	if padStart < 0 {
+		return 0, nil
+	}
+	if padStart > symSize && symSize > 0 {
+		return 0, fmt.Errorf("the bytes at %#x between a symbol and the padding after it (% x) are not padding", beforeAddr+uint64(symSize), before[symSize:min(padStart, symSize+8)])
+	}
+	if padStart == 0 {
+		return 0, fmt.Errorf("a symbol at %#x holds nothing but filler", beforeAddr)
+	}
+	end := beforeAddr + uint64(len(before))
+	padAddr := beforeAddr + uint64(padStart)
+	var last x86asm.Inst
+	var lastOff int
+	for _, in := range all {
+		if in.off >= padStart {
+			break
+		}
+		for _, a := range in.inst.Args {
+			if rel, ok := a.(x86asm.Rel); ok {
+				to := beforeAddr + uint64(in.off+in.inst.Len) + uint64(int64(rel))
+				if to >= padAddr && to < end {
+					return 0, fmt.Errorf("the instruction at %#x branches into the padding at %#x", beforeAddr+uint64(in.off), padAddr)
+				}
+			}
+		}
+		last, lastOff = in.inst, in.off
+	}
+	switch last.Op {
+	case x86asm.RET, x86asm.LRET, x86asm.JMP, x86asm.UD2, x86asm.HLT:
+	default:
+		return 0, fmt.Errorf("the instruction before the padding at %#x (%v at %#x) may fall through or return into it", padAddr, last.Op, beforeAddr+uint64(lastOff))
+	}
+	return len(before) - padStart, nil
+}
+
+// ShortJumpReach is how far back a jmp rel8 at a function's entry reaches
+// from the entry: the 5-byte jump it goes to must start no earlier.
+const ShortJumpReach = 128 - 2
+
+// PaddedEntry is the redirect of a function at addr, too short for a
+// 5-byte jump, through padding at `at` (before it, within ShortJumpReach):
+// orig is the running bytes [at, addr+2); the result is the same with a
+// jmp rel32 to stub at `at` and a jmp rel8 to `at` at addr (what Windows
+// hot-patching does). The bytes between are written back unchanged.
+func PaddedEntry(orig []byte, at, addr, stub uint64) ([]byte, error) {
+	if at+NearJumpSize > addr || addr-at > ShortJumpReach || uint64(len(orig)) != addr+2-at {
+		return nil, fmt.Errorf("%w: no padding within reach of a 2-byte jump", ErrNotSpliceable)
+	}
+	if !FitsRel32(at+NearJumpSize, stub) {
+		return nil, fmt.Errorf("%w: its gate is out of reach of a jump in the padding before it", ErrNotSpliceable)
+	}
+	out := append([]byte{}, orig...)
+	copy(out, Jump(at, stub))
+	out[len(out)-2] = 0xeb
+	out[len(out)-1] = byte(int64(at) - int64(addr+2))
+	return out, nil
+}
+
+// filler reports an instruction assemblers pad with: a nop, int3, or xchg %ax,%ax.
+func filler(b []byte, inst x86asm.Inst) bool {
+	return inst.Op == x86asm.NOP || (inst.Op == x86asm.INT && b[0] == 0xcc) || (inst.Op == x86asm.XCHG && isNopXchg(b[:inst.Len]))
+}
+
+// decode is x86asm.Decode that also knows endbr64 and endbr32 (which it
+// decodes as a lone rep prefix), as a 4-byte instruction that does nothing.
+func decode(b []byte) (x86asm.Inst, error) {
+	if len(b) >= 4 && b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && (b[3] == 0xfa || b[3] == 0xfb) {
+		return x86asm.Inst{Len: 4}, nil // Op 0: no known op, neither filler nor branch
+	}
+	return x86asm.Decode(b, 64)
+}

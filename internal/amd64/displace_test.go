@@ -162,3 +162,59 @@ func TestShortEntry(t *testing.T) {
 		}
 	}
 }
+
+func TestPadding(t *testing.T) {
+	ret := []byte{0x89, 0xf8, 0xc3} // mov %edi,%eax; ret
+	nop7 := []byte{0x0f, 0x1f, 0x80, 0, 0, 0, 0}
+	endbrJmp := []byte{0xf3, 0x0f, 0x1e, 0xfa, 0xe9, 0x77, 0xff, 0xff, 0xff}
+	cases := []struct {
+		name    string
+		before  []byte
+		symSize int
+		want    int // -1: refused
+	}{
+		{"after ret", append(append([]byte{}, ret...), nop7...), 3, 7},
+		{"unsized symbol", append(append([]byte{}, endbrJmp...), nop7...), 0, 7},
+		{"int3", append(append([]byte{}, ret...), 0xcc, 0xcc, 0xcc, 0xcc, 0xcc), 3, 5},
+		{"no padding", ret, 3, 0},
+		{"call before", append([]byte{0xe8, 0, 0, 0, 0}, nop7...), 5, -1},
+		{"falls through", append([]byte{0x89, 0xf8}, nop7...), 2, -1},
+		{"code after size", append(append(append([]byte{}, ret...), 0x89, 0xf8, 0xc3), nop7...), 3, -1},
+		{"branch into it", append([]byte{0x74, 0x03, 0xc3}, nop7...), 3, -1},
+		{"only filler", nop7, 0, -1},
+	}
+	for _, c := range cases {
+		n, err := Padding(c.before, 0x1000, c.symSize)
+		if c.want < 0 {
+			if err == nil {
+				t.Errorf("%s: got %d, want a refusal", c.name, n)
+			}
+			continue
+		}
+		if err != nil || n != c.want {
+			t.Errorf("%s: got %d, %v; want %d", c.name, n, err, c.want)
+		}
+	}
+}
+
+func TestPaddedEntry(t *testing.T) {
+	// 7 bytes of padding, then the function at 0x1007.
+	orig := []byte{0x0f, 0x1f, 0x80, 0, 0, 0, 0, 0x89, 0xf8}
+	j, err := PaddedEntry(orig, 0x1002, 0x1007, 0x2000)
+	if err == nil {
+		t.Fatalf("length mismatch accepted: % x", j)
+	}
+	j, err = PaddedEntry(orig[2:], 0x1002, 0x1007, 0x2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to, ok := JumpTarget(0x1002, j); !ok || to != 0x2000 {
+		t.Errorf("jump at the padding: % x", j)
+	}
+	if j[5] != 0xeb || int8(j[6]) != -7 {
+		t.Errorf("entry: % x, want eb f9", j[5:])
+	}
+	if _, err := PaddedEntry(make([]byte, 200+2), 0x1000, 0x1000+200, 0x2000); !errors.Is(err, ErrNotSpliceable) {
+		t.Errorf("out of a rel8's reach: %v", err)
+	}
+}

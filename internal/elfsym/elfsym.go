@@ -38,6 +38,7 @@ type Table struct {
 	Loads     []elf.ProgHeader
 	TLS       *elf.ProgHeader
 	starts    []uint64    // every defined symbol's address, sorted
+	spans     [][2]uint64 // every defined symbol's [start, end), sorted by start
 	code      [][2]uint64 // executable sections: [start, end)
 }
 
@@ -81,7 +82,7 @@ func Load(r io.ReaderAt) (*Table, error) {
 	if err != nil {
 		t.Stripped = true
 	}
-	defer func() { slices.Sort(t.starts) }()
+	defer func() { slices.Sort(t.starts); sortSpans(t.spans) }()
 	file := ""
 	for _, s := range syms {
 		typ := elf.ST_TYPE(s.Info)
@@ -96,6 +97,7 @@ func Load(r io.ReaderAt) (*Table, error) {
 		y := Sym{Name: s.Name, Value: s.Value, Size: s.Size, Type: typ, Bind: bind}
 		if s.Section != elf.SHN_ABS && typ != elf.STT_TLS {
 			t.starts = append(t.starts, s.Value)
+			t.spans = append(t.spans, [2]uint64{s.Value, s.Value + s.Size})
 		}
 		if bind == elf.STB_LOCAL {
 			y.File = file
@@ -281,6 +283,7 @@ func (t *Table) WithSymbols(syms []Sym) *Table {
 		c.globals[k] = slices.Clone(v)
 	}
 	c.starts = slices.Clone(t.starts)
+	c.spans = slices.Clone(t.spans)
 	for _, y := range syms {
 		if y.Bind == elf.STB_LOCAL {
 			c.addLocal(y)
@@ -288,8 +291,66 @@ func (t *Table) WithSymbols(syms []Sym) *Table {
 			c.globals[y.Name] = append(c.globals[y.Name], y)
 		}
 		c.starts = append(c.starts, y.Value)
+		c.spans = append(c.spans, [2]uint64{y.Value, y.Value + y.Size})
 	}
 	slices.Sort(c.starts)
+	sortSpans(c.spans)
 	c.Stripped = false
 	return &c
+}
+
+func sortSpans(s [][2]uint64) {
+	slices.SortFunc(s, func(a, b [2]uint64) int {
+		if a[0] != b[0] {
+			if a[0] < b[0] {
+				return -1
+			}
+			return 1
+		}
+		if a[1] < b[1] {
+			return -1
+		}
+		if a[1] > b[1] {
+			return 1
+		}
+		return 0
+	})
+}
+
+// Before returns, for code at address v (link-time), the last symbol
+// that starts before v in v's executable section: its start, and its end
+// (the largest, if several start there; equal to start for a symbol of
+// size 0, as crtstuff's functions are). ok is false for a file without
+// .symtab, for v outside any executable section or inside a symbol that
+// starts before it, and when no symbol starts before v in its section.
+func (t *Table) Before(v uint64) (start, end uint64, ok bool) {
+	if t.Stripped {
+		return 0, 0, false
+	}
+	for _, c := range t.code {
+		if v < c[0] || v >= c[1] {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(t.spans, v, func(s [2]uint64, v uint64) int {
+			if s[0] < v {
+				return -1
+			}
+			return 1
+		})
+		if i == 0 || t.spans[i-1][0] < c[0] {
+			return 0, 0, false
+		}
+		start = t.spans[i-1][0]
+		for j := i - 1; j >= 0 && t.spans[j][0] >= c[0]; j-- {
+			s := t.spans[j]
+			if s[1] > v {
+				return 0, 0, false
+			}
+			if s[0] == start {
+				end = max(end, s[1])
+			}
+		}
+		return start, end, true
+	}
+	return 0, 0, false
 }

@@ -41,6 +41,10 @@ type plan struct {
 	deps    map[string]bool
 	busy    []span       // more places that count as inside a replaced function
 	hooks   []state.Hook // the update's hooks, resolved in the target
+	// room in the read-only part for a GOT pair (module id, offset) per
+	// thread-local variable new code reaches by general or local dynamic
+	// access that run-pre matching did not learn (tls.go)
+	tlsPairs map[int]uint64
 }
 
 // Apply applies an update to a running process: all or nothing.
@@ -195,7 +199,7 @@ func apply(pid int, f *update.File, opt Options) error {
 	}
 	var entries []ptrace.Write
 	for _, fp := range a.Funcs {
-		entries = append(entries, ptrace.Write{Addr: fp.Addr, Data: fp.Jump})
+		entries = append(entries, ptrace.Write{Addr: fp.At(), Data: fp.Jump})
 	}
 	s.precheck(u, spans)
 	start := time.Now()
@@ -226,7 +230,7 @@ func apply(pid int, f *update.File, opt Options) error {
 		var back []ptrace.Write
 		back = append(back, flagWrites(a.Flags, 0)...)
 		for _, fp := range a.Funcs {
-			back = append(back, ptrace.Write{Addr: fp.Addr, Data: fp.Saved})
+			back = append(back, ptrace.Write{Addr: fp.At(), Data: fp.Saved})
 		}
 		s.p.WriteMems(back)
 		undoPrepared()
@@ -391,6 +395,17 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 		gots[k] = size[1]
 		size[1] += 8
 	}
+	p.tlsPairs = map[int]uint64{}
+	for si, y := range t.Symbols {
+		if _, ok := match.Learned[si]; !ok && (y.Type == "tls-tlsgd" || y.Type == "tls-tlsld") {
+			p.tlsPairs[si] = 0
+		}
+	}
+	size[1] = alignUp(size[1], 16)
+	for _, k := range sortedKeys(p.tlsPairs) {
+		p.tlsPairs[k] = size[1]
+		size[1] += 16
+	}
 	size[2] += 64 // scratch for remote strings
 	p.partOff[0] = 0
 	p.partOff[1] = alignUp(size[0], page)
@@ -494,55 +509,60 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 		}
 	}
 	gate := gateOff
+	placed := map[uint64]int{} // running entry -> index in p.applied.Funcs
 	for i, fn := range t.Functions {
 		if fn.Status != update.StatusReplaced {
 			continue
 		}
 		m := match.Funcs[i]
 		to := secAddr(fn.Section)
+		if j, ok := placed[m.Addr]; ok {
+			// Aliases (C++ C1/C2 and D1/D2 constructors and destructors,
+			// __attribute__((alias))) are one running function: one
+			// entry jump, else the second would save the first as the
+			// "original" bytes.
+			if q := p.applied.Funcs[j]; q.New != to {
+				return p, fmt.Errorf("%s and %s are one function at %#x in %s, but the update gives them different new code (replace them together, or not at all)", q.Name, fn.Name, m.Addr, mod.path)
+			}
+			continue
+		}
 		stubAddr := addr + gate
-		jump := amd64.Jump(m.Addr, stubAddr)
-		size := m.Size
-		if size < uint64(len(jump)) {
-			// A function shorter than the jump (mov %edi,%eax; ret): the
-			// jump may also cover the alignment padding after it, up to
-			// the next symbol, if nothing can run there (ShortEntry).
-			size = max(size, min(mod.table.Room(m.Addr-mod.bias), 64))
-		}
-		code := make([]byte, size)
-		if err := s.p.ReadMem(m.Addr, code); err != nil {
-			return p, fmt.Errorf("read %s: %w", fn.Name, err)
-		}
-		var n int
-		if m.Size < uint64(len(jump)) {
-			n, err = amd64.ShortEntry(code, int(m.Size), len(jump))
-		} else {
-			n, err = amd64.Displaced(code, len(jump))
-		}
+		e, err := s.entry(mod, fn, m, stubAddr)
 		if err != nil {
-			return p, fmt.Errorf("%s (%d bytes): %w", fn.Name, m.Size, err)
+			return p, err
 		}
 		// A function an earlier update placed may jump out to its ViaGOT
 		// thunks and back: a thread in one is inside the function.
-		for _, to := range amd64.JumpsOut(code[:m.Size], m.Addr) {
+		for _, to := range amd64.JumpsOut(e.code, m.Addr) {
 			if s.rec.Owner(to) != nil {
 				p.busy = append(p.busy, span{to, to + amd64.ThunkSize, fn.Name})
 			}
 		}
-		if off, bad := amd64.BranchesInto(code, m.Addr, 0, n); bad {
-			return p, fmt.Errorf("%s: %w: the instruction at +%#x branches into its first %d bytes", fn.Name, amd64.ErrNotSpliceable, off, n)
-		}
-		stub, err := gateStub(stubAddr, flag, to, m.Addr, code[:n])
+		// A branch back into the first bytes (a loop whose head is the
+		// entry) is no obstacle: the safety check proves that no thread
+		// is inside the function when the jump is written, and from then
+		// on the old code runs only through the gate while the flag is
+		// clear, which a livesplice does only within the one stop.
+		stub, err := gateStub(stubAddr, flag, to, m.Addr, e.displaced)
 		if err != nil {
 			return p, fmt.Errorf("%s: %w", fn.Name, err)
+		}
+		for _, q := range p.applied.Funcs {
+			if e.at < q.At()+uint64(len(q.Jump)) && q.At() < e.at+uint64(len(e.jump)) {
+				return p, fmt.Errorf("%s: %w: its entry jump would overlap that of %s", fn.Name, amd64.ErrNotSpliceable, q.Name)
+			}
+		}
+		if q := s.rec.Overlapping(e.at, e.at+uint64(len(e.jump))); q != nil && q.Addr != m.Addr {
+			return p, fmt.Errorf("%s: %w: its entry jump would overlap that of %s, which an applied update redirected", fn.Name, amd64.ErrNotSpliceable, q.Name)
 		}
 		copy(p.images[0][gate:], stub)
 		gate += amd64.GateStubSize
 		if o := s.rec.Owner(m.Addr); o != nil {
 			p.deps[o.ID] = true
 		}
+		placed[m.Addr] = len(p.applied.Funcs)
 		p.applied.Funcs = append(p.applied.Funcs, state.Patched{Name: fn.Name, File: fn.File, Addr: m.Addr, Size: m.Size,
-			Stub: stubAddr, New: to, NewSize: fn.Size, Saved: append([]byte{}, code[:len(jump)]...), Jump: jump})
+			Stub: stubAddr, New: to, NewSize: fn.Size, Saved: e.saved, Jump: e.jump, Lead: m.Addr - e.at})
 	}
 	for k, img := range p.images {
 		if len(img) > 0 {
@@ -560,6 +580,110 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	p.protect = append(p.protect, ptrace.Call{Nr: unix.SYS_MPROTECT, Args: [6]uint64{addr + p.partOff[2], total - p.partOff[2], unix.PROT_READ | unix.PROT_WRITE}})
 
 	return p, nil
+}
+
+// entryRedirect is how one function's entry is redirected to its gate.
+type entryRedirect struct {
+	at        uint64 // where jump is written: the entry, or padding before it
+	jump      []byte
+	saved     []byte // the bytes jump replaces
+	displaced []byte // the function's first whole instructions the jump covers
+	code      []byte // the function's running code
+}
+
+// entry decides how a replaced function's entry jumps to its gate at stub:
+// a jump over its first instructions; for a function shorter than that
+// jump, one that also covers the alignment padding after it
+// (amd64.ShortEntry) or, failing that, a 2-byte jump into a 5-byte one in
+// the padding before it (amd64.PaddedEntry).
+func (s *session) entry(mod *module, fn update.Function, m runpre.Func, stub uint64) (entryRedirect, error) {
+	jump := amd64.Jump(m.Addr, stub)
+	if m.Size >= uint64(len(jump)) {
+		code := make([]byte, m.Size)
+		if err := s.p.ReadMem(m.Addr, code); err != nil {
+			return entryRedirect{}, fmt.Errorf("read %s: %w", fn.Name, err)
+		}
+		n, err := amd64.Displaced(code, len(jump))
+		if err != nil {
+			return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w", fn.Name, m.Size, err)
+		}
+		return entryRedirect{at: m.Addr, jump: jump, saved: slices.Clone(code[:len(jump)]), displaced: code[:n], code: code}, nil
+	}
+	// A function shorter than the jump (mov %edi,%eax; ret): the jump may
+	// also cover the alignment padding after it, up to the next symbol, if
+	// nothing can run there.
+	size := max(m.Size, min(mod.table.Room(m.Addr-mod.bias), 64))
+	code := make([]byte, size)
+	if err := s.p.ReadMem(m.Addr, code); err != nil {
+		return entryRedirect{}, fmt.Errorf("read %s: %w", fn.Name, err)
+	}
+	n, errAfter := amd64.ShortEntry(code, int(m.Size), len(jump))
+	if errAfter == nil && s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump))) == nil {
+		return entryRedirect{at: m.Addr, jump: jump, saved: slices.Clone(code[:len(jump)]), displaced: code[:n], code: code[:m.Size]}, nil
+	}
+	e, errBefore := s.paddedEntry(mod, m, stub, code[:m.Size])
+	if errBefore == nil {
+		return e, nil
+	}
+	if errAfter == nil {
+		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
+	}
+	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; and through the padding before it: %v", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
+}
+
+// paddedEntry is entry through padding before a short function: a 2-byte
+// jmp rel8 at its entry to a 5-byte jump in the nearest alignment padding
+// before it, within the rel8's reach, that amd64.Padding proves unused
+// and the loader did not relocate.
+func (s *session) paddedEntry(mod *module, m runpre.Func, stub uint64, code []byte) (entryRedirect, error) {
+	n, err := amd64.Displaced(code, 2)
+	if err != nil {
+		return entryRedirect{}, err
+	}
+	var first error
+	for cur := m.Addr - mod.bias; m.Addr+2-(mod.bias+cur) < amd64.ShortJumpReach+amd64.NearJumpSize; {
+		start, end, ok := mod.table.Before(cur)
+		if !ok {
+			if first == nil {
+				first = fmt.Errorf("%w: no symbol table shows what precedes it", amd64.ErrNotSpliceable)
+			}
+			break
+		}
+		before := make([]byte, cur-start)
+		if len(before) > 1<<20 {
+			break
+		}
+		if err := s.p.ReadMem(mod.bias+start, before); err != nil {
+			return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
+		}
+		pad, err := amd64.Padding(before, mod.bias+start, int(end-start))
+		if err == nil && pad < amd64.HotPatchLead {
+			err = fmt.Errorf("%d bytes of padding at %#x", pad, mod.bias+cur-uint64(pad))
+		}
+		at := mod.bias + cur - amd64.HotPatchLead
+		if err == nil {
+			err = s.noDynRelocs(mod, at, at+amd64.HotPatchLead)
+		}
+		if err == nil {
+			err = s.noDynRelocs(mod, m.Addr, m.Addr+2)
+		}
+		if err == nil {
+			orig := make([]byte, m.Addr+2-at)
+			if err := s.p.ReadMem(at, orig); err != nil {
+				return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
+			}
+			var jump []byte
+			jump, err = amd64.PaddedEntry(orig, at, m.Addr, stub)
+			if err == nil {
+				return entryRedirect{at: at, jump: jump, saved: orig, displaced: code[:n], code: code}, nil
+			}
+		}
+		if first == nil {
+			first = err
+		}
+		cur = start
+	}
+	return entryRedirect{}, fmt.Errorf("no padding within reach of a 2-byte jump before it is free: %v", first)
 }
 
 func sortedKeys(m map[int]uint64) []int {
@@ -652,7 +776,11 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 		if v, ok := p.match.Learned[si]; ok {
 			return v, nil
 		}
-		return 0, fmt.Errorf("thread-local variable %s: new code reaches it as %s, and no replaced function's running code shows where that leads (replace a function that uses it the same way)", y.Name, strings.TrimPrefix(y.Type, "tls-"))
+		v, err := s.tlsValue(p, si)
+		if err != nil {
+			return 0, fmt.Errorf("thread-local variable %s: new code reaches it as %s, which no replaced function's running code does: %w", y.Name, strings.TrimPrefix(y.Type, "tls-"), err)
+		}
+		return v, nil
 	}
 	switch y.Kind {
 	case update.SymSection:

@@ -16,6 +16,10 @@ type module struct {
 	maps  []procfs.Mapping
 	bias  uint64
 	table *elfsym.Table
+	// dynamic relocations, read on demand (dynrel.go)
+	rels     []dynReloc
+	relsErr  error
+	relsRead bool
 }
 
 func (m *module) start() uint64 { return m.maps[0].Start }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"livesplice/internal/amd64"
 	"livesplice/internal/fault"
 	"livesplice/internal/ptrace"
 	"livesplice/internal/state"
@@ -34,7 +35,7 @@ func undo(pid int, id string, opt Options) error {
 	}
 	for _, f := range a.Funcs {
 		cur := make([]byte, len(f.Jump))
-		if err := s.p.ReadMem(f.Addr, cur); err != nil {
+		if err := s.p.ReadMem(f.At(), cur); err != nil {
 			return fmt.Errorf("undo %s: read %s: %w", id, f.Name, err)
 		}
 		if !bytes.Equal(cur, f.Jump) {
@@ -65,6 +66,13 @@ func (s *session) remove(idx int, op string) error {
 	for _, g := range a.Regions {
 		spans = append(spans, span{g.Addr, g.Addr + g.Text, "new code of " + a.ID})
 	}
+	for _, f := range a.Funcs {
+		if f.Lead > 0 {
+			// The jump in the padding before a short function: a thread
+			// there would run the restored filler.
+			spans = append(spans, span{f.At(), f.At() + amd64.NearJumpSize, f.Name})
+		}
+	}
 	// Everything written in the stop is made now, before it: the record,
 	// the flags and the entries that still hold our jump (an interrupted
 	// apply may not have written them all; nothing else writes them while
@@ -80,8 +88,8 @@ func (s *session) remove(idx int, op string) error {
 	for i := len(a.Funcs) - 1; i >= 0; i-- {
 		f := a.Funcs[i]
 		cur := make([]byte, len(f.Jump))
-		if s.p.ReadMem(f.Addr, cur) == nil && bytes.Equal(cur, f.Jump) {
-			restore = append(restore, ptrace.Write{Addr: f.Addr, Data: f.Saved})
+		if s.p.ReadMem(f.At(), cur) == nil && bytes.Equal(cur, f.Jump) {
+			restore = append(restore, ptrace.Write{Addr: f.At(), Data: f.Saved})
 		}
 	}
 	clear, set := s.mappedFlags(a, 0), s.mappedFlags(a, 1)
@@ -117,7 +125,7 @@ func (s *session) remove(idx int, op string) error {
 		// Back to applied: entries to the gates, flags as they were.
 		var back []ptrace.Write
 		for _, f := range a.Funcs {
-			back = append(back, ptrace.Write{Addr: f.Addr, Data: f.Jump})
+			back = append(back, ptrace.Write{Addr: f.At(), Data: f.Jump})
 		}
 		if prev == state.StatusApplied {
 			back = append(back, set...)

@@ -13,7 +13,25 @@ import (
 )
 
 // Version is the version of the record layout (docs/update-format.md).
-const Version = 1
+// A record is written as version 1 unless a redirect in it has a lead
+// (VersionLead): a livesplice that knows only version 1 would write and
+// check its entry bytes at the wrong place, so it must refuse the record.
+const (
+	Version     = 1
+	VersionLead = 2
+)
+
+// version is the layout version r needs.
+func (r *Record) version() uint32 {
+	for _, a := range r.Updates {
+		for _, f := range a.Funcs {
+			if f.Lead != 0 {
+				return VersionLead
+			}
+		}
+	}
+	return Version
+}
 
 // Magic starts the record.
 const Magic = "LIVESPLICE-STATE"
@@ -117,7 +135,14 @@ type Patched struct {
 	NewSize uint64 `json:"new_size"`
 	Saved   []byte `json:"saved"` // bytes the entry jump replaced
 	Jump    []byte `json:"jump"`  // the entry jump, to Stub
+	// Lead: how many bytes before Addr Saved and Jump begin (0, or 5 for
+	// a function entered through the padding before it: a jmp rel32
+	// there, then a jmp rel8 to it at Addr).
+	Lead uint64 `json:"lead,omitempty"`
 }
+
+// At is where Jump and Saved are written.
+func (p *Patched) At() uint64 { return p.Addr - p.Lead }
 
 // Find returns the applied update with this id.
 func (r *Record) Find(id string) (int, *Applied) {
@@ -153,6 +178,20 @@ func (r *Record) Trampoline(addr uint64) *Patched {
 	return nil
 }
 
+// Overlapping returns a redirect of any applied update whose written
+// bytes meet [lo, hi).
+func (r *Record) Overlapping(lo, hi uint64) *Patched {
+	for i := range r.Updates {
+		for j := range r.Updates[i].Funcs {
+			f := &r.Updates[i].Funcs[j]
+			if f.At() < hi && lo < f.At()+uint64(len(f.Jump)) {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
 // The mapping holds the header and two body slots. A new body is written
 // into the slot the header does not point at, then one write of the header
 // switches to it: a livesplice killed between any two writes leaves the
@@ -177,7 +216,7 @@ func Encode(r *Record, slot int) (header, body []byte, err error) {
 	}
 	header = make([]byte, HeaderSize)
 	copy(header, Magic)
-	binary.LittleEndian.PutUint32(header[16:], Version)
+	binary.LittleEndian.PutUint32(header[16:], r.version())
 	binary.LittleEndian.PutUint32(header[20:], uint32(len(body)))
 	binary.LittleEndian.PutUint64(header[24:], SlotOffset(slot))
 	return header, body, nil
@@ -195,8 +234,8 @@ func DecodeHeader(h []byte) (off uint64, n int, err error) {
 	if string(h[:16]) != Magic {
 		return 0, 0, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
-	if v := binary.LittleEndian.Uint32(h[16:]); v != Version {
-		return 0, 0, fmt.Errorf("state record version %d not supported (this livesplice reads %d)", v, Version)
+	if v := binary.LittleEndian.Uint32(h[16:]); v != Version && v != VersionLead {
+		return 0, 0, fmt.Errorf("state record version %d not supported (this livesplice reads %d and %d)", v, Version, VersionLead)
 	}
 	n = int(binary.LittleEndian.Uint32(h[20:]))
 	off = binary.LittleEndian.Uint64(h[24:])
