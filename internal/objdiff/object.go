@@ -17,6 +17,7 @@ type object struct {
 	sections []*section
 	symbols  []*symbol // ELF symbol table order; index 0 is the null symbol
 	byName   map[string][]*section
+	cuts     map[*section][]int64 // cutsOf, computed once per section
 }
 
 type section struct {
