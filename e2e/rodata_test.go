@@ -65,7 +65,7 @@ func TestOnlyChanged(t *testing.T) {
 				}
 			}
 			sort.Strings(got)
-			if want := "replaced greet [{changed-data string \"Hello. PATCHED!\\n\"}]"; strings.Join(got, ",") != want {
+			if want := "replaced greet [{changed-data string \"Hello. PATCHED!\"}]"; strings.Join(got, ",") != want {
 				t.Fatalf("functions %q, want %q", got, want)
 			}
 		})

@@ -618,9 +618,15 @@ func (d *differ) emit() error {
 			return err
 		}
 	}
+	var changed []*symbol
+	for _, f := range fns {
+		changed = append(changed, f.sym)
+	}
+	inl := d.inlinedChanges(changed)
 	for _, f := range fns {
 		d.changed = append(d.changed, f.sym.name)
 		uf := update.Function{Name: f.sym.name, Status: f.status, Section: d.carried[f.sym.sec], Size: f.sym.size}
+		uf.Why = d.why(f.sym, f.pre, inl)
 		if f.sym.bind == elf.STB_LOCAL {
 			uf.File = d.fileName()
 		}

@@ -213,3 +213,42 @@ func TestStringLabelOffsets(t *testing.T) {
 		t.Fatalf("new code refers to %q, want no,yes", got)
 	}
 }
+
+// Why each function is in the update: its own code, data it references, a
+// changed function inlined into it, a clone, new.
+func TestWhy(t *testing.T) {
+	pre := `int puts(const char *);
+static inline int h(int x){return x*x+1;}
+int f(int x){return h(x)*3;}
+int g(int x){return h(x+2)-x;}
+void s(void){puts("old text");}
+int k(int x){return x*7;}`
+	post := strings.NewReplacer("x*x+1;", "x*x+5;", "old text", "new text", "x*7", "x*9").Replace(pre) + "\nint n(int x){return x;}"
+	b := NewBuilder("prog", "", "")
+	if err := b.AddObject("x.o", compile(t, pre, "-O2 -g"), compile(t, post, "-O2 -g")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range b.Target().Functions {
+		var w []string
+		for _, r := range f.Why {
+			w = append(w, r.String())
+		}
+		got[f.Name] = strings.Join(w, "; ")
+	}
+	want := map[string]string{
+		"f": "changed code; inlines changed h",
+		"g": "changed code; inlines changed h",
+		"s": `references changed data string "new text"`,
+		"k": "changed code",
+		"n": "new function",
+	}
+	for n, w := range want {
+		if got[n] != w {
+			t.Errorf("%s: why %q, want %q (all: %q)", n, got[n], w, got)
+		}
+	}
+	if baseName("foo.constprop.0.isra.0") != "foo" || baseName("bar.part.3") != "bar" || baseName("baz") != "baz" {
+		t.Error("baseName")
+	}
+}
