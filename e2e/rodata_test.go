@@ -46,27 +46,55 @@ func TestOnlyChanged(t *testing.T) {
 			copyTree(t, filepath.Join(caseDir, "src"), src)
 			out := filepath.Join(t.TempDir(), "fix.lsu")
 			mustRun(t, "create", "--src", src, "--build", strings.TrimSpace("make "+v.build), "--id", "fix", "-o", out, filepath.Join(caseDir, "fix.patch"))
-			var in struct {
-				Targets []struct {
-					Functions []struct {
-						Name, Status string
-						Why          []struct{ Kind, Detail string }
-					}
-				}
-			}
-			r := mustRun(t, "info", "--json", out)
-			if err := json.Unmarshal([]byte(r.stdout), &in); err != nil {
-				t.Fatalf("info --json: %v", err)
-			}
-			var got []string
-			for _, tg := range in.Targets {
-				for _, f := range tg.Functions {
-					got = append(got, fmt.Sprintf("%s %s %v", f.Status, f.Name, f.Why))
-				}
-			}
-			sort.Strings(got)
-			if want := "replaced greet [{changed-data string \"Hello. PATCHED!\"}]"; strings.Join(got, ",") != want {
+			got := whyOf(t, out)
+			if want := "replaced greet [{changed-source prog.c:9} {changed-data string \"Hello. PATCHED!\"}]"; strings.Join(got, ",") != want {
 				t.Fatalf("functions %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// whyOf lists "status name [reasons]" of every function of an update, sorted.
+func whyOf(t *testing.T, file string) []string {
+	t.Helper()
+	var in struct {
+		Targets []struct {
+			Functions []struct {
+				Name, Status string
+				Why          []struct{ Kind, Detail string }
+			}
+		}
+	}
+	r := mustRun(t, "info", "--json", file)
+	if err := json.Unmarshal([]byte(r.stdout), &in); err != nil {
+		t.Fatalf("info --json: %v", err)
+	}
+	var got []string
+	for _, tg := range in.Targets {
+		for _, f := range tg.Functions {
+			got = append(got, fmt.Sprintf("%s %s %v", f.Status, f.Name, f.Why))
+		}
+	}
+	sort.Strings(got)
+	return got
+}
+
+// TestWhyReasons: info says why: a changed static helper inlined into its
+// callers, GCC clones of changed functions.
+func TestWhyReasons(t *testing.T) {
+	for name, want := range map[string]string{
+		"inline_helper": "replaced area [{inlined clamp}],replaced border [{inlined clamp}]",
+		"clones": "replaced check [{changed-source prog.c:80}],replaced lookup.part.0 [{changed-source prog.c:55} {clone lookup}]," +
+			"replaced scale.constprop.0 [{changed-source prog.c:15} {clone scale}],replaced weight.isra.0 [{changed-source prog.c:32} {clone weight}]",
+	} {
+		t.Run(name, func(t *testing.T) {
+			caseDir, _ := filepath.Abs(filepath.Join("testdata", name))
+			src := t.TempDir()
+			copyTree(t, filepath.Join(caseDir, "src"), src)
+			out := filepath.Join(t.TempDir(), "fix.lsu")
+			mustRun(t, "create", "--src", src, "--id", "fix", "-o", out, filepath.Join(caseDir, "fix.patch"))
+			if got := strings.Join(whyOf(t, out), ","); got != want {
+				t.Fatalf("got  %s\nwant %s", got, want)
 			}
 		})
 	}

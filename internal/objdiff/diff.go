@@ -39,6 +39,9 @@ type Builder struct {
 	defs    map[string]int  // global names defined by carried sections -> symbol index
 	handled map[string]bool // types marked LIVESPLICE_LAYOUT_HANDLED
 	layouts []layoutChange  // layout changes seen, judged by LayoutErr
+	// SetTrees: the source trees, for the reasons (source.go)
+	preRoot, postRoot string
+	touchedFiles      map[string]*touched
 }
 
 // layoutChange is a changed type layout that changed code of file uses.

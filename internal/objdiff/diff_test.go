@@ -237,8 +237,8 @@ int k(int x){return x*7;}`
 		got[f.Name] = strings.Join(w, "; ")
 	}
 	want := map[string]string{
-		"f": "changed code; inlines changed h",
-		"g": "changed code; inlines changed h",
+		"f": "inlines changed h",
+		"g": "inlines changed h",
 		"s": `references changed data string "new text"`,
 		"k": "changed code",
 		"n": "new function",

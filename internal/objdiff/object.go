@@ -19,6 +19,7 @@ type object struct {
 	byName   map[string][]*section
 	cuts     map[*section][]int64 // cutsOf, computed once per section
 	elf      *elf.File            // for its DWARF (why.go)
+	dw       *dwarfInfo           // its DWARF, read once
 }
 
 type section struct {

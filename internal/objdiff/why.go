@@ -25,21 +25,42 @@ func baseName(n string) string {
 // variant that tells.
 func (d *differ) why(y, pre *symbol, inl map[string][]string) []update.Reason {
 	var out []update.Reason
-	switch {
-	case pre == nil:
+	base := baseName(y.name)
+	if pre == nil {
 		out = append(out, update.Reason{Kind: update.ReasonNew})
-	default:
+	}
+	if at, ok := d.sourceChanged(base); ok {
+		out = append(out, update.Reason{Kind: update.ReasonSource, Detail: at})
+	}
+	if pre != nil {
 		if data, ok := d.onlyData(pre.sec, y.sec); ok && len(data) > 0 {
 			out = append(out, update.Reason{Kind: update.ReasonData, Detail: strings.Join(data, ", ")})
-		} else {
-			out = append(out, update.Reason{Kind: update.ReasonCode})
 		}
 	}
-	if b := baseName(y.name); b != y.name {
-		out = append(out, update.Reason{Kind: update.ReasonClone, Detail: b})
+	var inlined []string
+	if d.b.postRoot != "" {
+		// With the trees: the inlined functions whose source changed.
+		if di := d.post.dwarf(); di != nil {
+			for c := range di.into[base] {
+				if _, ok := d.sourceChanged(c); ok && c != base {
+					inlined = append(inlined, c)
+				}
+			}
+			sort.Strings(inlined)
+		}
+	} else {
+		inlined = inl[base]
 	}
-	for _, f := range inl[baseName(y.name)] {
-		out = append(out, update.Reason{Kind: update.ReasonInlined, Detail: f})
+	if len(out) == 0 && len(inlined) == 0 {
+		// Nothing the source or the data says: its code changed all the
+		// same (a header's macro, a callee's signature, register use).
+		out = append(out, update.Reason{Kind: update.ReasonCode})
+	}
+	for _, c := range inlined {
+		out = append(out, update.Reason{Kind: update.ReasonInlined, Detail: c})
+	}
+	if base != y.name {
+		out = append(out, update.Reason{Kind: update.ReasonClone, Detail: base})
 	}
 	return out
 }
@@ -115,25 +136,63 @@ func (d *differ) inlinedChanges(changed []*symbol) map[string][]string {
 	return out
 }
 
+// dwarfInfo is what the reasons need from an object's DWARF.
+type dwarfInfo struct {
+	into map[string]map[string]bool // function with code -> functions inlined into it
+	decl map[string]declPlace       // function name -> where its source starts
+	ends map[string][]int           // file -> sorted decl lines of every function in it
+}
+
+type declPlace struct {
+	file string
+	line int
+}
+
+// extent is the source lines of function n: from its declaration to the
+// line before the next function of its file.
+func (di *dwarfInfo) extent(n string) (file string, from, to int, ok bool) {
+	p, ok := di.decl[n]
+	if !ok || p.file == "" || p.line == 0 {
+		return "", 0, 0, false
+	}
+	to = 1 << 30
+	for _, l := range di.ends[p.file] {
+		if l > p.line {
+			to = l - 1
+			break
+		}
+	}
+	return p.file, p.line, to, true
+}
+
 // inlines maps each function with code in the object (by DWARF name) to
 // the names of the functions inlined into it.
 func (o *object) inlines() map[string]map[string]bool {
-	if o.elf == nil || o.elf.Section(".debug_info") == nil {
-		return nil
+	if di := o.dwarf(); di != nil {
+		return di.into
+	}
+	return nil
+}
+
+// dwarf reads the object's DWARF once (nil without usable DWARF).
+func (o *object) dwarf() *dwarfInfo {
+	if o.dw != nil || o.elf == nil || o.elf.Section(".debug_info") == nil {
+		return o.dw
 	}
 	dw, err := o.elf.DWARF()
 	if err != nil {
 		return nil
 	}
+	di := &dwarfInfo{into: map[string]map[string]bool{}, decl: map[string]declPlace{}, ends: map[string][]int{}}
 	names := map[dwarf.Offset]string{}
 	type inst struct {
-		off     dwarf.Offset
 		origin  dwarf.Offset
 		name    string
 		inlined []dwarf.Offset
 	}
 	var insts []*inst
 	var stack []*inst // the enclosing concrete function at each depth
+	var files []*dwarf.LineFile
 	r := dw.Reader()
 	for {
 		e, err := r.Next()
@@ -146,7 +205,14 @@ func (o *object) inlines() map[string]map[string]bool {
 			}
 			continue
 		}
-		if n, ok := e.Val(dwarf.AttrName).(string); ok {
+		if e.Tag == dwarf.TagCompileUnit {
+			files = nil
+			if lr, err := dw.LineReader(e); err == nil && lr != nil {
+				files = lr.Files()
+			}
+		}
+		n, _ := e.Val(dwarf.AttrName).(string)
+		if n != "" {
 			names[e.Offset] = n
 		}
 		var cur *inst
@@ -155,9 +221,16 @@ func (o *object) inlines() map[string]map[string]bool {
 		}
 		switch e.Tag {
 		case dwarf.TagSubprogram:
+			if fi, ok := e.Val(dwarf.AttrDeclFile).(int64); ok && n != "" && e.Val(dwarf.AttrDeclaration) == nil && fi >= 0 && int(fi) < len(files) && files[fi] != nil {
+				line, _ := e.Val(dwarf.AttrDeclLine).(int64)
+				f := files[fi].Name
+				if _, dup := di.decl[n]; !dup {
+					di.decl[n] = declPlace{file: f, line: int(line)}
+				}
+				di.ends[f] = append(di.ends[f], int(line))
+			}
 			if e.Val(dwarf.AttrLowpc) != nil || e.Val(dwarf.AttrRanges) != nil {
-				in := &inst{off: e.Offset}
-				in.name, _ = e.Val(dwarf.AttrName).(string)
+				in := &inst{name: n}
 				if o, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset); ok {
 					in.origin = o
 				} else if o, ok := e.Val(dwarf.AttrSpecification).(dwarf.Offset); ok {
@@ -177,24 +250,26 @@ func (o *object) inlines() map[string]map[string]bool {
 			stack = append(stack, cur)
 		}
 	}
-	name := func(off dwarf.Offset) string { return names[off] }
-	out := map[string]map[string]bool{}
+	for f := range di.ends {
+		sort.Ints(di.ends[f])
+	}
 	for _, in := range insts {
 		n := in.name
 		if n == "" {
-			n = name(in.origin)
+			n = names[in.origin]
 		}
 		if n == "" {
 			continue
 		}
-		if out[n] == nil {
-			out[n] = map[string]bool{}
+		if di.into[n] == nil {
+			di.into[n] = map[string]bool{}
 		}
 		for _, c := range in.inlined {
-			if cn := name(c); cn != "" {
-				out[n][cn] = true
+			if cn := names[c]; cn != "" {
+				di.into[n][cn] = true
 			}
 		}
 	}
-	return out
+	o.dw = di
+	return di
 }

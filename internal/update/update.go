@@ -216,12 +216,13 @@ type Function struct {
 
 // Reason kinds: why a function is in an update.
 const (
-	ReasonNew     = "new"          // the post build has it, the pre build does not
-	ReasonCode    = "changed-code" // its own instructions or the code/symbols they reach changed
-	ReasonData    = "changed-data" // same instructions, but read-only data it references changed
-	ReasonClone   = "clone"        // a compiler clone (.isra, .constprop, .part, ...) of Detail
-	ReasonInlined = "inlined"      // Detail's code, inlined into it, changed
-	ReasonIPARA   = "ipa-ra"       // its code changed only because a callee's register use did
+	ReasonNew     = "new"            // the post build has it, the pre build does not
+	ReasonSource  = "changed-source" // the patch changed its source lines (Detail: FILE:LINE)
+	ReasonCode    = "changed-code"   // its own instructions or the code/symbols they reach changed
+	ReasonData    = "changed-data"   // same instructions, but read-only data it references changed
+	ReasonClone   = "clone"          // a compiler clone (.isra, .constprop, .part, ...) of Detail
+	ReasonInlined = "inlined"        // Detail's code, inlined into it, changed
+	ReasonIPARA   = "ipa-ra"         // its code changed only because a callee's register use did
 )
 
 // Reason is one cause of a function's presence in an update.
@@ -266,6 +267,8 @@ func (r Reason) String() string {
 	switch r.Kind {
 	case ReasonNew:
 		w = "new function"
+	case ReasonSource:
+		w = "changed source at"
 	case ReasonCode:
 		w = "changed code"
 	case ReasonData:
