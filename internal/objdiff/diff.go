@@ -785,6 +785,7 @@ func (d *differ) preCode(y *symbol) (*update.Code, error) {
 		return nil, d.refuse(y.name, "pre function extends past its section")
 	}
 	c := &update.Code{Data: append([]byte{}, s.data[y.value:y.value+y.size]...)}
+	seenDatum := map[[2]int64]bool{}
 	for _, r := range s.relocs {
 		if r.off < y.value || r.off >= y.value+y.size {
 			continue
@@ -811,8 +812,12 @@ func (d *differ) preCode(y *symbol) (*update.Code, error) {
 			sym = update.Symbol{Kind: update.SymAnon, Name: t.sec.name}
 		}
 		c.Relocs = append(c.Relocs, update.Reloc{Offset: r.off - y.value, Type: r.typ, Symbol: d.b.symbol(sym), Addend: t.addend})
-		if sym.Kind == update.SymAnon && rodata(t.sec) {
-			if dt := preDatum(t, r.off-y.value); dt != nil {
+		if sym.Kind == update.SymAnon && rodata(t.sec) && t.dat {
+			// One record per datum: a table used many times is
+			// proved once (the references resolve within one object).
+			k := [2]int64{int64(t.sec.index), t.start}
+			if dt := preDatum(t, r.off-y.value); dt != nil && !seenDatum[k] {
+				seenDatum[k] = true
 				c.Rodata = append(c.Rodata, *dt)
 			}
 		}
