@@ -34,7 +34,8 @@ func (o *object) objectDatum(t target, place0 int64) target {
 // is not mergeable (gcc -O0 puts string literals and constants in .rodata;
 // a jump table has a section of its own): from off to the next place
 // anything in the object refers to or names. A piece without relocations
-// that is a string followed by zeros (alignment padding) ends at its NUL.
+// that is a string followed by zeros (alignment padding) ends at its NUL,
+// any other without its trailing zeros.
 func (o *object) piece(s *section, off int64) (ok bool, start, end int64) {
 	if s.data == nil || off < 0 || off >= int64(len(s.data)) {
 		return false, 0, 0
@@ -53,8 +54,15 @@ func (o *object) piece(s *section, off int64) (ok bool, start, end int64) {
 	if nul := bytes.IndexByte(s.data[off:end], 0); nul >= 0 {
 		rest := s.data[off+int64(nul)+1 : end]
 		if len(bytes.Trim(rest, "\x00")) == 0 {
-			end = off + int64(nul) + 1
+			return true, off, off + int64(nul) + 1
 		}
+	}
+	// Other data: without its trailing zeros, which may be alignment
+	// padding before the next piece here, but not in the running
+	// program's build (without -fdata-sections, named constants sit
+	// between the pieces).
+	for end > off+1 && s.data[end-1] == 0 {
+		end--
 	}
 	return true, off, end
 }
