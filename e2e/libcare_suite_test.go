@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// TestLibcare runs libcare's test cases (github.com/cloudlinux/libcare,
+// TestLibcareSuite runs libcare's test cases (github.com/cloudlinux/libcare,
 // tests/: a looping program, its diff, plain -O0) through livesplice:
 // build, start, create from the unpatched tree with the case's diff,
 // apply, check the output libcare's run_tests.sh expects, undo, check
@@ -21,14 +21,14 @@ import (
 // directory of libcare (the fetched snapshot). Nothing of libcare is kept
 // in this tree; the cases are read from that directory at run time.
 //
-//	LIVESPLICE_LIBCARE=/path/to/libcare/.git go test -count=1 -run TestLibcare -v ./e2e/
+//	LIVESPLICE_LIBCARE=/path/to/libcare/.git go test -count=1 -run TestLibcareSuite -v ./e2e/
 //
 // The checks follow run_tests.sh: a "patch" check per case (flavor
 // test_patch_files; the fail_* cases must stay unpatched, their threads
 // never leave the function) and an "undo" check per case but the six
 // busy fail_* ones (test_unpatch_files; fail_unpatch must stay patched),
 // patchlevel's two levels in its own check: 37 in all.
-func TestLibcare(t *testing.T) {
+func TestLibcareSuite(t *testing.T) {
 	gitDir := os.Getenv("LIVESPLICE_LIBCARE")
 	if gitDir == "" {
 		t.Skip("set LIVESPLICE_LIBCARE to a libcare git directory")
@@ -108,7 +108,7 @@ func (c *lcCase) makefile(dir string) {
 	var b strings.Builder
 	n := c.name
 	fmt.Fprintf(&b, "CFLAGS ?=\nall:")
-	lib := fileExists(filepath.Join(dir, "lib"+n+".c"))
+	lib := lcFileExists(filepath.Join(dir, "lib"+n+".c"))
 	if lib {
 		fmt.Fprintf(&b, " lib%s.so", n)
 	}
@@ -122,7 +122,7 @@ func (c *lcCase) makefile(dir string) {
 	os.WriteFile(filepath.Join(dir, "Makefile"), []byte(b.String()), 0o644)
 }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+func lcFileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // prepare copies the case to work/DIR with our makefile and builds it if
 // build is set.
@@ -147,7 +147,7 @@ func (c *lcCase) prepare(dir string, build bool) (string, error) {
 		cmd := exec.Command("make", "-s")
 		cmd.Dir = d
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return d, fmt.Errorf("make: %v: %s", err, firstLine(string(out)))
+			return d, fmt.Errorf("make: %v: %s", err, lcFirstLine(string(out)))
 		}
 	}
 	return d, nil
@@ -238,7 +238,7 @@ func (c *lcCase) patched(p *lcProc) bool {
 	return wordPatched.MatchString(p.tail(2))
 }
 
-func firstLine(s string) string {
+func lcFirstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
@@ -262,7 +262,7 @@ func (c *lcCase) run(add func(name, check string, ok bool, why string)) {
 	busy := lcBusy[c.name]
 	cr := run(c.t, "create", "--src", src, "--id", id, "-o", upd, c.patch("diff"))
 	if cr.exit != 0 {
-		add(c.name, "patch", false, "create: "+firstLine(cr.stderr))
+		add(c.name, "patch", false, "create: "+lcFirstLine(cr.stderr))
 		if !busy {
 			add(c.name, "undo", false, "no update")
 		}
@@ -274,7 +274,7 @@ func (c *lcCase) run(add func(name, check string, ok bool, why string)) {
 	got := c.patched(p)
 	why := "applied"
 	if ar.exit != 0 {
-		why = fmt.Sprintf("apply exit %d: %s", ar.exit, firstLine(ar.stderr))
+		why = fmt.Sprintf("apply exit %d: %s", ar.exit, lcFirstLine(ar.stderr))
 	}
 	if busy {
 		add(c.name, "patch", !got && ar.exit != 0, why)
@@ -283,7 +283,7 @@ func (c *lcCase) run(add func(name, check string, ok bool, why string)) {
 	if got {
 		add(c.name, "patch", true, why)
 	} else {
-		add(c.name, "patch", false, why+"; output: "+firstLine(p.tail(1)))
+		add(c.name, "patch", false, why+"; output: "+lcFirstLine(p.tail(1)))
 	}
 	if ar.exit != 0 {
 		add(c.name, "undo", false, "not applied")
@@ -294,7 +294,7 @@ func (c *lcCase) run(add func(name, check string, ok bool, why string)) {
 	after := c.patched(p)
 	why = "undone"
 	if ur.exit != 0 {
-		why = fmt.Sprintf("undo exit %d: %s", ur.exit, firstLine(ur.stderr))
+		why = fmt.Sprintf("undo exit %d: %s", ur.exit, lcFirstLine(ur.stderr))
 	}
 	if c.name == "fail_unpatch" {
 		// The new print_greetings calls a function that never returns:
@@ -321,7 +321,7 @@ func (c *lcCase) patchlevel(add func(name, check string, ok bool, why string)) {
 	u1, u2 := filepath.Join(c.work, "l1.lsu"), filepath.Join(c.work, "l2.lsu")
 	fail := func(why string) { add(c.name, "levels", false, why) }
 	if r := run(c.t, "create", "--src", src, "--id", "libcare-patchlevel-1", "-o", u1, p1); r.exit != 0 {
-		fail("create level 1: " + firstLine(r.stderr))
+		fail("create level 1: " + lcFirstLine(r.stderr))
 		return
 	}
 	sh(c.t, src, "patch -s -p1 < "+p1)
@@ -333,38 +333,38 @@ func (c *lcCase) patchlevel(add func(name, check string, ok bool, why string)) {
 	p12 := filepath.Join(c.work, "l1-to-l2.diff")
 	os.WriteFile(p12, diff.Bytes(), 0o644)
 	if r := run(c.t, "create", "--src", src, "--id", "libcare-patchlevel-2", "--requires", "libcare-patchlevel-1", "-o", u2, p12); r.exit != 0 {
-		fail("create level 2: " + firstLine(r.stderr))
+		fail("create level 2: " + lcFirstLine(r.stderr))
 		return
 	}
 	p := c.start(runDir)
 	pid := fmt.Sprint(p.cmd.Process.Pid)
 	if r := run(c.t, "apply", "--pid", pid, u1); r.exit != 0 {
-		fail("apply level 1: " + firstLine(r.stderr))
+		fail("apply level 1: " + lcFirstLine(r.stderr))
 		return
 	}
 	p.waitLines(3)
 	if !strings.Contains(p.tail(2), "semipatched") {
-		fail("level 1 output: " + firstLine(p.tail(1)))
+		fail("level 1 output: " + lcFirstLine(p.tail(1)))
 		return
 	}
 	if r := run(c.t, "apply", "--pid", pid, u2); r.exit != 0 {
-		fail("apply level 2: " + firstLine(r.stderr))
+		fail("apply level 2: " + lcFirstLine(r.stderr))
 		return
 	}
 	p.waitLines(3)
 	if t := p.tail(2); strings.Contains(t, "semipatched") || !wordPatched.MatchString(t) {
-		fail("level 2 output: " + firstLine(p.tail(1)))
+		fail("level 2 output: " + lcFirstLine(p.tail(1)))
 		return
 	}
 	for _, id := range []string{"libcare-patchlevel-2", "libcare-patchlevel-1"} {
 		if r := run(c.t, "undo", "--pid", pid, id); r.exit != 0 {
-			fail("undo " + id + ": " + firstLine(r.stderr))
+			fail("undo " + id + ": " + lcFirstLine(r.stderr))
 			return
 		}
 	}
 	p.waitLines(3)
 	if !strings.Contains(p.tail(2), "unpatched") {
-		fail("after undo: " + firstLine(p.tail(1)))
+		fail("after undo: " + lcFirstLine(p.tail(1)))
 		return
 	}
 	add(c.name, "levels", true, "level 1, level 2 on it, both undone")
