@@ -421,6 +421,8 @@ type FuncInfo struct {
 	File   string `json:"file,omitempty"`
 	Status string `json:"status"`
 	Size   uint64 `json:"size"`
+	// Why the function is in the update (update.Reason kinds).
+	Why []update.Reason `json:"why,omitempty"`
 }
 
 // Info summarises an update file.
@@ -439,7 +441,7 @@ func Info(f *update.File) InfoJSON {
 			ti.Hooks = append(ti.Hooks, HookInfo{Kind: h.Kind, Name: h.Name})
 		}
 		for _, fn := range t.Functions {
-			ti.Functions = append(ti.Functions, FuncInfo{Name: fn.Name, File: fn.File, Status: fn.Status, Size: fn.Size})
+			ti.Functions = append(ti.Functions, FuncInfo{Name: fn.Name, File: fn.File, Status: fn.Status, Size: fn.Size, Why: fn.Why})
 		}
 		out.Targets = append(out.Targets, ti)
 	}
@@ -473,7 +475,11 @@ func infoCmd(stdout io.Writer) *cobra.Command {
 					if fn.File != "" {
 						name += " (" + fn.File + ")"
 					}
-					fmt.Fprintf(stdout, "  %-8s %s, %d bytes\n", fn.Status, name, fn.Size)
+					why := ""
+					for i, r := range fn.Why {
+						why += map[bool]string{true: ": ", false: "; "}[i == 0] + r.String()
+					}
+					fmt.Fprintf(stdout, "  %-8s %s, %d bytes%s\n", fn.Status, name, fn.Size, why)
 				}
 				for _, h := range t.Hooks {
 					fmt.Fprintf(stdout, "  hook     %s %s\n", h.Kind, h.Name)

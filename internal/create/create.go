@@ -131,6 +131,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 		return nil, fmt.Errorf("%s: %w", pre.Rel, err)
 	}
 	b := objdiff.NewBuilder(post.Rel, tab.Soname, tab.BuildID)
+	b.SetTrees(res.Pre.Root, res.Post.Root)
 	for _, rel := range post.Objects {
 		postData, err := os.ReadFile(filepath.Join(res.Post.Root, rel))
 		if err != nil {

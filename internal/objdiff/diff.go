@@ -39,6 +39,9 @@ type Builder struct {
 	defs    map[string]int  // global names defined by carried sections -> symbol index
 	handled map[string]bool // types marked LIVESPLICE_LAYOUT_HANDLED
 	layouts []layoutChange  // layout changes seen, judged by LayoutErr
+	// SetTrees: the source trees, for the reasons (source.go)
+	preRoot, postRoot string
+	touchedFiles      map[string]*touched
 }
 
 // layoutChange is a changed type layout that changed code of file uses.
@@ -127,6 +130,7 @@ type differ struct {
 	pre, post *object
 	pair      map[*section]*section // post -> pre
 	rename    map[*symbol]*symbol   // post local symbol -> pre symbol
+	depth     int                   // nesting of sameDatum (data referring to data)
 	different map[*section]bool     // post sections that differ from their pre pair
 	carried   map[*section]int      // post section -> index in the update's sections
 	changed   []string              // names of the replaced and new functions
@@ -261,6 +265,12 @@ type target struct {
 	sec    *section
 	addend int64 // relative to sym (tSymbol) or section (others)
 	bytes  []byte
+	// A read-only datum (dat): the bytes [start, end) of sec that the
+	// reference reaches (a string with its NUL, a constant, an object, an
+	// anonymous piece of .rodata), and place0, the section offset the
+	// relocation names before any PC bias (its symbol's value + addend).
+	dat               bool
+	start, end, place int64
 }
 
 // pcBias lists the distances from a PC-relative field to the end of its
@@ -275,7 +285,7 @@ func (o *object) resolve(r reloc) target {
 	case y.special || y.sec == nil:
 		return target{kind: tOther, sym: y, addend: r.addend}
 	case y.typ != elf.STT_SECTION && !y.sec.mergeable():
-		return target{kind: tSymbol, sym: y, sec: y.sec, addend: r.addend}
+		return o.objectDatum(target{kind: tSymbol, sym: y, sec: y.sec, addend: r.addend}, r.addend+y2i(y.value))
 	}
 	// A section symbol, or a label (.LC0) in a mergeable section: what
 	// counts is the content at the place, not the label's name.
@@ -290,8 +300,12 @@ func (o *object) resolve(r reloc) target {
 		if pc {
 			k = 4
 		}
-		str, _ := s.cstring(place(k))
-		return target{kind: tString, sec: s, addend: place(0), bytes: str}
+		str, ok := s.cstring(place(k))
+		t := target{kind: tString, sec: s, addend: place(0), bytes: str}
+		if ok {
+			t.dat, t.start, t.end, t.place = true, place(k), min(place(k)+int64(len(str))+1, int64(len(s.data))), place(0)
+		}
+		return t
 	}
 	if s.mergeable() && s.entsz > 0 {
 		k := int64(0)
@@ -299,11 +313,12 @@ func (o *object) resolve(r reloc) target {
 			k = 4
 		}
 		off := place(k)
-		var b []byte
+		t := target{kind: tConst, sec: s, addend: place(0)}
 		if off >= 0 && off+int64(s.entsz) <= int64(len(s.data)) {
-			b = s.data[off : off+int64(s.entsz)]
+			t.bytes = s.data[off : off+int64(s.entsz)]
+			t.dat, t.start, t.end, t.place = true, off, off+int64(s.entsz), place(0)
 		}
-		return target{kind: tConst, sec: s, addend: place(0), bytes: b}
+		return t
 	}
 	// A reference through a section symbol to a named object: gas turns
 	// references to local symbols into these.
@@ -314,7 +329,7 @@ func (o *object) resolve(r reloc) target {
 		}
 		for _, k := range ks {
 			if n := s.symbolAt(uint64(max(place(k), 0))); n != nil && place(k) >= 0 {
-				return target{kind: tSymbol, sym: n, sec: s, addend: place(0) - y2i(n.value)}
+				return o.objectDatum(target{kind: tSymbol, sym: n, sec: s, addend: place(0) - y2i(n.value)}, place(0))
 			}
 		}
 		// A place just outside the only object of a data section still
@@ -323,10 +338,19 @@ func (o *object) resolve(r reloc) target {
 		// relocations in non-PIE code; -fdata-sections gives every
 		// variable its own section.
 		if n := s.onlyObject(); n != nil && !s.exec() {
-			return target{kind: tSymbol, sym: n, sec: s, addend: place(0) - y2i(n.value)}
+			return o.objectDatum(target{kind: tSymbol, sym: n, sec: s, addend: place(0) - y2i(n.value)}, place(0))
 		}
 	}
-	return target{kind: tSection, sec: s, addend: place(0)}
+	t := target{kind: tSection, sec: s, addend: place(0)}
+	if rodata(s) {
+		k := int64(0)
+		if pc {
+			k = 4
+		}
+		t.dat, t.start, t.end = o.piece(s, place(k))
+		t.place = place(0)
+	}
+	return t
 }
 
 // onlyObject returns the section's object symbol if it defines exactly one
@@ -386,6 +410,14 @@ func (d *differ) sameTarget(a, b target) bool {
 	case tString, tConst:
 		return string(a.bytes) == string(b.bytes) && a.bytes != nil
 	case tSection:
+		if a.dat && b.dat {
+			// An anonymous piece of read-only data (-O0 string literals
+			// and constants in .rodata, a jump table): what counts is its
+			// content, not where in the section it lies, which any change
+			// to the strings before it moves (kpatch correlates string
+			// sections for the same reason).
+			return d.sameDatum(a, b)
+		}
 		return d.pair[b.sec] == a.sec && a.addend == b.addend && !d.different[b.sec]
 	case tSymbol:
 		if d.preName(b.sym) != a.sym.name || a.addend != b.addend {
@@ -395,6 +427,9 @@ func (d *differ) sameTarget(a, b target) bool {
 			if p, ok := d.rename[b.sym]; !ok || p != a.sym {
 				return false
 			}
+		}
+		if a.dat && b.dat {
+			return d.sameDatum(a, b)
 		}
 		if deep(b.sec) {
 			return d.pair[b.sec] == a.sec && !d.different[b.sec]
@@ -586,9 +621,15 @@ func (d *differ) emit() error {
 			return err
 		}
 	}
+	var changed []*symbol
+	for _, f := range fns {
+		changed = append(changed, f.sym)
+	}
+	inl := d.inlinedChanges(changed)
 	for _, f := range fns {
 		d.changed = append(d.changed, f.sym.name)
 		uf := update.Function{Name: f.sym.name, Status: f.status, Section: d.carried[f.sym.sec], Size: f.sym.size}
+		uf.Why = d.why(f.sym, f.pre, inl)
 		if f.sym.bind == elf.STB_LOCAL {
 			uf.File = d.fileName()
 		}
@@ -744,6 +785,7 @@ func (d *differ) preCode(y *symbol) (*update.Code, error) {
 		return nil, d.refuse(y.name, "pre function extends past its section")
 	}
 	c := &update.Code{Data: append([]byte{}, s.data[y.value:y.value+y.size]...)}
+	seenDatum := map[[2]int64]bool{}
 	for _, r := range s.relocs {
 		if r.off < y.value || r.off >= y.value+y.size {
 			continue
@@ -770,8 +812,18 @@ func (d *differ) preCode(y *symbol) (*update.Code, error) {
 			sym = update.Symbol{Kind: update.SymAnon, Name: t.sec.name}
 		}
 		c.Relocs = append(c.Relocs, update.Reloc{Offset: r.off - y.value, Type: r.typ, Symbol: d.b.symbol(sym), Addend: t.addend})
+		if sym.Kind == update.SymAnon && rodata(t.sec) && t.dat {
+			// One record per datum: a table used many times is
+			// proved once (the references resolve within one object).
+			k := [2]int64{int64(t.sec.index), t.start}
+			if dt := preDatum(t, r.off-y.value); dt != nil && !seenDatum[k] {
+				seenDatum[k] = true
+				c.Rodata = append(c.Rodata, *dt)
+			}
+		}
 	}
 	sort.Slice(c.Relocs, func(i, j int) bool { return c.Relocs[i].Offset < c.Relocs[j].Offset })
+	sort.Slice(c.Rodata, func(i, j int) bool { return c.Rodata[i].Reloc < c.Rodata[j].Reloc })
 	return c, nil
 }
 

@@ -115,6 +115,29 @@ func TestDiff(t *testing.T) {
 			pre:   "int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;case 6:return 23;default:return 0;}} int g(void){return 0;}",
 			post:  "int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 14;case 4:return 17;case 5:return 19;case 6:return 23;default:return 0;}} int g(void){return 0;}",
 			flags: "-O2 -fno-pie", replaced: "f"},
+		// libcare's fail_unpatch: at -O0 string literals share one
+		// .rodata; a changed string moves the next one, whose user is the
+		// same code reaching the same bytes.
+		{name: "-O0: a string moved inside .rodata, its user stays",
+			pre:   `int puts(const char *); void f(void){puts("Hello. This is an UNPATCHED version!");} void g(void){puts("same");}`,
+			post:  `int puts(const char *); void f(void){puts("Hi");} void g(void){puts("same");}`,
+			flags: "-O0", replaced: "f"},
+		{name: "-O0 non-PIE: a string moved inside .rodata, its user stays",
+			pre:   `int puts(const char *); void f(void){puts("Hello. This is an UNPATCHED version!");} void g(void){puts("same");}`,
+			post:  `int puts(const char *); void f(void){puts("Hi");} void g(void){puts("same");}`,
+			flags: "-O0 -fno-pie", replaced: "f"},
+		{name: "-O0: a double constant moved, its user stays",
+			pre:   `int puts(const char *); void f(void){puts("a long string that will shrink");} double g(double x){return x*1.25;}`,
+			post:  `int puts(const char *); void f(void){puts("short");} double g(double x){return x*1.25;}`,
+			flags: "-O0", replaced: "f"},
+		{name: "-O0: the string changed, not moved",
+			pre:   `int puts(const char *); void f(void){puts("one");} void g(void){puts("same");}`,
+			post:  `int puts(const char *); void f(void){puts("one");} void g(void){puts("SAME");}`,
+			flags: "-O0", replaced: "g"},
+		{name: "-O0: a switch's jump table in its own section",
+			pre:   "int h(void){return 1;} int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;default:return 0;}}",
+			post:  "int h(void){return 2;} int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;default:return 0;}}",
+			flags: "-O0", replaced: "h"},
 		{name: "end of a static array in non-PIE code",
 			pre:   "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+k;} int *g(void){return tab;}",
 			post:  "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+2*k;} int *g(void){return tab;}",
@@ -188,5 +211,44 @@ func TestStringLabelOffsets(t *testing.T) {
 	sort.Strings(got)
 	if strings.Join(got, ",") != "no,yes" {
 		t.Fatalf("new code refers to %q, want no,yes", got)
+	}
+}
+
+// Why each function is in the update: its own code, data it references, a
+// changed function inlined into it, a clone, new.
+func TestWhy(t *testing.T) {
+	pre := `int puts(const char *);
+static inline int h(int x){return x*x+1;}
+int f(int x){return h(x)*3;}
+int g(int x){return h(x+2)-x;}
+void s(void){puts("old text");}
+int k(int x){return x*7;}`
+	post := strings.NewReplacer("x*x+1;", "x*x+5;", "old text", "new text", "x*7", "x*9").Replace(pre) + "\nint n(int x){return x;}"
+	b := NewBuilder("prog", "", "")
+	if err := b.AddObject("x.o", compile(t, pre, "-O2 -g"), compile(t, post, "-O2 -g")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range b.Target().Functions {
+		var w []string
+		for _, r := range f.Why {
+			w = append(w, r.String())
+		}
+		got[f.Name] = strings.Join(w, "; ")
+	}
+	want := map[string]string{
+		"f": "inlines changed h",
+		"g": "inlines changed h",
+		"s": `references changed data string "new text"`,
+		"k": "changed code",
+		"n": "new function",
+	}
+	for n, w := range want {
+		if got[n] != w {
+			t.Errorf("%s: why %q, want %q (all: %q)", n, got[n], w, got)
+		}
+	}
+	if baseName("foo.constprop.0.isra.0") != "foo" || baseName("bar.part.3") != "bar" || baseName("baz") != "baz" {
+		t.Error("baseName")
 	}
 }

@@ -17,6 +17,9 @@ type object struct {
 	sections []*section
 	symbols  []*symbol // ELF symbol table order; index 0 is the null symbol
 	byName   map[string][]*section
+	cuts     map[*section][]int64 // cutsOf, computed once per section
+	elf      *elf.File            // for its DWARF (why.go)
+	dw       *dwarfInfo           // its DWARF, read once
 }
 
 type section struct {
@@ -68,7 +71,7 @@ func loadObject(path string, data []byte) (*object, error) {
 	if f.Type != elf.ET_REL || f.Machine != elf.EM_X86_64 || f.Class != elf.ELFCLASS64 {
 		return nil, fmt.Errorf("read object %s: not an x86-64 relocatable object", path)
 	}
-	o := &object{path: path, byName: map[string][]*section{}}
+	o := &object{path: path, byName: map[string][]*section{}, elf: f}
 	o.sections = make([]*section, len(f.Sections))
 	for i, sh := range f.Sections {
 		s := &section{index: i, name: sh.Name, typ: sh.Type, flags: sh.Flags, align: sh.Addralign, size: sh.Size, entsz: sh.Entsize}

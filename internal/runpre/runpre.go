@@ -6,7 +6,10 @@
 package runpre
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"strconv"
 
 	"livesplice/internal/amd64"
 	tgt "livesplice/internal/target"
@@ -21,6 +24,12 @@ var ErrMismatch = tgt.Mark(tgt.ErrMismatch, "running code does not match the upd
 
 // ErrAmbiguous is wrapped when more than one place matches.
 var ErrAmbiguous = tgt.Mark(tgt.ErrMismatch, "more than one running function matches")
+
+// ErrDataMismatch is wrapped when the running code matches but read-only
+// data it uses (a string literal, a constant table) is not the pre
+// build's: the running program was built from another source.
+// It wraps ErrMismatch: the data is part of the code's source.
+var ErrDataMismatch = fmt.Errorf("%w: read-only data it uses differs", ErrMismatch)
 
 // ErrNotFound is wrapped when the running program has no such function.
 var ErrNotFound = tgt.Mark(tgt.ErrMismatch, "function not found in the running program")
@@ -76,13 +85,16 @@ func Match(t *update.Target, mem amd64.Memory, f Finder) (*Result, error) {
 		}
 		var found []Func
 		var foundLearned map[int]uint64
-		var firstErr error
+		var firstErr, dataErr error
 		for _, c := range cands {
 			if d, size, ok := f.Follow(c.Addr); ok {
 				c = Candidate{Addr: d, Size: size}
 			}
 			learned, err := matchOne(t, fn.Pre, c, mem, res.Learned, learns(t, f))
 			if err != nil {
+				if errors.Is(err, ErrDataMismatch) && dataErr == nil {
+					dataErr = err // the code matched: say what differs
+				}
 				if firstErr == nil {
 					firstErr = err
 				}
@@ -99,6 +111,9 @@ func Match(t *update.Target, mem amd64.Memory, f Finder) (*Result, error) {
 		}
 		switch len(found) {
 		case 0:
+			if dataErr != nil {
+				return nil, fmt.Errorf("run-pre match %s: %w", fn.Name, dataErr)
+			}
 			return nil, fmt.Errorf("run-pre match %s: %w: %v", fn.Name, ErrMismatch, firstErr)
 		case 1:
 		default:
@@ -150,12 +165,14 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 	}
 	skip := make([]bool, n)
 	learned := map[int]uint64{}
+	seen := map[uint64]uint64{} // relocation offset -> S read from the running code
 	for _, r := range pre.Relocs {
 		w := uint64(update.RelocWidth(r.Type))
 		s, rewritten, err := amd64.Observe(pre.Data, run, r.Offset, r.Type, c.Addr+r.Offset, r.Addend, mem)
 		if err != nil {
 			return nil, fmt.Errorf("at %#x+%#x: %w", c.Addr, r.Offset, err)
 		}
+		seen[r.Offset] = s
 		for i := r.Offset - uint64(rewritten); i < r.Offset+w; i++ {
 			skip[i] = true
 		}
@@ -176,6 +193,9 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 			return nil, fmt.Errorf("at %#x: code differs at offset +%#x (running %#02x, expected %#02x)", c.Addr, i, run[i], pre.Data[i])
 		}
 	}
+	if err := matchRodata(pre, seen, mem); err != nil {
+		return nil, err
+	}
 	return learned, nil
 }
 
@@ -185,4 +205,62 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 // prove where a plain build's code lies in a stripped file (docs/deb.md).
 func MatchCode(t *update.Target, code *update.Code, c Candidate, mem amd64.Memory) (map[int]uint64, error) {
 	return matchOne(t, code, c, mem, nil, func(int) bool { return true })
+}
+
+// matchRodata compares every read-only datum the pre code reaches with the
+// running program's bytes where the running code's relocation points:
+// string literals, constants and tables are part of the source the update
+// was built from (a string compares up to its NUL, so the linker's merging
+// of strings does not matter; relocation fields inside, as in jump tables,
+// are skipped).
+func matchRodata(pre *update.Code, seen map[uint64]uint64, mem amd64.Memory) error {
+	for _, d := range pre.Rodata {
+		var a int64
+		found := false
+		for _, r := range pre.Relocs {
+			if r.Offset == d.Reloc {
+				a, found = r.Addend, true
+				break
+			}
+		}
+		s, ok := seen[d.Reloc]
+		if !found || !ok {
+			return fmt.Errorf("read-only datum %s: no relocation at +%#x", d.Name, d.Reloc)
+		}
+		addr := uint64(int64(s) + a + d.At)
+		run := make([]byte, len(d.Data))
+		if err := mem.ReadMem(addr, run); err != nil {
+			return fmt.Errorf("%w: %s at %#x: read: %v", ErrDataMismatch, d.Name, addr, err)
+		}
+		skip := make([]bool, len(run))
+		for _, h := range d.Holes {
+			for i := h.Offset; i < h.Offset+h.Size && i < uint64(len(skip)); i++ {
+				skip[i] = true
+			}
+		}
+		for i := range run {
+			if !skip[i] && run[i] != d.Data[i] {
+				return fmt.Errorf("%w: %s at %#x differs at +%d (running %s); the update was built from another source than the running program's", ErrDataMismatch, d.Name, addr, i, describe(run, d.Data))
+			}
+		}
+	}
+	return nil
+}
+
+// describe shows the running bytes of a datum: quoted up to the NUL when
+// the pre datum is a string, else in hex (at most 32 bytes).
+func describe(run, pre []byte) string {
+	if len(pre) > 0 && pre[len(pre)-1] == 0 {
+		if i := bytes.IndexByte(run, 0); i >= 0 {
+			run = run[:i]
+		}
+		if len(run) > 48 {
+			run = run[:48]
+		}
+		return strconv.Quote(string(run))
+	}
+	if len(run) > 32 {
+		run = run[:32]
+	}
+	return fmt.Sprintf("% x", run)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"livesplice/internal/update"
@@ -94,5 +95,47 @@ func TestFollowsEarlierUpdate(t *testing.T) {
 	res, err := Match(target(), m, f)
 	if err != nil || res.Funcs[0].Addr != 0x9000 {
 		t.Fatalf("got %+v, %v", res, err)
+	}
+}
+
+// lea rel32(%rip), %rdi; ret at base, pointing at to.
+func lea(base, to uint64) []byte {
+	b := []byte{0x48, 0x8d, 0x3d, 0, 0, 0, 0, 0xc3}
+	binary.LittleEndian.PutUint32(b[3:], uint32(int32(int64(to)-int64(base+7))))
+	return b
+}
+
+// The read-only data pre code reaches is compared too: a string the
+// running program has in another spelling refuses, naming the function and
+// the string; a relocation field inside a datum (a hole) is not compared.
+func TestMatchRodata(t *testing.T) {
+	tg := &update.Target{
+		Path:    "prog",
+		Symbols: []update.Symbol{{Kind: update.SymGlobal, Name: "f"}, {Kind: update.SymAnon, Name: ".rodata"}},
+		Functions: []update.Function{{Name: "f", Status: update.StatusReplaced, Symbol: 0,
+			Pre: &update.Code{Data: []byte{0x48, 0x8d, 0x3d, 0, 0, 0, 0, 0xc3},
+				// .rodata+0x10-4: the string starts at S+A+4
+				Relocs: []update.Reloc{{Offset: 3, Type: 2, Symbol: 1, Addend: 0x10 - 4}},
+				Rodata: []update.Datum{{Reloc: 3, At: 4, Name: `string "value is %d\n"`, Data: []byte("value is %d\n\x00"),
+					Holes: []update.Hole{{Offset: 2, Size: 2}}}}}}},
+	}
+	f := fakeFinder{cands: map[string][]Candidate{"f": {{0x1000, 8}}}}
+	for _, c := range []struct {
+		str  string
+		want error
+	}{
+		{"value is %d\n\x00", nil},
+		{"vaXXe is %d\n\x00", nil}, // in the hole
+		{"VALUE IS %d\n\x00", ErrDataMismatch},
+		{"value is %d\nX", ErrDataMismatch},
+	} {
+		m := fakeMem{0x1000: lea(0x1000, 0x5000), 0x5000: []byte(c.str)}
+		_, err := Match(tg, m, f)
+		if !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			t.Fatalf("%q: got %v, want %v", c.str, err, c.want)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "run-pre match f:") || !strings.Contains(err.Error(), `string "value is %d\n"`)) {
+			t.Fatalf("refusal does not name function and datum: %v", err)
+		}
 	}
 }

@@ -21,7 +21,12 @@ import (
 
 // FormatVersion is the version of the update file format this package
 // reads and writes (docs/update-format.md).
-const FormatVersion = 1
+const FormatVersion = 2
+
+// OldestFormat is the oldest version Unmarshal still reads: version 1
+// files lack Code.Rodata (run-pre matching then compares code only) and
+// Function.Why.
+const OldestFormat = 1
 
 // Magic is the first word of every update file.
 const Magic = "livesplice-update"
@@ -204,12 +209,83 @@ type Function struct {
 	Section int    `json:"section"` // post code
 	Size    uint64 `json:"size"`
 	Pre     *Code  `json:"pre,omitempty"` // pre code, for run-pre matching
+	// Why says why the function is in the update (format 2; empty in
+	// older files): one or more reasons, strongest first.
+	Why []Reason `json:"why,omitempty"`
+}
+
+// Reason kinds: why a function is in an update.
+const (
+	ReasonNew     = "new"            // the post build has it, the pre build does not
+	ReasonSource  = "changed-source" // the patch changed its source lines (Detail: FILE:LINE)
+	ReasonCode    = "changed-code"   // its own instructions or the code/symbols they reach changed
+	ReasonData    = "changed-data"   // same instructions, but read-only data it references changed
+	ReasonClone   = "clone"          // a compiler clone (.isra, .constprop, .part, ...) of Detail
+	ReasonInlined = "inlined"        // Detail's code, inlined into it, changed
+	ReasonIPARA   = "ipa-ra"         // its code changed only because a callee's register use did
+)
+
+// Reason is one cause of a function's presence in an update.
+type Reason struct {
+	Kind   string `json:"kind"`             // one of the Reason* kinds (readers accept others)
+	Detail string `json:"detail,omitempty"` // what: a datum, a function's name
 }
 
 // Code is a function's bytes with its relocations (symbols index Target.Symbols).
 type Code struct {
 	Data   []byte  `json:"data"`
 	Relocs []Reloc `json:"relocs,omitempty"`
+	// Rodata (pre code only, format 2) holds the bytes of each read-only
+	// datum the code reaches, which run-pre matching compares with the
+	// running program's: the data the code uses is part of its source.
+	Rodata []Datum `json:"rodata,omitempty"`
+}
+
+// Datum is a read-only datum (string literal, constant, constant table,
+// jump table) that pre code reaches through one of its relocations.
+type Datum struct {
+	Reloc uint64 `json:"reloc"` // Offset of the relocation in Code.Relocs that reaches it
+	// At places it: the datum starts at S + A + At, S being the value
+	// run-pre matching reads for that relocation and A its addend.
+	At   int64  `json:"at"`
+	Name string `json:"name"` // for messages: string "...", an object's name, or section+offset
+	Data []byte `json:"data"` // its bytes in the pre build (a string with its NUL)
+	// Holes are relocation fields inside the datum (jump table entries,
+	// pointers), whose running bytes depend on where things were loaded.
+	Holes []Hole `json:"holes,omitempty"`
+}
+
+// Hole is a range of a Datum that matching does not compare.
+type Hole struct {
+	Offset uint64 `json:"offset"`
+	Size   uint64 `json:"size"`
+}
+
+// String says the reason in words, as `info` prints it.
+func (r Reason) String() string {
+	var w string
+	switch r.Kind {
+	case ReasonNew:
+		w = "new function"
+	case ReasonSource:
+		w = "changed source at"
+	case ReasonCode:
+		w = "changed code"
+	case ReasonData:
+		w = "references changed data"
+	case ReasonClone:
+		w = "clone of"
+	case ReasonInlined:
+		w = "inlines changed"
+	case ReasonIPARA:
+		w = "ipa-ra"
+	default:
+		w = r.Kind
+	}
+	if r.Detail != "" {
+		w += " " + r.Detail
+	}
+	return w
 }
 
 // Marshal encodes f deterministically: a header line with the format version
@@ -245,8 +321,8 @@ func Unmarshal(data []byte) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad version %q", ErrCorrupt, fields[1])
 	}
-	if ver != FormatVersion {
-		return nil, fmt.Errorf("update format version %d not supported (this livesplice reads version %d)", ver, FormatVersion)
+	if ver < OldestFormat || ver > FormatVersion {
+		return nil, fmt.Errorf("update format version %d not supported (this livesplice reads versions %d to %d)", ver, OldestFormat, FormatVersion)
 	}
 	want, ok := strings.CutPrefix(fields[2], "sha256=")
 	if !ok {
@@ -406,8 +482,30 @@ func (f *File) Validate() error {
 				if err := t.checkRelocs(fn.Pre.Relocs, uint64(len(fn.Pre.Data))); err != nil {
 					return fmt.Errorf("target %s: pre code of %s: %w", t.Path, fn.Name, err)
 				}
+				if err := checkRodata(fn.Pre); err != nil {
+					return fmt.Errorf("target %s: pre code of %s: %w", t.Path, fn.Name, err)
+				}
 			default:
 				return fmt.Errorf("target %s: function %s: unknown status %q", t.Path, fn.Name, fn.Status)
+			}
+		}
+	}
+	return nil
+}
+
+// checkRodata checks that every datum hangs off one of the code's
+// relocations and that its holes lie inside it.
+func checkRodata(c *Code) error {
+	for _, d := range c.Rodata {
+		if !slices.ContainsFunc(c.Relocs, func(r Reloc) bool { return r.Offset == d.Reloc }) {
+			return fmt.Errorf("read-only datum %q: no relocation at %#x", d.Name, d.Reloc)
+		}
+		if len(d.Data) == 0 || len(d.Data) > 1<<24 {
+			return fmt.Errorf("read-only datum %q: bad size %d", d.Name, len(d.Data))
+		}
+		for _, h := range d.Holes {
+			if h.Offset > uint64(len(d.Data)) || uint64(len(d.Data))-h.Offset < h.Size {
+				return fmt.Errorf("read-only datum %q: hole at %#x outside it", d.Name, h.Offset)
 			}
 		}
 	}

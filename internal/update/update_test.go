@@ -2,7 +2,10 @@ package update
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -61,9 +64,47 @@ func TestRefusesDamage(t *testing.T) {
 	if _, err := Marshal(badIdx); err == nil || !strings.Contains(err.Error(), "bad symbol") {
 		t.Errorf("bad index: got %v", err)
 	}
-	future := bytes.Replace(good, []byte(Magic+" 1 "), []byte(Magic+" 2 "), 1)
-	if _, err := Unmarshal(future); err == nil || !strings.Contains(err.Error(), "version 2 not supported") {
+	future := bytes.Replace(good, []byte(Magic+" 2 "), []byte(Magic+" 3 "), 1)
+	if _, err := Unmarshal(future); err == nil || !strings.Contains(err.Error(), "version 3 not supported") {
 		t.Errorf("future version: got %v", err)
+	}
+}
+
+// withHeader re-seals a body under a header of version v.
+func withHeader(v int, body []byte) []byte {
+	sum := sha256.Sum256(body)
+	return append([]byte(fmt.Sprintf("%s %d sha256=%s\n", Magic, v, hex.EncodeToString(sum[:]))), body...)
+}
+
+// A version 1 file (no rodata, no why) is still read.
+func TestReadsVersion1(t *testing.T) {
+	good, _ := Marshal(sample())
+	body := good[bytes.IndexByte(good, '\n')+1:]
+	body = bytes.Replace(body, []byte(`"format": 2`), []byte(`"format": 1`), 1)
+	f, err := Unmarshal(withHeader(1, body))
+	if err != nil || f.Format != 1 {
+		t.Fatalf("version 1: %v", err)
+	}
+}
+
+// A pre datum must hang off a relocation of its code, holes inside it.
+func TestRodataValidated(t *testing.T) {
+	for name, d := range map[string]Datum{
+		"no relocation": {Reloc: 99, Name: "x", Data: []byte("a\x00")},
+		"hole outside":  {Reloc: 0, Name: "x", Data: []byte("a\x00"), Holes: []Hole{{Offset: 1, Size: 4}}},
+		"empty":         {Reloc: 0, Name: "x"},
+	} {
+		f := sample()
+		for i := range f.Targets[0].Functions {
+			if fn := &f.Targets[0].Functions[i]; fn.Pre != nil {
+				fn.Pre.Data = make([]byte, 8)
+				fn.Pre.Relocs = []Reloc{{Offset: 0, Type: 2, Symbol: 0}}
+				fn.Pre.Rodata = []Datum{d}
+			}
+		}
+		if _, err := Marshal(f); err == nil || !strings.Contains(err.Error(), "read-only datum") {
+			t.Errorf("%s: got %v", name, err)
+		}
 	}
 }
 

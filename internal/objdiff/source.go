@@ -1,0 +1,105 @@
+package objdiff
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// SetTrees gives the roots of the pre and post source trees the objects
+// were built from, so that the reasons can say which functions' source
+// lines changed (from the DWARF declarations and a line diff of the two
+// trees' files). Without them the reasons come from the code alone.
+func (b *Builder) SetTrees(pre, post string) {
+	b.preRoot, b.postRoot = pre, post
+	b.touchedFiles = map[string]*touched{}
+}
+
+// touched is the post lines of one source file that the patch changed.
+type touched struct {
+	rel   string
+	lines []int // post line numbers: added or changed lines, and where lines were removed
+}
+
+var hunk = regexp.MustCompile(`^@@ -[0-9]+(?:,[0-9]+)? \+([0-9]+)(?:,([0-9]+))? @@`)
+
+// touchedLines finds file (a DWARF path) in the trees and returns the post
+// lines that differ from the pre file (nil if it did not change or is not
+// in the trees).
+func (b *Builder) touchedLines(file string) *touched {
+	if b.postRoot == "" || file == "" {
+		return nil
+	}
+	if t, ok := b.touchedFiles[file]; ok {
+		return t
+	}
+	b.touchedFiles[file] = nil
+	parts := strings.Split(filepath.ToSlash(filepath.Clean(file)), "/")
+	for i := range parts {
+		rel := strings.Join(parts[i:], "/")
+		if rel == "" {
+			continue
+		}
+		post, pre := filepath.Join(b.postRoot, rel), filepath.Join(b.preRoot, rel)
+		if st, err := os.Stat(post); err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if _, err := os.Stat(pre); err != nil {
+			pre = os.DevNull // a new file: every line is new
+		}
+		out, _ := exec.Command("diff", "-U0", pre, post).Output() // exit 1: they differ
+		t := &touched{rel: rel}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			m := hunk.FindStringSubmatch(sc.Text())
+			if m == nil {
+				continue
+			}
+			start, _ := strconv.Atoi(m[1])
+			n := 1
+			if m[2] != "" {
+				n, _ = strconv.Atoi(m[2])
+			}
+			if n == 0 { // lines removed after post line start
+				t.lines = append(t.lines, start, start+1)
+			}
+			for l := start; l < start+n; l++ {
+				t.lines = append(t.lines, l)
+			}
+		}
+		if len(t.lines) > 0 {
+			b.touchedFiles[file] = t
+		}
+		return b.touchedFiles[file]
+	}
+	return nil
+}
+
+// sourceChanged reports where the patch changed function n's source lines
+// (its extent in the post object's DWARF), as FILE:LINE.
+func (d *differ) sourceChanged(n string) (string, bool) {
+	di := d.post.dwarf()
+	if di == nil || d.b.postRoot == "" {
+		return "", false
+	}
+	file, from, to, ok := di.extent(n)
+	if !ok {
+		return "", false
+	}
+	t := d.b.touchedLines(file)
+	if t == nil {
+		return "", false
+	}
+	for _, l := range t.lines {
+		if l >= from && l <= to {
+			return fmt.Sprintf("%s:%d", t.rel, l), true
+		}
+	}
+	return "", false
+}
