@@ -131,6 +131,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 		return nil, fmt.Errorf("%s: %w", pre.Rel, err)
 	}
 	b := objdiff.NewBuilder(post.Rel, tab.Soname, tab.BuildID)
+	var stubs []stubPlan
 	for _, rel := range post.Objects {
 		postData, err := os.ReadFile(filepath.Join(res.Post.Root, rel))
 		if err != nil {
@@ -145,10 +146,23 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 				continue
 			}
 		}
+		// Callers that only -fipa-ra changed stay as they run (ipara.go).
+		b.KeepOld(nil)
+		if preData != nil {
+			plan, err := planIPARA(context.Background(), res, rel, preData, postData, work)
+			if err != nil {
+				return nil, err
+			}
+			if plan != nil {
+				b.KeepOld(func(name, file string) bool { return plan.keep[fnKey{name, file}] })
+				stubs = append(stubs, plan.stubs...)
+			}
+		}
 		if err := b.AddObject(rel, preData, postData); err != nil {
 			return nil, err
 		}
 	}
+	b.KeepOld(nil)
 	if err := b.LayoutErr(); err != nil {
 		return nil, err
 	}
@@ -167,7 +181,11 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 	if !b.Changed() {
 		return nil, nil
 	}
-	return b.Target(), nil
+	t := b.Target()
+	if err := addStubs(t, stubs); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // shadowFuncs are the functions of the shadow-variable runtime (livesplice.h).
