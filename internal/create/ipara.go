@@ -135,8 +135,8 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 			continue
 		}
 		refuse := func(why string, args ...any) error {
-			return &objdiff.RefusedError{File: rel, Symbol: caller, Reason: fmt.Sprintf("its code changed only through GCC's -fipa-ra (it keeps values in registers across calls to %s, which the patch makes write them), and %s: build the unit with -fno-ipa-ra, or change the fix so that %s writes no more registers",
-				f.name, fmt.Sprintf(why, args...), f.name)}
+			return &objdiff.RefusedError{File: rel, Symbol: caller, Reason: fmt.Sprintf("only GCC's -fipa-ra changed its code (it keeps values across calls to %s in registers the old %s left alone), and %s; change the fix so that %s writes no registers the old one left alone",
+				f.name, f.name, fmt.Sprintf(why, args...), f.name)}
 		}
 		old, err := pre.Clobbers(f.name, clobber.Under)
 		if err != nil {
@@ -158,9 +158,9 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		}
 		switch {
 		case sig.Varargs:
-			return nil, refuse("%s takes a variable argument list, which a stub preserving %s cannot pass on", f.name, save)
+			return nil, refuse("%s takes a variable argument list, which a stub saving %s cannot pass on", f.name, short(save))
 		case sig.Stack:
-			return nil, refuse("%s takes arguments on the stack, which a stub preserving %s would move", f.name, save)
+			return nil, refuse("%s takes arguments on the stack, which a stub saving %s would move", f.name, short(save))
 		}
 		plan.stubs = append(plan.stubs, stubPlan{fn: f, save: save})
 	}
@@ -221,4 +221,16 @@ func sectionSymbol(t *update.Target, i int) int {
 	}
 	t.Symbols = append(t.Symbols, update.Symbol{Kind: update.SymSection, Section: i})
 	return len(t.Symbols) - 1
+}
+
+// short names a register set in a few words.
+func short(s clobber.Set) string {
+	g := s &^ (0xffff << clobber.X0)
+	if x := len(s.XMMs()); x > 0 {
+		if g == 0 {
+			return fmt.Sprintf("%d xmm registers", x)
+		}
+		return fmt.Sprintf("%s and %d xmm registers", g, x)
+	}
+	return s.String()
 }
