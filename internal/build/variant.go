@@ -2,11 +2,16 @@ package build
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 )
+
+// ErrNoUnit is returned by CompileVariant for an object no logged compile
+// made (an archive member matched by name, an object the build copied).
+var ErrNoUnit = errors.New("no compile of it is known")
 
 // CompileVariant compiles the unit whose object is rel (relative to the
 // trees' roots) once more in the pre and in the post tree, as the build (or
@@ -18,7 +23,7 @@ import (
 func (r *Result) CompileVariant(ctx context.Context, rel string, extra []string, dir string) (pre, post string, err error) {
 	pu, ok := r.Pre.unitOf(rel)
 	if !ok || r.Pre.tools == nil {
-		return "", "", fmt.Errorf("compile %s again: no compile of it is known", rel)
+		return "", "", fmt.Errorf("compile %s again: %w", rel, ErrNoUnit)
 	}
 	// The post tree's own record if its build made one (the patch may
 	// change the unit's flags), else pre's, moved into post.

@@ -3,6 +3,7 @@ package create
 import (
 	"context"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -60,6 +61,9 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		return nil, nil // a kept caller needs a replaced callee
 	}
 	vp, vq, err := res.CompileVariant(ctx, rel, []string{"-fno-ipa-ra"}, work)
+	if errors.Is(err, build.ErrNoUnit) {
+		return nil, nil // every changed function is replaced, as without the check
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: tell the functions a patch changes from those only -fipa-ra changed: %w", rel, err)
 	}
