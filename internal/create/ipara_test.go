@@ -144,3 +144,43 @@ func TestIPARAKeepsCallers(t *testing.T) {
 		t.Errorf("replaced %s, want handle (main and helper kept)", got)
 	}
 }
+
+const varargsProg = `#include <stdio.h>
+#include <stdlib.h>
+#include <stdarg.h>
+
+static int total;
+
+static __attribute__((noinline)) int handle(int n, ...)
+{
+	va_list ap;
+	va_start(ap, n);
+	total += va_arg(ap, int);
+	va_end(ap);
+	return total * 2;
+}
+
+int main(void)
+{
+	char line[64];
+	unsigned sum = 0;
+	while (fgets(line, sizeof line, stdin)) {
+		int n = atoi(line) & 3;
+		unsigned k = n * 7 + 1;
+		int r = handle(n + 1, n);
+		sum += k * r;
+		printf("%d %u\n", r, sum + k);
+	}
+	return 0;
+}
+`
+
+// A callee with a variable argument list cannot be entered through a stub
+// that moves the stack: create refuses, naming the kept caller.
+func TestIPARARefusesVarargs(t *testing.T) {
+	post := strings.Replace(varargsProg, "\ttotal += va_arg(ap, int);", "\ttotal += va_arg(ap, int) + (puts(\"\") < 0);", 1)
+	_, err := createFrom(t, varargsProg, post)
+	if err == nil || !strings.Contains(err.Error(), "main: only GCC's -fipa-ra changed its code") || !strings.Contains(err.Error(), "variable argument list") {
+		t.Fatalf("want a refusal naming main and the variable argument list, got %v", err)
+	}
+}
