@@ -313,7 +313,7 @@ func writes(in x86asm.Inst, m Mode) Set {
 				s |= regSet(r)
 			}
 		}
-	} else if r, ok := in.Args[0].(x86asm.Reg); ok && !readOnlyFirst[in.Op] {
+	} else if r, ok := in.Args[0].(x86asm.Reg); ok && !readOnlyFirst[in.Op] && !oneOperand(in) {
 		s |= regSet(r)
 	}
 	switch in.Op {
@@ -371,6 +371,16 @@ func writes(in x86asm.Inst, m Mode) Set {
 		}
 	}
 	return s
+}
+
+// oneOperand reports a multiplication or division whose one operand is
+// only read (it writes rax and rdx).
+func oneOperand(in x86asm.Inst) bool {
+	switch in.Op {
+	case x86asm.MUL, x86asm.DIV, x86asm.IDIV, x86asm.IMUL:
+		return in.Args[1] == nil
+	}
+	return false
 }
 
 // regSet is the register r is part of.

@@ -40,6 +40,7 @@ __attribute__((noinline)) double half(double x) { return x / 2; }
 __attribute__((noinline)) long seven(long a, long b, long c, long d, long e, long f, long g) { return a ^ b ^ c ^ d ^ e ^ f ^ g; }
 __attribute__((noinline)) long byval(struct big s) { return s.a + s.c; }
 __attribute__((noinline)) int vsum(int n, ...) { return n; }
+__attribute__((noinline)) unsigned long divide(unsigned long a, unsigned long b) { return a / b; }
 int (*fp)(int);
 __attribute__((noinline)) int indirect(int x) { return fp(x); }
 `
@@ -64,6 +65,8 @@ func TestClobbers(t *testing.T) {
 		// caller may keep that value there across the call.
 		{"store3", 0, 1<<RSI | 1<<RDX},
 		{"half", 1 << X0, 1 << X0},
+		// div %rsi reads its operand and writes rax and rdx.
+		{"divide", 1<<RAX | 1<<RDX, 1<<RAX | 1<<RDX},
 	} {
 		u, err := o.Clobbers(c.fn, Under)
 		if err != nil {
