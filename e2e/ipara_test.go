@@ -16,6 +16,7 @@ import (
 func TestIPARA(t *testing.T) {
 	variants := []struct{ name, build string }{
 		{"O0", "CFLAGS='-O0 -g'"},
+		{"O3", "CFLAGS='-O3 -g'"},
 		{"nopie", "CFLAGS='-O2 -g -fno-pie' LDFLAGS=-no-pie"},
 		{"O0-nopie", "CFLAGS='-O0 -g -fno-pie' LDFLAGS=-no-pie"},
 	}
