@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"livesplice/internal/unwind"
 )
 
 // stubProg runs a preserving stub for real: callit loads known values into
@@ -140,6 +142,10 @@ func TestPreservingStubShape(t *testing.T) {
 		}
 		if got := binary.LittleEndian.Uint32(st.Frame[st.FramePCField+4:]); int(got) != len(st.Code) {
 			t.Errorf("FDE covers %d bytes, code is %d", got, len(st.Code))
+		}
+		// The safety check's own unwinder reads it.
+		if err := unwind.New(0, nil, nil).AddFrames("stub", 0x10000, 0x10000+uint64(len(st.Code)), st.Frame, 0x20000); err != nil {
+			t.Errorf("%v %v: %v", c.gprs, c.xmms, err)
 		}
 	}
 }
