@@ -38,7 +38,8 @@ func Signature(obj []byte, name string) (Sig, error) {
 		if e.Tag != dwarf.TagSubprogram {
 			continue
 		}
-		if n, _ := e.Val(dwarf.AttrName).(string); n != name || e.Val(dwarf.AttrDeclaration) == true {
+		decl, ok := named(d, e, name)
+		if !ok || e.Val(dwarf.AttrDeclaration) == true {
 			if e.Children {
 				r.SkipChildren()
 			}
@@ -46,7 +47,12 @@ func Signature(obj []byte, name string) (Sig, error) {
 		}
 		var s Sig
 		ints, sses := 0, 0
-		if t, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
+		t, ok := e.Val(dwarf.AttrType).(dwarf.Offset)
+		if !ok && decl != nil {
+			// A member defined outside its class: the declaration has it.
+			t, ok = decl.Val(dwarf.AttrType).(dwarf.Offset)
+		}
+		if ok {
 			typ, err := d.Type(t)
 			if err != nil {
 				return Sig{}, err
@@ -105,6 +111,33 @@ func Signature(obj []byte, name string) (Sig, error) {
 		}
 		return s, nil
 	}
+}
+
+// named reports whether subprogram e is the function whose symbol is
+// name: by its name (C), its linkage name (C++), or those of the
+// declaration it completes (a C++ member defined outside its class), which
+// it returns then.
+func named(d *dwarf.Data, e *dwarf.Entry, name string) (*dwarf.Entry, bool) {
+	var decl *dwarf.Entry
+	for range 2 {
+		if n, _ := e.Val(dwarf.AttrLinkageName).(string); n == name {
+			return decl, true
+		}
+		if n, _ := e.Val(dwarf.AttrName).(string); n == name {
+			return decl, true
+		}
+		spec, ok := e.Val(dwarf.AttrSpecification).(dwarf.Offset)
+		if !ok {
+			return nil, false
+		}
+		r := d.Reader()
+		r.Seek(spec)
+		if e, _ = r.Next(); e == nil {
+			return nil, false
+		}
+		decl = e
+	}
+	return nil, false
 }
 
 // class is how a value is passed: in memory, or in so many general and

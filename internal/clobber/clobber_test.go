@@ -18,7 +18,7 @@ func compile(t *testing.T, src string, flags ...string) []byte {
 	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"-c", "-g", "-ffunction-sections", "-fcf-protection=none", "-o", o, c}, flags...)
+	args := append(flags, "-c", "-g", "-ffunction-sections", "-fcf-protection=none", "-o", o, c)
 	if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
@@ -116,5 +116,33 @@ func TestSignature(t *testing.T) {
 	}
 	if _, err := Signature(obj, "nosuch"); err == nil {
 		t.Error("a missing function has a signature")
+	}
+}
+
+// C++: functions are found by their mangled names, members defined outside
+// their class through the declaration they complete; "this" is an argument.
+func TestSignatureCXX(t *testing.T) {
+	if _, err := exec.LookPath("g++"); err != nil {
+		t.Skip("no g++")
+	}
+	obj := compile(t, `struct S { long f(long a, long b, long c, long d, long e); long g(long a); long v; };
+long S::f(long a, long b, long c, long d, long e) { return v + a + b + c + d + e; }
+long S::g(long a) { return v + a; }
+__attribute__((noinline)) double h(double x) { return x * 3; }`, "-O2", "-x", "c++")
+	for _, c := range []struct {
+		fn   string
+		want Sig
+	}{
+		{"_ZN1S1fElllll", Sig{Returns: 1 << RAX}},
+		{"_ZN1S1gEl", Sig{Returns: 1 << RAX}},
+		{"_Z1hd", Sig{Returns: 1 << X0}},
+	} {
+		got, err := Signature(obj, c.fn)
+		if err != nil {
+			t.Fatalf("%s: %v", c.fn, err)
+		}
+		if got != c.want {
+			t.Errorf("%s: %+v, want %+v", c.fn, got, c.want)
+		}
 	}
 }
