@@ -102,7 +102,14 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 	}
 	// New code calling a kept function would run its old version, whose
 	// registers differ from those the new code was compiled against:
-	// such a function is replaced after all.
+	// such a function is replaced after all. A name the post object does
+	// not have (a renumbered local clone) cannot be followed: then no
+	// function is kept.
+	for c := range norm {
+		if !post.Has(c.name) {
+			return nil, nil
+		}
+	}
 	for again := true; again; {
 		again = false
 		for k := range plan.keep {
