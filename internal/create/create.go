@@ -106,7 +106,7 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 		if !ok {
 			continue // a new output: nothing runs it yet
 		}
-		t, err := diffOutput(res, pre, out, preObj, work)
+		t, err := diffOutput(res, pre, out, preObj, work, o.Progress)
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +120,9 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 	return f, nil
 }
 
-func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool, work string) (*update.Target, error) {
+// progress, if given and not nil, gets one line per object whose callers
+// only -fipa-ra changed.
+func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool, work string, progress ...io.Writer) (*update.Target, error) {
 	pf, err := os.Open(filepath.Join(res.Pre.Root, pre.Rel))
 	if err != nil {
 		return nil, err
@@ -154,6 +156,11 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 				return nil, err
 			}
 			if plan != nil {
+				for _, w := range progress {
+					if w != nil {
+						fmt.Fprintln(w, plan.describe(rel))
+					}
+				}
 				b.KeepOld(func(name, file string) bool { return plan.keep[fnKey{name, file}] })
 				stubs = append(stubs, plan.stubs...)
 			}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 
 	"livesplice/internal/amd64"
 	"livesplice/internal/build"
@@ -246,4 +247,18 @@ func short(s clobber.Set) string {
 		return fmt.Sprintf("%s and %d xmm registers", g, x)
 	}
 	return s.String()
+}
+
+// describe is the plan in one line.
+func (p *ipaPlan) describe(rel string) string {
+	var keep []string
+	for k := range p.keep {
+		keep = append(keep, k.name)
+	}
+	sort.Strings(keep)
+	line := fmt.Sprintf("%s: kept %s (only GCC's -fipa-ra changed it)", rel, strings.Join(keep, ", "))
+	for _, s := range p.stubs {
+		line += fmt.Sprintf("; %s entered through a stub saving %s", s.fn.name, short(s.save))
+	}
+	return line
 }
