@@ -71,3 +71,42 @@ func TestIPARAAll(t *testing.T) {
 		}
 	}
 }
+
+// A thread in the new handle, entered through the preserving stub, is
+// found by undo's safety check (its stack unwound through the stub's call
+// frame information): undo waits, and succeeds once the thread has left.
+func TestIPARABusyInStub(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root or ptrace of own processes")
+	}
+	caseDir, _ := filepath.Abs("testdata/ipa_ra")
+	work := t.TempDir()
+	sh(t, work, "mkdir src run")
+	copyTree(t, filepath.Join(caseDir, "src"), filepath.Join(work, "src"))
+	copyTree(t, filepath.Join(caseDir, "src"), filepath.Join(work, "run"))
+	sh(t, filepath.Join(work, "run"), "make -s")
+	upd := filepath.Join(work, "block.lsu")
+	r := mustRun(t, "create", "--src", filepath.Join(work, "src"), "--id", "block", "-o", upd, filepath.Join(caseDir, "block.patch"))
+	p := start(t, filepath.Join(work, "run"), "./ipa_ra_e2e_target")
+	if got := p.query("1"); got != "conn=1 handled=2 sum=24" {
+		t.Fatalf("before: %q", got)
+	}
+	mustRun(t, "apply", "--pid", p.pid(), upd)
+	// Connection 3 makes the new handle wait for a line: main is then
+	// in it, below the stub.
+	if got := p.query("3"); got != "waiting" {
+		t.Fatalf("query 3: %q", got)
+	}
+	r = run(t, "undo", "--pid", p.pid(), "--deadline", "1s", "block")
+	t.Logf("undo: %s", r.stderr)
+	if r.exit != 4 || !strings.Contains(r.stderr, "busy") {
+		t.Fatalf("undo with a thread in the new code: exit %d: %s", r.exit, r.stderr)
+	}
+	if got := p.query("go"); got != "conn=3 handled=102 sum=2282" {
+		t.Fatalf("after the wait: %q", got)
+	}
+	mustRun(t, "undo", "--pid", p.pid(), "block")
+	if got := p.query("1"); got != "conn=1 handled=4 sum=2300" {
+		t.Fatalf("after undo: %q", got)
+	}
+}
