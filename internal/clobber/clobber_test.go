@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"livesplice/include"
 )
 
 // compile builds C source into an object as create's builds do.
@@ -145,4 +147,48 @@ __attribute__((noinline)) double h(double x) { return x * 3; }`, "-O2", "-x", "c
 			t.Errorf("%s: %+v, want %+v", c.fn, got, c.want)
 		}
 	}
+}
+
+// On real code (the shadow-variable runtime), every function's
+// under-estimate lies within its over-estimate.
+func TestUnderWithinOver(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, include.HeaderName), include.Header, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	obj := compile(t, string(include.ShadowRuntime), "-O2", "-I", dir)
+	o, err := Load(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.funcs) < 4 {
+		t.Fatalf("%d functions", len(o.funcs))
+	}
+	for name := range o.funcs {
+		u, err1 := o.Clobbers(name, Under)
+		v, err2 := o.Clobbers(name, Over)
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		if u&v != u {
+			t.Errorf("%s: under %s not within over %s", name, u, v)
+		}
+	}
+}
+
+// Damaged objects are errors, never panics.
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte{0x7f, 'E', 'L', 'F'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := Load(b)
+		if err != nil {
+			return
+		}
+		for name := range o.funcs {
+			o.Clobbers(name, Under)
+			o.Clobbers(name, Over)
+			o.Reaches(name, name)
+			Signature(b, name)
+		}
+	})
 }
