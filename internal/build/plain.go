@@ -80,6 +80,7 @@ func RunPlain(ctx context.Context, o Options) (*Tree, error) {
 		return nil, fmt.Errorf("build: the build of %s compiled nothing through livesplice's compiler wrapper: use $(CC)/cc/gcc from PATH, not an absolute compiler path", pre)
 	}
 	t.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX}
+	t.tools = t.plain
 	return t, nil
 }
 
@@ -174,7 +175,7 @@ func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, err
 	if len(unread) > 0 {
 		p.line("patched files no compile of the outputs reads (not rebuilt): " + strings.Join(unread, ", "))
 	}
-	post := &Tree{Root: postRoot, Objects: slices.Clone(pre.Objects)}
+	post := &Tree{Root: postRoot, Objects: slices.Clone(pre.Objects), tools: pre.tools}
 	for _, o := range pre.Outputs {
 		o.Objects = slices.Clone(o.Objects)
 		post.Outputs = append(post.Outputs, o)

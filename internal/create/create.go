@@ -106,7 +106,7 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 		if !ok {
 			continue // a new output: nothing runs it yet
 		}
-		t, err := diffOutput(res, pre, out, preObj, work)
+		t, err := diffOutput(res, pre, out, preObj, work, o.Progress)
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +120,9 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 	return f, nil
 }
 
-func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool, work string) (*update.Target, error) {
+// progress, if given and not nil, gets one line per object whose callers
+// only -fipa-ra changed.
+func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool, work string, progress ...io.Writer) (*update.Target, error) {
 	pf, err := os.Open(filepath.Join(res.Pre.Root, pre.Rel))
 	if err != nil {
 		return nil, err
@@ -132,6 +134,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 	}
 	b := objdiff.NewBuilder(post.Rel, tab.Soname, tab.BuildID)
 	b.SetTrees(res.Pre.Root, res.Post.Root)
+	var stubs []stubPlan
 	for _, rel := range post.Objects {
 		postData, err := os.ReadFile(filepath.Join(res.Post.Root, rel))
 		if err != nil {
@@ -146,10 +149,28 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 				continue
 			}
 		}
+		// Callers that only -fipa-ra changed stay as they run (ipara.go).
+		b.KeepOld(nil)
+		if preData != nil {
+			plan, err := planIPARA(context.Background(), res, rel, preData, postData, work)
+			if err != nil {
+				return nil, err
+			}
+			if plan != nil {
+				for _, w := range progress {
+					if w != nil {
+						fmt.Fprintln(w, plan.describe(rel))
+					}
+				}
+				b.KeepOld(func(name, file string) bool { return plan.keep[fnKey{name, file}] })
+				stubs = append(stubs, plan.stubs...)
+			}
+		}
 		if err := b.AddObject(rel, preData, postData); err != nil {
 			return nil, err
 		}
 	}
+	b.KeepOld(nil)
 	if err := b.LayoutErr(); err != nil {
 		return nil, err
 	}
@@ -168,7 +189,11 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 	if !b.Changed() {
 		return nil, nil
 	}
-	return b.Target(), nil
+	t := b.Target()
+	if err := addStubs(t, stubs); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // shadowFuncs are the functions of the shadow-variable runtime (livesplice.h).

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -42,7 +43,14 @@ type Builder struct {
 	// SetTrees: the source trees, for the reasons (source.go)
 	preRoot, postRoot string
 	touchedFiles      map[string]*touched
+	keep              func(name, file string) bool
 }
+
+// KeepOld makes the builder leave the running version of every replaced
+// function keep(name, file) accepts (file: "" for a global) in place:
+// create uses it for callers whose code only GCC's -fipa-ra changed. Carried
+// code that calls such a static function gets the post copy of it.
+func (b *Builder) KeepOld(keep func(name, file string) bool) { b.keep = keep }
 
 // layoutChange is a changed type layout that changed code of file uses.
 type layoutChange struct {
@@ -612,6 +620,15 @@ func (d *differ) emit() error {
 				fns = append(fns, fn{y, nil, update.StatusNew})
 			}
 		}
+	}
+	if d.b.keep != nil {
+		fns = slices.DeleteFunc(fns, func(f fn) bool {
+			file := ""
+			if f.sym.bind == elf.STB_LOCAL {
+				file = d.fileName()
+			}
+			return f.status == update.StatusReplaced && d.b.keep(f.pre.name, file)
+		})
 	}
 	if len(fns) == 0 {
 		return nil
