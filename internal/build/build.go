@@ -33,7 +33,12 @@ type Options struct {
 }
 
 // Result holds the two built trees.
-type Result struct{ Pre, Post *Tree }
+type Result struct {
+	Pre, Post *Tree
+	// Unread (Recompile only) are the files the patch changed that no
+	// compile of the considered units reads (relative, sorted).
+	Unread []string
+}
 
 // Tree is one built copy of the source tree.
 type Tree struct {

@@ -196,7 +196,7 @@ func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, err
 			addInline(post, u, pre.Root)
 		}
 	}
-	return &Result{Pre: pre, Post: post}, nil
+	return &Result{Pre: pre, Post: post, Unread: unread}, nil
 }
 
 // relOrAbs is p relative to the tree's root, or p itself outside it.

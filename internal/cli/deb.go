@@ -26,7 +26,7 @@ func createDeb(cmd *cobra.Command, pkg, version, to, id, out string, keep bool, 
 	if err != nil {
 		return err
 	}
-	o := create.DebOptions{Package: pkg, Version: version, To: to, ID: id, Self: self, KeepWork: keep}
+	o := create.DebOptions{Package: pkg, Version: version, To: to, ID: id, Self: self, KeepWork: keep, Log: stderr}
 	if len(a) == 1 {
 		o.Patch = a[0]
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -30,8 +31,16 @@ type DebOptions struct {
 	To       string // a newer version of the package: its code changes are the fix
 	ID       string // default: the patch's name, or PACKAGE-TO
 	Self     string
-	Progress io.Writer
+	Progress io.Writer // step lines (a terminal), or nil
+	Log      io.Writer // notes the caller must see (packages skipped, ...), or nil
 	KeepWork bool
+}
+
+// note writes one line to o.Log.
+func (o *DebOptions) note(format string, a ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "livesplice: "+format+"\n", a...)
+	}
 }
 
 // CreateDeb builds an update for the files a Debian source package's
@@ -61,19 +70,13 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 			return nil, fmt.Errorf("read patch: %w", err)
 		}
 	}
-	version, pkgs, err := deb.Installed(ctx, o.Package)
+	inst, err := deb.Installed(ctx, o.Package, o.Version)
 	if err != nil {
 		return nil, err
 	}
-	if o.Version != "" && o.Version != version {
-		return nil, fmt.Errorf("source package %s: version %s is installed, not %s: the update patches the installed files", o.Package, version, o.Version)
-	}
-	files, err := deb.Files(ctx, pkgs)
-	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("the installed packages of %s (%s) ship no ELF file", o.Package, strings.Join(pkgs, ", "))
+	version, files := inst.Version, inst.Files
+	for _, b := range inst.Skipped {
+		o.note("skipped %s %s: installed at another version than %s", b.Package, b.Version, version)
 	}
 
 	work, err := os.MkdirTemp("", "livesplice-deb-")
@@ -136,21 +139,47 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 		return nil, err
 	}
 	p.done("recovered symbols", start)
-	start = p.start("recompiling the units the fix affects")
-	shipped := map[string]bool{}
-	for _, f := range files {
-		shipped[filepath.Base(f)] = true
+	// Which output each installed file is: by build-id, then code, then
+	// name (deb.MatchOutputs). A file none is could hold the fix unseen.
+	var rels []string
+	for _, out := range pre.Outputs {
+		rels = append(rels, out.Rel)
 	}
+	matched, unmatched, err := deb.MatchOutputs(pre.Root, rels, files)
+	if err != nil {
+		return nil, err
+	}
+	if len(unmatched) > 0 {
+		var why []string
+		for _, inst := range files {
+			if r, ok := unmatched[inst]; ok {
+				why = append(why, inst+": "+r)
+			}
+		}
+		return nil, fmt.Errorf("create --deb %s: cannot tell whether the fix changes every installed file: %s", o.Package, strings.Join(why, "; "))
+	}
+	shippedAs := map[string][]string{} // output -> installed files it is
+	for _, inst := range files {
+		m := matched[inst]
+		shippedAs[m.Output] = append(shippedAs[m.Output], inst)
+		if filepath.Base(m.Output) != filepath.Base(inst) || m.By == "name" {
+			p.line(fmt.Sprintf("%s is the build's %s (same %s)", inst, m.Output, m.By))
+		}
+	}
+	start = p.start("recompiling the units the fix affects")
 	res, err := build.Recompile(ctx, pre, build.RecompileOptions{
 		Patch:    patchFile,
 		Progress: o.Progress,
-		// Only outputs named as an installed file are diffed below.
-		Outputs: func(rel string) bool { return shipped[filepath.Base(rel)] },
+		// Only outputs that are installed files are diffed below.
+		Outputs: func(rel string) bool { return shippedAs[rel] != nil },
 	})
 	if err != nil {
 		return nil, err
 	}
 	p.done("recompiled the units the fix affects", start)
+	if err := reachesNoInstalled(ctx, res); err != nil {
+		return nil, err
+	}
 
 	sum := sha256.Sum256(patch)
 	f := &update.File{ID: o.ID, Kind: update.KindProcess, Patch: hex.EncodeToString(sum[:])}
@@ -158,29 +187,37 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 	for _, ob := range res.Pre.Objects {
 		preObj[ob.Rel] = true
 	}
-	for _, inst := range files {
-		pre, err := outputNamed(res.Pre, filepath.Base(inst))
-		if err != nil || pre == nil {
-			if err != nil {
-				return nil, err
-			}
-			continue // not built by the arch-dependent build: not ours to patch
-		}
-		post, err := outputNamed(res.Post, filepath.Base(inst))
-		if err != nil || post == nil || post.Rel != pre.Rel {
-			return nil, fmt.Errorf("%s: the post build did not link %s again", inst, pre.Rel)
+	outs := make([]string, 0, len(shippedAs))
+	for rel := range shippedAs {
+		outs = append(outs, rel)
+	}
+	sort.Strings(outs)
+	for _, rel := range outs {
+		pre, post := outputRel(res.Pre, rel), outputRel(res.Post, rel)
+		if pre == nil || post == nil {
+			return nil, fmt.Errorf("%s: the build's output %s is missing from the recompiled trees", strings.Join(shippedAs[rel], ", "), rel)
 		}
 		t, err := diffOutput(res, *pre, *post, preObj, work)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", inst, err)
+			return nil, fmt.Errorf("%s (%s): %w", strings.Join(shippedAs[rel], ", "), rel, err)
 		}
 		if t == nil {
 			continue
 		}
-		if err := debTarget(t, inst, rec[inst]); err != nil {
-			return nil, err
+		// One target per build-id: copies of one file (one build-id) are
+		// one target, found by its build-id whatever the name mapped.
+		seen := map[string]bool{}
+		for _, inst := range shippedAs[rel] {
+			tg := *t
+			if err := debTarget(&tg, inst, rec[inst]); err != nil {
+				return nil, err
+			}
+			if seen[tg.PreBuildID] {
+				continue
+			}
+			seen[tg.PreBuildID] = true
+			f.Targets = append(f.Targets, tg)
 		}
-		f.Targets = append(f.Targets, *t)
 	}
 	if len(f.Targets) == 0 {
 		if o.To != "" {
@@ -191,21 +228,46 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 	return f, nil
 }
 
-// outputNamed finds the one linked output of a tree with base name base.
-func outputNamed(t *build.Tree, base string) (*build.Output, error) {
-	var found []*build.Output
-	for i := range t.Outputs {
-		if filepath.Base(t.Outputs[i].Rel) == base {
-			found = append(found, &t.Outputs[i])
+// reachesNoInstalled checks what "no change" needs to be a proof: every
+// changed code file that no unit of an installed file reads is compiled
+// by no unit, or only by units linked into outputs that are not installed
+// files; a unit linked into no output the build log shows (a static
+// library, or a link that bypassed the compiler wrapper) could be in an
+// installed file unseen, and is refused, naming it.
+func reachesNoInstalled(ctx context.Context, res *build.Result) error {
+	var code []string
+	for _, f := range res.Unread {
+		if deb.IsCode(f) {
+			code = append(code, f)
 		}
 	}
-	switch len(found) {
-	case 0:
-		return nil, nil
-	case 1:
-		return found[0], nil
+	if len(code) == 0 {
+		return nil
 	}
-	return nil, fmt.Errorf("the build links %d files named %s: cannot tell which one is installed", len(found), base)
+	readers, err := res.Readers(ctx, code)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, r := range readers {
+		if len(r.Outputs) == 0 {
+			bad = append(bad, fmt.Sprintf("%s is compiled into %s, which no file the build linked holds (a static library, or a link livesplice did not see)", r.File, r.Unit))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("cannot prove that the fix reaches no installed file: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// outputRel is the linked output of a tree at rel.
+func outputRel(t *build.Tree, rel string) *build.Output {
+	for i := range t.Outputs {
+		if t.Outputs[i].Rel == rel {
+			return &t.Outputs[i]
+		}
+	}
+	return nil
 }
 
 // debTarget makes a target built from the pre tree's output name the
@@ -285,5 +347,11 @@ func (p debProgress) start(what string) time.Time {
 func (p debProgress) done(what string, start time.Time) {
 	if p.w != nil {
 		fmt.Fprintf(p.w, "%s in %.1fs\n", what, time.Since(start).Seconds())
+	}
+}
+
+func (p debProgress) line(s string) {
+	if p.w != nil {
+		fmt.Fprintln(p.w, s)
 	}
 }
