@@ -1,0 +1,24 @@
+/* lsdemo-server: a long-running program of the test Debian package
+ * lsdemo (e2e/deb_pkg_test.go). Each line read is a number N, answered
+ * with one line: level(N). Debian's install step of the package ships it
+ * as /usr/bin/lsdemo-check, /usr/bin/lsdemo-server a symlink to it, the
+ * way redis ships redis-server. */
+#include <stdio.h>
+#include <stdlib.h>
+
+__attribute__((noinline)) const char *level(int n)
+{
+	if (n > 100)
+		return "high";
+	return "low";
+}
+
+int main(void)
+{
+	char line[64];
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while (fgets(line, sizeof line, stdin) != NULL)
+		printf("%s\n", level(atoi(line)));
+	return 0;
+}
