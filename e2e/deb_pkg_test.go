@@ -16,8 +16,11 @@ import (
 // its install step ships lsdemo-server as /usr/bin/lsdemo-check (binary
 // package lsdemo, /usr/bin/lsdemo-server a symlink to it, the way redis
 // ships redis-server) and lsdemo-tool in binary package lsdemo-tools.
-// Versions: 1.0-1, and 1.0-2 which adds testdata/debpkg/fix.patch (a
-// change of level() in server.c) to debian/patches.
+// Versions: 1.0-1; 1.0-2 adds testdata/debpkg/fix.patch (a change of
+// level() in server.c, CVE-2026-0001 in its header) to debian/patches;
+// 1.0-3 adds fix.patch, scale.patch (a new initial value of a global:
+// not live-patchable) and twice.patch (a change of twice(),
+// CVE-2026-0003 in debian/changelog).
 type lsdemo struct {
 	repo *debRepo
 	debs map[string][]string // version -> its binary packages (.deb)
@@ -57,7 +60,9 @@ func lsdemoPackage(t *testing.T) *lsdemo {
 	base := filepath.Join(pool, "lsdemo-1.0")
 	sh(t, filepath.Dir(livesplice), fmt.Sprintf("mkdir -p %s && cp -a %s/src %s", pool, caseDir, base))
 	sh(t, pool, "tar --exclude=debian -czf lsdemo_1.0.orig.tar.gz lsdemo-1.0 && dpkg-source -q -b lsdemo-1.0")
-	addDebVersion(t, pool, base, "lsdemo", "1.0-2", filepath.Join(caseDir, "fix.patch"))
+	addDebVersion(t, pool, base, "lsdemo", "1.0-2", nil, filepath.Join(caseDir, "fix.patch"))
+	addDebVersion(t, pool, base, "lsdemo", "1.0-3", map[string]string{"twice.patch": "twice.patch: thrice (CVE-2026-0003)"},
+		filepath.Join(caseDir, "fix.patch"), filepath.Join(caseDir, "scale.patch"), filepath.Join(caseDir, "twice.patch"))
 	l := &lsdemo{repo: indexDebRepo(t, work, filepath.Join(work, "repo")), debs: map[string][]string{}}
 	for _, v := range []string{"1.0-1", "1.0-2"} {
 		dir := filepath.Join(work, "bin-"+v)
@@ -75,8 +80,8 @@ func lsdemoPackage(t *testing.T) *lsdemo {
 
 // addDebVersion makes source package version version of src in pool: the
 // tree base (with its debian/) plus patches in debian/patches, a
-// changelog entry naming them.
-func addDebVersion(t *testing.T, pool, base, src, version string, patches ...string) {
+// changelog entry with an item per patch (its name, or notes[name]).
+func addDebVersion(t *testing.T, pool, base, src, version string, notes map[string]string, patches ...string) {
 	t.Helper()
 	dir := filepath.Join(pool, "v-"+version)
 	sh(t, pool, fmt.Sprintf("rm -rf %s && cp -a %s %s && mkdir -p %s/debian/patches", dir, base, dir, dir))
@@ -84,7 +89,11 @@ func addDebVersion(t *testing.T, pool, base, src, version string, patches ...str
 	for _, p := range patches {
 		name := filepath.Base(p)
 		sh(t, dir, fmt.Sprintf("cp %s debian/patches/%s && echo %s >> debian/patches/series", p, name, name))
-		items += "  * " + name + "\n"
+		item := name
+		if n, ok := notes[name]; ok {
+			item = n
+		}
+		items += "  * " + item + "\n"
 	}
 	changelog := filepath.Join(dir, "debian", "changelog")
 	old, err := os.ReadFile(changelog)
@@ -161,19 +170,19 @@ func TestDebShippedUnderAnotherName(t *testing.T) {
 	wantLsdemoTarget(t, f)
 
 	p := start(t, work, lsdemoServer)
-	if got := p.query("500"); got != "high" {
-		t.Fatalf("before apply: 500 is %q, want high", got)
+	if got := p.query("500"); got != "high 1000" {
+		t.Fatalf("before apply: 500 is %q, want high 1000", got)
 	}
 	r = run(t, "apply", "--all", upd)
 	if r.exit != 0 || strings.TrimSpace(r.stdout) != "patched 1, skipped 0, failed 0" {
 		t.Fatalf("apply --all: exit %d, stdout %q, stderr %q", r.exit, r.stdout, r.stderr)
 	}
-	if got := p.query("500"); got != "low" {
-		t.Fatalf("after apply: 500 is %q, want low", got)
+	if got := p.query("500"); got != "low 1000" {
+		t.Fatalf("after apply: 500 is %q, want low 1000", got)
 	}
 	mustRun(t, "undo", "--all", f.ID)
-	if got := p.query("500"); got != "high" {
-		t.Fatalf("after undo: 500 is %q, want high", got)
+	if got := p.query("500"); got != "high 1000" {
+		t.Fatalf("after undo: 500 is %q, want high 1000", got)
 	}
 }
 
@@ -201,4 +210,77 @@ func TestDebVersionsInstalled(t *testing.T) {
 		t.Fatalf("create --version 1.0-1: stderr %q does not name lsdemo-tools 1.0-2 as skipped", r.stderr)
 	}
 	wantLsdemoTarget(t, readUpdate(t, upd))
+}
+
+// create --deb --to 1.0-3 --split: one update per patch 1.0-3 adds, in
+// series order; scale.patch (a new initial value) cannot be made and is
+// reported by name, and does not hold back twice.patch, which requires
+// fix.patch's update. info names each one's Debian patch and CVE ids;
+// apply --all of the two, in order, patches a running program.
+func TestDebSplit(t *testing.T) {
+	lsdemoPrecheck(t)
+	l := lsdemoPackage(t)
+	l.install(t, l.debs["1.0-1"]...)
+	work := t.TempDir()
+	dir := filepath.Join(work, "updates")
+	r := l.repo.run(t, "create", "--deb", "lsdemo", "--to", "1.0-3", "--split", "-o", dir)
+	fixID, twiceID := "lsdemo-1.0-3-fix", "lsdemo-1.0-3-twice"
+	want := []string{
+		"made " + filepath.Join(dir, fixID+".lsu") + ": debian/patches/fix.patch (CVE-2026-0001)",
+		"not made: debian/patches/scale.patch: ",
+		"made " + filepath.Join(dir, twiceID+".lsu") + ": debian/patches/twice.patch (CVE-2026-0003), requires " + fixID,
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.exit == 0 || len(lines) != len(want) || !strings.Contains(r.stderr, "1 of 3 patches not made: scale.patch") {
+		t.Fatalf("create --split: exit %d, stdout %q, stderr %q: want a line per patch and a failure naming scale.patch", r.exit, r.stdout, r.stderr)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Fatalf("create --split line %d: %q, want %q...", i+1, lines[i], w)
+		}
+	}
+	if !strings.Contains(lines[1], "initial value") {
+		t.Fatalf("scale.patch's reason %q does not say that a global's initial value changes", lines[1])
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Fatalf("%d files in %s, want the 2 updates made", len(ents), dir)
+	}
+	fix, twice := readUpdate(t, filepath.Join(dir, fixID+".lsu")), readUpdate(t, filepath.Join(dir, twiceID+".lsu"))
+	wantLsdemoTarget(t, fix)
+	if d := twice.Debian; d == nil || d.Patch != "twice.patch" || d.Source != "lsdemo" || d.From != "1.0-1" || d.To != "1.0-3" ||
+		strings.Join(d.CVEs, " ") != "CVE-2026-0003" || strings.Join(twice.Requires, " ") != fixID {
+		t.Fatalf("twice.patch's update: debian %+v, requires %v", d, twice.Requires)
+	}
+	info := mustRun(t, "info", filepath.Join(dir, twiceID+".lsu")).stdout
+	for _, w := range []string{"requires: " + fixID, "debian:  source package lsdemo 1.0-1 -> 1.0-3", "patch: debian/patches/twice.patch", "CVEs:  CVE-2026-0003"} {
+		if !strings.Contains(info, w) {
+			t.Fatalf("info does not say %q:\n%s", w, info)
+		}
+	}
+	infoJSON := mustRun(t, "info", "--json", filepath.Join(dir, fixID+".lsu")).stdout
+	if !strings.Contains(infoJSON, `"patch": "fix.patch"`) || !strings.Contains(infoJSON, `"CVE-2026-0001"`) {
+		t.Fatalf("info --json names no Debian patch or CVE:\n%s", infoJSON)
+	}
+
+	p := start(t, work, lsdemoServer)
+	if got := p.query("500"); got != "high 1000" {
+		t.Fatalf("before apply: 500 is %q", got)
+	}
+	if r := run(t, "apply", "--all", filepath.Join(dir, twiceID+".lsu")); r.exit == 0 {
+		t.Fatalf("apply --all of twice.patch's update before fix.patch's: exit 0, stdout %q", r.stdout)
+	}
+	for _, u := range []string{fixID, twiceID} {
+		if r := run(t, "apply", "--all", filepath.Join(dir, u+".lsu")); r.exit != 0 || strings.TrimSpace(r.stdout) != "patched 1, skipped 0, failed 0" {
+			t.Fatalf("apply --all %s: exit %d, stdout %q, stderr %q", u, r.exit, r.stdout, r.stderr)
+		}
+	}
+	if got := p.query("500"); got != "low 1500" {
+		t.Fatalf("after both updates: 500 is %q, want low 1500", got)
+	}
+	mustRun(t, "undo", "--all", twiceID)
+	mustRun(t, "undo", "--all", fixID)
+	if got := p.query("500"); got != "high 1000" {
+		t.Fatalf("after undo: 500 is %q, want high 1000", got)
+	}
 }

@@ -43,6 +43,176 @@ func (o *DebOptions) note(format string, a ...any) {
 	}
 }
 
+// debRun is what the updates of one create --deb share: the installed
+// files, the sources, Debian's build of the installed version and which
+// of its outputs each installed file is.
+type debRun struct {
+	o         *DebOptions
+	p         debProgress
+	version   string   // installed
+	files     []string // installed ELF files
+	work      string
+	tree      string // the installed version's source
+	newTree   string // the --to version's source, if any
+	pre       *build.Tree
+	rec       map[string]deb.Recovered
+	shippedAs map[string][]string // build output -> installed files it is
+}
+
+// fetch finds the installed files and fetches the installed version's
+// source (and --to's) into a work directory; the caller calls cleanup.
+func (o *DebOptions) fetch(ctx context.Context) (d *debRun, cleanup func(), err error) {
+	inst, err := deb.Installed(ctx, o.Package, o.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, b := range inst.Skipped {
+		o.note("skipped %s %s: installed at another version than %s", b.Package, b.Version, inst.Version)
+	}
+	work, err := os.MkdirTemp("", "livesplice-deb-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = func() { os.RemoveAll(work) }
+	if o.KeepWork {
+		fmt.Fprintf(os.Stderr, "livesplice: keeping build trees in %s\n", work)
+		cleanup = func() {}
+	}
+	d = &debRun{o: o, p: debProgress{o.Progress}, version: inst.Version, files: inst.Files, work: work}
+	start := d.p.start(fmt.Sprintf("fetching %s %s", o.Package, d.version))
+	if d.tree, err = deb.Fetch(ctx, o.Package, d.version, filepath.Join(work, "src")); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	d.p.done("fetched "+o.Package+" "+d.version, start)
+	if o.To != "" {
+		start := d.p.start(fmt.Sprintf("fetching %s %s", o.Package, o.To))
+		if d.newTree, err = deb.Fetch(ctx, o.Package, o.To, filepath.Join(work, "src-new")); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		d.p.done("fetched "+o.Package+" "+o.To, start)
+	}
+	return d, cleanup, nil
+}
+
+// build installs the build dependencies, builds the installed version
+// once as Debian does (its linked files give the symbol tables of the
+// installed ones) and matches each installed file to the output it is.
+func (d *debRun) build(ctx context.Context) error {
+	o, p := d.o, d.p
+	start := p.start("checking build dependencies")
+	if err := deb.BuildDeps(ctx, d.tree); err != nil {
+		return err
+	}
+	p.done("checked build dependencies", start)
+	bdir := filepath.Join(d.work, "build")
+	if err := os.MkdirAll(bdir, 0o755); err != nil {
+		return err
+	}
+	start = p.start("building " + o.Package + " " + d.version + " as Debian does")
+	pre, err := build.RunPlain(ctx, build.Options{Src: d.tree, BuildCmd: deb.BuildCmd, WorkDir: bdir, Self: o.Self, Progress: o.Progress})
+	if err != nil {
+		return err
+	}
+	d.pre = pre
+	p.done("built "+o.Package+" "+d.version, start)
+	start = p.start("recovering the symbols of the installed files")
+	if d.rec, err = deb.Recover(pre.Root, d.files); err != nil {
+		return err
+	}
+	p.done("recovered symbols", start)
+	// Which output each installed file is: by build-id, then code, then
+	// name (deb.MatchOutputs). A file none is could hold the fix unseen.
+	var rels []string
+	for _, out := range pre.Outputs {
+		rels = append(rels, out.Rel)
+	}
+	matched, unmatched, err := deb.MatchOutputs(pre.Root, rels, d.files)
+	if err != nil {
+		return err
+	}
+	if len(unmatched) > 0 {
+		var why []string
+		for _, inst := range d.files {
+			if r, ok := unmatched[inst]; ok {
+				why = append(why, inst+": "+r)
+			}
+		}
+		return fmt.Errorf("create --deb %s: cannot tell whether the fix changes every installed file: %s", o.Package, strings.Join(why, "; "))
+	}
+	d.shippedAs = map[string][]string{}
+	for _, inst := range d.files {
+		m := matched[inst]
+		d.shippedAs[m.Output] = append(d.shippedAs[m.Output], inst)
+		if filepath.Base(m.Output) != filepath.Base(inst) || m.By == "name" {
+			p.line(fmt.Sprintf("%s is the build's %s (same %s)", inst, m.Output, m.By))
+		}
+	}
+	return nil
+}
+
+// update makes the update of patchFile over pre (the plain build, or a
+// clone of it): the units the fix affects compiled again pre and post
+// (build.Recompile), targets keyed by the installed files' build-ids. An
+// update without targets is the proof that the fix changes no installed
+// file (reachesNoInstalled).
+func (d *debRun) update(ctx context.Context, pre *build.Tree, id, patchFile string, patch []byte) (*update.File, error) {
+	start := d.p.start("recompiling the units the fix affects")
+	res, err := build.Recompile(ctx, pre, build.RecompileOptions{
+		Patch:    patchFile,
+		Progress: d.o.Progress,
+		// Only outputs that are installed files are diffed below.
+		Outputs: func(rel string) bool { return d.shippedAs[rel] != nil },
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.p.done("recompiled the units the fix affects", start)
+	if err := reachesNoInstalled(ctx, res); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(patch)
+	f := &update.File{ID: id, Kind: update.KindProcess, Patch: hex.EncodeToString(sum[:])}
+	preObj := map[string]bool{}
+	for _, ob := range res.Pre.Objects {
+		preObj[ob.Rel] = true
+	}
+	outs := make([]string, 0, len(d.shippedAs))
+	for rel := range d.shippedAs {
+		outs = append(outs, rel)
+	}
+	sort.Strings(outs)
+	for _, rel := range outs {
+		pre, post := outputRel(res.Pre, rel), outputRel(res.Post, rel)
+		if pre == nil || post == nil {
+			return nil, fmt.Errorf("%s: the build's output %s is missing from the recompiled trees", strings.Join(d.shippedAs[rel], ", "), rel)
+		}
+		t, err := diffOutput(res, *pre, *post, preObj, d.work)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", strings.Join(d.shippedAs[rel], ", "), rel, err)
+		}
+		if t == nil {
+			continue
+		}
+		// One target per build-id: copies of one file (one build-id) are
+		// one target, found by its build-id whatever the name mapped.
+		seen := map[string]bool{}
+		for _, inst := range d.shippedAs[rel] {
+			tg := *t
+			if err := debTarget(&tg, inst, d.rec[inst]); err != nil {
+				return nil, err
+			}
+			if seen[tg.PreBuildID] {
+				continue
+			}
+			seen[tg.PreBuildID] = true
+			f.Targets = append(f.Targets, tg)
+		}
+	}
+	return f, nil
+}
+
 // CreateDeb builds an update for the files a Debian source package's
 // installed binary packages ship (docs/deb.md): the source through apt,
 // built once the way Debian builds it (build.RunPlain), the units the fix
@@ -70,161 +240,38 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 			return nil, fmt.Errorf("read patch: %w", err)
 		}
 	}
-	inst, err := deb.Installed(ctx, o.Package, o.Version)
+	d, cleanup, err := o.fetch(ctx)
 	if err != nil {
 		return nil, err
 	}
-	version, files := inst.Version, inst.Files
-	for _, b := range inst.Skipped {
-		o.note("skipped %s %s: installed at another version than %s", b.Package, b.Version, version)
-	}
-
-	work, err := os.MkdirTemp("", "livesplice-deb-")
-	if err != nil {
-		return nil, err
-	}
-	if o.KeepWork {
-		fmt.Fprintf(os.Stderr, "livesplice: keeping build trees in %s\n", work)
-	} else {
-		defer os.RemoveAll(work)
-	}
-	p := debProgress{o.Progress}
-	start := p.start(fmt.Sprintf("fetching %s %s", o.Package, version))
-	tree, err := deb.Fetch(ctx, o.Package, version, filepath.Join(work, "src"))
-	if err != nil {
-		return nil, err
-	}
-	p.done("fetched "+o.Package+" "+version, start)
+	defer cleanup()
 	patchFile := o.Patch
 	if o.To != "" {
-		start := p.start(fmt.Sprintf("fetching %s %s", o.Package, o.To))
-		newTree, err := deb.Fetch(ctx, o.Package, o.To, filepath.Join(work, "src-new"))
-		if err != nil {
-			return nil, err
-		}
-		p.done("fetched "+o.Package+" "+o.To, start)
-		if patch, err = deb.CodeDiff(tree, newTree); err != nil {
+		if patch, err = deb.CodeDiff(d.tree, d.newTree); err != nil {
 			return nil, err
 		}
 		if len(patch) == 0 {
-			return nil, fmt.Errorf("%w: %s %s changes no code of %s", ErrNothingToDo, o.Package, o.To, version)
+			return nil, fmt.Errorf("%w: %s %s changes no code of %s", ErrNothingToDo, o.Package, o.To, d.version)
 		}
-		patchFile = filepath.Join(work, "fix.patch")
+		patchFile = filepath.Join(d.work, "fix.patch")
 		if err := os.WriteFile(patchFile, patch, 0o644); err != nil {
 			return nil, err
 		}
 	}
-	start = p.start("checking build dependencies")
-	if err := deb.BuildDeps(ctx, tree); err != nil {
+	if err := d.build(ctx); err != nil {
 		return nil, err
 	}
-	p.done("checked build dependencies", start)
-
-	// One build, Debian's own (its linked files give the symbol tables of
-	// the shipped ones), then only the units the fix affects compiled
-	// again, pre and post, for the differ.
-	bdir := filepath.Join(work, "build")
-	if err := os.MkdirAll(bdir, 0o755); err != nil {
-		return nil, err
-	}
-	start = p.start("building " + o.Package + " " + version + " as Debian does")
-	pre, err := build.RunPlain(ctx, build.Options{Src: tree, BuildCmd: deb.BuildCmd, WorkDir: bdir, Self: o.Self, Progress: o.Progress})
+	f, err := d.update(ctx, d.pre, o.ID, patchFile, patch)
 	if err != nil {
 		return nil, err
-	}
-	p.done("built "+o.Package+" "+version, start)
-	start = p.start("recovering the symbols of the installed files")
-	rec, err := deb.Recover(pre.Root, files)
-	if err != nil {
-		return nil, err
-	}
-	p.done("recovered symbols", start)
-	// Which output each installed file is: by build-id, then code, then
-	// name (deb.MatchOutputs). A file none is could hold the fix unseen.
-	var rels []string
-	for _, out := range pre.Outputs {
-		rels = append(rels, out.Rel)
-	}
-	matched, unmatched, err := deb.MatchOutputs(pre.Root, rels, files)
-	if err != nil {
-		return nil, err
-	}
-	if len(unmatched) > 0 {
-		var why []string
-		for _, inst := range files {
-			if r, ok := unmatched[inst]; ok {
-				why = append(why, inst+": "+r)
-			}
-		}
-		return nil, fmt.Errorf("create --deb %s: cannot tell whether the fix changes every installed file: %s", o.Package, strings.Join(why, "; "))
-	}
-	shippedAs := map[string][]string{} // output -> installed files it is
-	for _, inst := range files {
-		m := matched[inst]
-		shippedAs[m.Output] = append(shippedAs[m.Output], inst)
-		if filepath.Base(m.Output) != filepath.Base(inst) || m.By == "name" {
-			p.line(fmt.Sprintf("%s is the build's %s (same %s)", inst, m.Output, m.By))
-		}
-	}
-	start = p.start("recompiling the units the fix affects")
-	res, err := build.Recompile(ctx, pre, build.RecompileOptions{
-		Patch:    patchFile,
-		Progress: o.Progress,
-		// Only outputs that are installed files are diffed below.
-		Outputs: func(rel string) bool { return shippedAs[rel] != nil },
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.done("recompiled the units the fix affects", start)
-	if err := reachesNoInstalled(ctx, res); err != nil {
-		return nil, err
-	}
-
-	sum := sha256.Sum256(patch)
-	f := &update.File{ID: o.ID, Kind: update.KindProcess, Patch: hex.EncodeToString(sum[:])}
-	preObj := map[string]bool{}
-	for _, ob := range res.Pre.Objects {
-		preObj[ob.Rel] = true
-	}
-	outs := make([]string, 0, len(shippedAs))
-	for rel := range shippedAs {
-		outs = append(outs, rel)
-	}
-	sort.Strings(outs)
-	for _, rel := range outs {
-		pre, post := outputRel(res.Pre, rel), outputRel(res.Post, rel)
-		if pre == nil || post == nil {
-			return nil, fmt.Errorf("%s: the build's output %s is missing from the recompiled trees", strings.Join(shippedAs[rel], ", "), rel)
-		}
-		t, err := diffOutput(res, *pre, *post, preObj, work)
-		if err != nil {
-			return nil, fmt.Errorf("%s (%s): %w", strings.Join(shippedAs[rel], ", "), rel, err)
-		}
-		if t == nil {
-			continue
-		}
-		// One target per build-id: copies of one file (one build-id) are
-		// one target, found by its build-id whatever the name mapped.
-		seen := map[string]bool{}
-		for _, inst := range shippedAs[rel] {
-			tg := *t
-			if err := debTarget(&tg, inst, rec[inst]); err != nil {
-				return nil, err
-			}
-			if seen[tg.PreBuildID] {
-				continue
-			}
-			seen[tg.PreBuildID] = true
-			f.Targets = append(f.Targets, tg)
-		}
 	}
 	if len(f.Targets) == 0 {
 		if o.To != "" {
 			return nil, fmt.Errorf("%w: the code changes of %s %s compile to nothing in the installed files", ErrNothingToDo, o.Package, o.To)
 		}
-		return nil, fmt.Errorf("%s: %w (nothing to splice into %s)", o.Patch, ErrNoChange, strings.Join(files, ", "))
+		return nil, fmt.Errorf("%s: %w (nothing to splice into %s)", o.Patch, ErrNoChange, strings.Join(d.files, ", "))
 	}
+	f.Debian = &update.Debian{Source: o.Package, From: d.version, To: o.To}
 	return f, nil
 }
 
