@@ -284,3 +284,48 @@ func TestDebSplit(t *testing.T) {
 		t.Fatalf("after undo: 500 is %q, want high 1000", got)
 	}
 }
+
+// runEnv is run with env added to the environment.
+func (r *debRepo) runEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(livesplice, args...)
+	cmd.Env = append(append(os.Environ(), "APT_CONFIG="+r.conf), env...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	res := result{stdout: o.String(), stderr: e.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		res.exit = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// create --deb builds in a clean environment, as Debian's build daemons
+// do: a python3, cc and gcc that come first on the caller's PATH (a
+// version manager, /usr/local) and that fail are not used; lsdemo's build
+// runs python3 and cc.
+func TestDebCleanEnv(t *testing.T) {
+	lsdemoPrecheck(t)
+	l := lsdemoPackage(t)
+	l.install(t, l.debs["1.0-1"]...)
+	work := t.TempDir()
+	poison := filepath.Join(work, "poison")
+	if err := os.Mkdir(poison, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"python3", "cc", "gcc"} {
+		script := "#!/bin/sh\necho \"poisoned $0 run by the build\" >&2\nexit 1\n"
+		if err := os.WriteFile(filepath.Join(poison, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upd := filepath.Join(work, "to.lsu")
+	env := []string{"PATH=" + poison + ":" + os.Getenv("PATH"), "PYTHONPATH=" + poison, "LC_ALL=C"}
+	r := l.repo.runEnv(t, env, "create", "--deb", "lsdemo", "--to", "1.0-2", "-o", upd)
+	if r.exit != 0 {
+		t.Fatalf("create --deb with a poisoned python3/cc/gcc first on PATH: exit %d, stdout %q, stderr %q", r.exit, r.stdout, r.stderr)
+	}
+	wantLsdemoTarget(t, readUpdate(t, upd))
+}

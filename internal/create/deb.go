@@ -110,8 +110,13 @@ func (d *debRun) build(ctx context.Context) error {
 	if err := os.MkdirAll(bdir, 0o755); err != nil {
 		return err
 	}
+	// A clean environment, as Debian's build daemons have (deb.CleanEnv).
+	home := filepath.Join(d.work, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return err
+	}
 	start = p.start("building " + o.Package + " " + d.version + " as Debian does")
-	pre, err := build.RunPlain(ctx, build.Options{Src: d.tree, BuildCmd: deb.BuildCmd, WorkDir: bdir, Self: o.Self, Progress: o.Progress})
+	pre, err := build.RunPlain(ctx, build.Options{Src: d.tree, BuildCmd: deb.BuildCmd, WorkDir: bdir, Self: o.Self, Progress: o.Progress, Env: deb.CleanEnv(home)})
 	if err != nil {
 		return err
 	}

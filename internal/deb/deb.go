@@ -242,3 +242,18 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// CleanPath is the PATH of create --deb's build: the distribution's own
+// directories. /usr/local is left out: on a host it holds the admin's own
+// tools (a python3 of a version manager, a newer compiler) that a build
+// daemon's chroot does not have.
+const CleanPath = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+// CleanEnv is the environment create --deb builds in, as Debian's build
+// daemons do: the standard PATH, the C.UTF-8 locale, HOME (an empty
+// directory), and nothing of the caller's (no CC, CFLAGS, PYTHONPATH,
+// LD_LIBRARY_PATH, version manager, locale); dpkg-buildpackage sets the
+// rest (dpkg-buildflags' flags, SOURCE_DATE_EPOCH, DEB_* variables).
+func CleanEnv(home string) []string {
+	return []string{"PATH=" + CleanPath, "LC_ALL=C.UTF-8", "HOME=" + home}
+}
