@@ -194,7 +194,9 @@ func Files(ctx context.Context, pkgs []string) ([]string, error) {
 			return nil, err
 		}
 		for _, f := range strings.Split(list, "\n") {
-			if f == "" {
+			// Detached debug information (-dbgsym packages) is ELF with
+			// the shipped file's build-id but no code.
+			if f == "" || strings.HasPrefix(f, "/usr/lib/debug/") {
 				continue
 			}
 			if fi, err := os.Lstat(f); err != nil || !fi.Mode().IsRegular() {
