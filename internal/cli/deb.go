@@ -27,7 +27,7 @@ type debOpts struct {
 // package's installed binary packages ship (docs/deb.md).
 func createDeb(cmd *cobra.Command, d debOpts, a []string, stderr io.Writer) error {
 	if d.out == "" {
-		return usageError{errors.New("create --deb: -o FILE is required")}
+		return usageError{errors.New("create --deb: -o FILE (with --split: -o DIR) is required")}
 	}
 	if cmd.Flags().Changed("src") || cmd.Flags().Changed("build") || cmd.Flags().Changed("kernel") {
 		return usageError{errors.New("create --deb: --src, --build and --kernel do not go with --deb (the source comes from apt, the build from debian/rules)")}
