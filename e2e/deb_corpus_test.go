@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,5 +90,49 @@ func TestDebCorpusRedisSplit(t *testing.T) {
 		if !found {
 			t.Errorf("%s is not reported", p)
 		}
+	}
+	var made []string
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if rest, ok := strings.CutPrefix(l, "made "); ok {
+			path, _, _ := strings.Cut(rest, ": ")
+			made = append(made, path)
+		}
+	}
+	if len(made) == 0 {
+		return
+	}
+	// A server started through a symlink named redis-server, as Debian's
+	// /usr/bin/redis-server is: the updates apply in order, and it serves.
+	work := t.TempDir()
+	if err := os.Symlink("/usr/bin/redis-check-rdb", filepath.Join(work, "redis-server")); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(work, "sock")
+	srv := exec.Command(filepath.Join(work, "redis-server"), "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	cli := func(args ...string) string {
+		out, _ := exec.Command("redis-cli", append([]string{"-s", sock}, args...)...).Output()
+		return strings.TrimSpace(string(out))
+	}
+	for cli("ping") != "PONG" {
+		if srv.ProcessState != nil {
+			t.Fatal("redis-server exited")
+		}
+	}
+	pid := strings.TrimSpace(fmt.Sprint(srv.Process.Pid))
+	for _, u := range made {
+		mustRun(t, "apply", "--pid", pid, u)
+	}
+	if cli("set", "k", "v") != "OK" || cli("get", "k") != "v" {
+		t.Fatal("the patched server does not serve")
+	}
+	for i := len(made) - 1; i >= 0; i-- {
+		mustRun(t, "undo", "--pid", pid, readUpdate(t, made[i]).ID)
+	}
+	if cli("get", "k") != "v" {
+		t.Fatal("the server does not serve after undo")
 	}
 }
