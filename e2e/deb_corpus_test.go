@@ -112,14 +112,18 @@ func TestDebCorpusRedisSplit(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	exited := make(chan struct{})
+	go func() { srv.Wait(); close(exited) }()
+	t.Cleanup(func() { srv.Process.Kill(); <-exited })
 	cli := func(args ...string) string {
 		out, _ := exec.Command("redis-cli", append([]string{"-s", sock}, args...)...).Output()
 		return strings.TrimSpace(string(out))
 	}
 	for cli("ping") != "PONG" {
-		if srv.ProcessState != nil {
+		select {
+		case <-exited:
 			t.Fatal("redis-server exited")
+		default:
 		}
 	}
 	pid := strings.TrimSpace(fmt.Sprint(srv.Process.Pid))
