@@ -3,117 +3,140 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"livesplice/internal/update"
 )
 
-// Real Debian packages whose fixes need what issue 13 items 1 and 6 added:
-// a hidden function of a stripped library (liblzma's internal functions
-// are global in the objects, local in the linked file), and the symbols
-// of a stripped library that the rebuild here does not reproduce byte for
-// byte (libevent 2.1.12-stable-8 was built by Debian with an older
-// binutils), recovered by matching the plain build's code against it.
-// Each builds its package as Debian does (minutes on the shared machine):
-// they run with LIVESPLICE_CORPUS=1. Packages (.ci/run or by hand):
-// liblzma-dev and libevent-dev at the versions whose source apt can fetch,
-// and the packages' build dependencies (create --deb installs them).
+// The issue's real package: redis 5:7.0.15-1~deb12u7 (bookworm) to
+// ~deb12u10 (bookworm-security), whose five added patches each change a
+// function of src/*.c linked into the server, which Debian ships as
+// /usr/bin/redis-check-rdb and redis-check-aof (copies of the linked
+// src/redis-server; /usr/bin/redis-server a symlink). create --deb used
+// to say "nothing to do". Slow (a full redis build, twice): only with
+// LIVESPLICE_CORPUS=1, redis-tools at the old version installed
+// (apt-get install redis-tools=5:7.0.15-1~deb12u7) and deb-src entries
+// for bookworm and bookworm-security.
+const (
+	redisFrom = "5:7.0.15-1~deb12u7"
+	redisTo   = "5:7.0.15-1~deb12u10"
+)
 
-// debCorpus skips unless asked for, and where this test cannot run.
-func debCorpus(t *testing.T, lib, pkgs string) {
+var redisPatches = []string{"CVE-2026-23631.patch", "CVE-2026-25243.patch", "CVE-2026-66373.patch", "CVE-2026-81934.patch", "CVE-2026-92925.patch"}
+
+func redisPrecheck(t *testing.T) {
 	t.Helper()
 	if os.Getenv("LIVESPLICE_CORPUS") != "1" {
-		t.Skip("builds a Debian package (minutes): set LIVESPLICE_CORPUS=1")
+		t.Skip("a real package's build: set LIVESPLICE_CORPUS=1")
 	}
 	if os.Getuid() != 0 {
-		t.Skip("needs root: ptrace, apt")
+		t.Skip("needs root (apt-get build-dep)")
 	}
-	if _, err := os.Stat(lib); err != nil {
-		t.Skipf("%s is not installed (install %s): %v", lib, pkgs, err)
+	v, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "redis-tools").Output()
+	if err != nil || string(v) != redisFrom {
+		t.Skipf("redis-tools %s is not installed (%q): apt-get install redis-tools=%s", redisFrom, v, redisFrom)
 	}
 }
 
-// debCorpusCase creates the update of a case under testdata, checks what
-// it replaces and how its symbols were recovered, starts the case's
-// program (linked with ldflags) and applies, checks and undoes the update
-// on that process only (apply --pid: other processes of the machine map
-// these libraries too).
-func debCorpusCase(t *testing.T, dir, source, lib, ldflags string, replaced []string, queries [][3]string) *update.Target {
-	caseDir, _ := filepath.Abs(filepath.Join("testdata", dir))
+// Not "nothing to do": an update of the server's shipped file, or an
+// error that names it.
+func TestDebCorpusRedis(t *testing.T) {
+	redisPrecheck(t)
 	work := t.TempDir()
-	upd := filepath.Join(work, dir+".lsu")
-	mustRun(t, "create", "--deb", source, "--id", dir, "-o", upd, filepath.Join(caseDir, "fix.patch"))
-	f := readUpdate(t, upd)
-	var tg *update.Target
-	for i := range f.Targets {
-		if filepath.Base(f.Targets[i].Path) == filepath.Base(lib) { // /lib or /usr/lib
-			tg = &f.Targets[i]
-		}
+	upd := filepath.Join(work, "redis.lsu")
+	r := run(t, "create", "--deb", "redis", "--to", redisTo, "-o", upd)
+	t.Logf("create --to: exit %d\nstdout: %s\nstderr: %s", r.exit, r.stdout, r.stderr)
+	if strings.Contains(r.stdout, "nothing to do") {
+		t.Fatalf("create --deb redis --to %s: %q: the server's fixes were dropped", redisTo, r.stdout)
 	}
-	if tg == nil || tg.Symtab == nil || tg.Symtab.BuildID != buildID(t, lib) {
-		t.Fatalf("update %s: want a target %s with symbols recovered for its build-id %s: %+v", upd, lib, buildID(t, lib), f.Targets)
+	server := func(s string) bool {
+		return strings.Contains(s, "/usr/bin/redis-check-rdb") || strings.Contains(s, "/usr/bin/redis-check-aof")
 	}
-	got := map[string]bool{}
-	for _, fn := range tg.Functions {
-		if fn.Status == update.StatusReplaced {
-			got[fn.Name] = true
-		}
-	}
-	for _, n := range replaced {
-		if !got[n] {
-			t.Fatalf("replaced functions %v: want %s", got, n)
-		}
-	}
-	sh(t, work, fmt.Sprintf("gcc -O2 -o prog %s/prog.c %s", caseDir, ldflags))
-	p := start(t, work, "./prog")
-	check := func(col int, when string) {
-		t.Helper()
-		for _, q := range queries {
-			if a := p.query(q[0]); a != q[col] {
-				t.Fatalf("%s: %q answers %q, want %q", when, q[0], a, q[col])
+	if r.exit == 0 {
+		f := readUpdate(t, upd)
+		ok := false
+		for _, tg := range f.Targets {
+			if server(tg.Path) && tg.PreBuildID == buildID(t, tg.Path) {
+				ok = true
 			}
 		}
+		if !ok {
+			t.Fatalf("update targets %v: none is the shipped server (redis-check-rdb/aof)", f.Targets)
+		}
+	} else if !server(r.stderr) {
+		t.Fatalf("create failed without naming the shipped server: %s", r.stderr)
 	}
-	check(1, "before apply")
-	mustRun(t, "apply", "--pid", p.pid(), upd)
-	check(2, "after apply")
-	mustRun(t, "undo", "--pid", p.pid(), dir)
-	check(1, "after undo")
-	return tg
 }
 
-// TestDebHiddenXZ: a fix in lzma_lz_decoder_init, a hidden function of
-// liblzma (global in lz_decoder.o, local in the shipped, stripped
-// liblzma.so.5): apply finds it among the recovered symbols' locals and
-// proves it by run-pre matching.
-func TestDebHiddenXZ(t *testing.T) {
-	const lib = "/usr/lib/x86_64-linux-gnu/liblzma.so.5.4.1"
-	debCorpus(t, lib, "liblzma-dev")
-	debCorpusCase(t, "deb_xz", "xz-utils", lib, "-llzma",
-		[]string{"lzma_lz_decoder_init"},
-		[][3]string{{"go", "ret=0", "ret=5"}, {"again", "ret=0", "ret=5"}})
-}
-
-// TestDebMatchLibevent: Debian's libevent_extra is not what the build
-// here makes (another binutils placed its sections elsewhere); its
-// symbols are recovered by matching, and a fix to two static functions of
-// http.c (scheme_ok, parse_authority) is applied and undone.
-func TestDebMatchLibevent(t *testing.T) {
-	const lib = "/usr/lib/x86_64-linux-gnu/libevent_extra-2.1.so.7.0.1"
-	debCorpus(t, lib, "libevent-dev")
-	tg := debCorpusCase(t, "deb_libevent", "libevent", lib, "-levent_extra -levent_core",
-		nil,
-		[][3]string{
-			{"http://h/x", "ok h", "ok h"},
-			{"svn+ssh://h/x", "ok h", "bad"},
-			{"http://@h/", "ok h", "bad"},
-			{"http://u@h2/", "ok h2", "ok h2"},
-		})
-	var names []string
-	for _, fn := range tg.Functions {
-		names = append(names, fn.Name)
+// --split: each of the five patches is reported by name, made or not
+// made with a reason; none is "nothing to do".
+func TestDebCorpusRedisSplit(t *testing.T) {
+	redisPrecheck(t)
+	dir := filepath.Join(t.TempDir(), "updates")
+	r := run(t, "create", "--deb", "redis", "--to", redisTo, "--split", "-o", dir)
+	t.Logf("create --split: exit %d\nstdout: %s\nstderr: %s", r.exit, r.stdout, r.stderr)
+	for _, p := range redisPatches {
+		found := false
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if !strings.Contains(l, "debian/patches/"+p) {
+				continue
+			}
+			found = true
+			if strings.HasPrefix(l, "nothing to do") {
+				t.Errorf("%s: %q: its fix was dropped", p, l)
+			}
+		}
+		if !found {
+			t.Errorf("%s is not reported", p)
+		}
 	}
-	t.Logf("replaced: %s; %d symbols recovered", strings.Join(names, ", "), len(tg.Symtab.Symbols))
+	var made []string
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if rest, ok := strings.CutPrefix(l, "made "); ok {
+			path, _, _ := strings.Cut(rest, ": ")
+			made = append(made, path)
+		}
+	}
+	if len(made) == 0 {
+		return
+	}
+	// A server started through a symlink named redis-server, as Debian's
+	// /usr/bin/redis-server is: the updates apply in order, and it serves.
+	work := t.TempDir()
+	if err := os.Symlink("/usr/bin/redis-check-rdb", filepath.Join(work, "redis-server")); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(work, "sock")
+	srv := exec.Command(filepath.Join(work, "redis-server"), "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { srv.Wait(); close(exited) }()
+	t.Cleanup(func() { srv.Process.Kill(); <-exited })
+	cli := func(args ...string) string {
+		out, _ := exec.Command("redis-cli", append([]string{"-s", sock}, args...)...).Output()
+		return strings.TrimSpace(string(out))
+	}
+	for cli("ping") != "PONG" {
+		select {
+		case <-exited:
+			t.Fatal("redis-server exited")
+		default:
+		}
+	}
+	pid := strings.TrimSpace(fmt.Sprint(srv.Process.Pid))
+	for _, u := range made {
+		mustRun(t, "apply", "--pid", pid, u)
+	}
+	if cli("set", "k", "v") != "OK" || cli("get", "k") != "v" {
+		t.Fatal("the patched server does not serve")
+	}
+	for i := len(made) - 1; i >= 0; i-- {
+		mustRun(t, "undo", "--pid", pid, readUpdate(t, made[i]).ID)
+	}
+	if cli("get", "k") != "v" {
+		t.Fatal("the server does not serve after undo")
+	}
 }

@@ -214,6 +214,15 @@ func newDebRepo(t *testing.T, work, version string, patches map[string]string) *
 		// and builds the source package next to the original tarball.
 		sh(t, pool, "dpkg-source -q -b "+filepath.Base(dir))
 	}
+	return indexDebRepo(t, work, repo.dir)
+}
+
+// indexDebRepo indexes the source packages of dir/pool and makes an apt
+// configuration (in work) whose only source is that repository.
+func indexDebRepo(t *testing.T, work, dir string) *debRepo {
+	t.Helper()
+	repo := &debRepo{dir: dir}
+	sh(t, work, "mkdir -p apt/lists/partial apt/cache/archives/partial apt/sources.list.d")
 	sh(t, repo.dir, "apt-ftparchive sources pool > Sources")
 	repo.conf = filepath.Join(work, "apt.conf")
 	apt := filepath.Join(work, "apt")

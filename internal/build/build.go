@@ -30,10 +30,19 @@ type Options struct {
 	WorkDir  string    // where to make pre/ and post/ (caller creates/removes it)
 	Self     string    // path of the executable that acts as the compiler wrapper (argv[0] dispatch), usually os.Executable()
 	Progress io.Writer // nil: silent; else one line per step ("building pre tree...", "built pre tree in 1.2s")
+	// Env (RunPlain only) is the environment the build and the
+	// recompiles start from, PATH included (the real compilers are looked
+	// up on it); nil: the caller's.
+	Env []string
 }
 
 // Result holds the two built trees.
-type Result struct{ Pre, Post *Tree }
+type Result struct {
+	Pre, Post *Tree
+	// Unread (Recompile only) are the files the patch changed that no
+	// compile of the considered units reads (relative, sorted).
+	Unread []string
+}
 
 // Tree is one built copy of the source tree.
 type Tree struct {
@@ -237,12 +246,16 @@ func (o *Options) resolve() (paths, error) {
 	if r.self, err = filepath.Abs(o.Self); err != nil {
 		return r, fmt.Errorf("build: wrapper: %w", err)
 	}
-	if r.cc, err = findReal("gcc", r.self); err != nil {
+	path := os.Getenv("PATH")
+	if o.Env != nil {
+		path = envValue(o.Env, "PATH")
+	}
+	if r.cc, err = findRealIn("gcc", r.self, path); err != nil {
 		return r, fmt.Errorf("build: no real C compiler: %w", err)
 	}
 	// A C-only project must not need g++, so a missing one only fails if
 	// the build actually calls c++/g++.
-	r.cxx, _ = findReal("g++", r.self)
+	r.cxx, _ = findRealIn("g++", r.self, path)
 	return r, nil
 }
 
@@ -285,8 +298,13 @@ func realAbs(p string) (string, error) {
 // itself, so that running livesplice from inside a wrapped build still finds
 // the real compiler.
 func findReal(name, self string) (string, error) {
+	return findRealIn(name, self, os.Getenv("PATH"))
+}
+
+// findRealIn is findReal on the search path path.
+func findRealIn(name, self, path string) (string, error) {
 	selfInfo, _ := os.Stat(self)
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+	for _, dir := range filepath.SplitList(path) {
 		if dir == "" {
 			dir = "."
 		}
@@ -430,4 +448,15 @@ func (p *progress) start(what string) time.Time {
 
 func (p *progress) done(what string, start time.Time) {
 	p.line(fmt.Sprintf("%s in %.1fs", what, time.Since(start).Seconds()))
+}
+
+// envValue is the value of variable k in env ("" if unset).
+func envValue(env []string, k string) string {
+	v := ""
+	for _, kv := range env {
+		if key, val, ok := strings.Cut(kv, "="); ok && key == k {
+			v = val
+		}
+	}
+	return v
 }

@@ -27,9 +27,10 @@ import (
 
 // plainInfo is what Recompile needs of the plain build.
 type plainInfo struct {
-	src     string // the source tree pre is a copy of (the prefix map's target)
-	inc     string // directory holding livesplice.h
-	cc, cxx string // the real compilers
+	src     string   // the source tree pre is a copy of (the prefix map's target)
+	inc     string   // directory holding livesplice.h
+	cc, cxx string   // the real compilers
+	env     []string // the base environment of the build and recompiles (Options.Env); nil: the caller's
 }
 
 // RunPlain makes WorkDir/pre, a cleaned copy of Src, and builds it with
@@ -64,7 +65,7 @@ func RunPlain(ctx context.Context, o Options) (*Tree, error) {
 	log := filepath.Join(work, "pre.log")
 	os.Remove(log)
 	start = p.start("building pre tree (plain)")
-	env := plainEnv(bin, pre, realCC, realCXX, log)
+	env := plainEnv(o.Env, bin, pre, realCC, realCXX, log)
 	if err := runBuild(ctx, pre, o.BuildCmd, env, filepath.Join(work, "pre.out")); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("build: %w", ctx.Err())
@@ -79,7 +80,7 @@ func RunPlain(ctx context.Context, o Options) (*Tree, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("build: the build of %s compiled nothing through livesplice's compiler wrapper: use $(CC)/cc/gcc from PATH, not an absolute compiler path", pre)
 	}
-	t.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX}
+	t.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX, env: o.Env}
 	t.tools = t.plain
 	return t, nil
 }
@@ -88,9 +89,15 @@ func RunPlain(ctx context.Context, o Options) (*Tree, error) {
 // would make the build differ from the project's own (a compiler or a
 // timestamp of the caller's choosing), with the wrapper first on PATH in
 // plain mode.
-func plainEnv(bin, root, realCC, realCXX, log string) []string {
+func plainEnv(base []string, bin, root, realCC, realCXX, log string) []string {
+	path := os.Getenv("PATH")
+	if base == nil {
+		base = os.Environ()
+	} else {
+		path = envValue(base, "PATH")
+	}
 	var env []string
-	for _, kv := range os.Environ() {
+	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
 		case k == "CC", k == "CXX", k == "SOURCE_DATE_EPOCH", k == "PWD", k == "PATH", strings.HasPrefix(k, "LIVESPLICE_"):
@@ -99,7 +106,7 @@ func plainEnv(bin, root, realCC, realCXX, log string) []string {
 		env = append(env, kv)
 	}
 	return append(env,
-		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"PATH="+bin+string(os.PathListSeparator)+path,
 		"PWD="+root,
 		envLog+"="+log,
 		envPlain+"=1",
@@ -197,7 +204,7 @@ func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, err
 			addInline(post, u, pre.Root)
 		}
 	}
-	return &Result{Pre: pre, Post: post}, nil
+	return &Result{Pre: pre, Post: post, Unread: unread}, nil
 }
 
 // relOrAbs is p relative to the tree's root, or p itself outside it.
@@ -399,7 +406,7 @@ func (rc *recompiler) deps(ctx context.Context, u unit) ([]string, error) {
 	cwd := reroot(u.cwd, rc.pre.Root, rc.post)
 	cmd := exec.CommandContext(ctx, pl.compiler(u.compiler), args...)
 	cmd.Dir = cwd
-	cmd.Env = compileEnv(u.env, cwd)
+	cmd.Env = compileEnv(pl.env, u.env, cwd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -461,7 +468,7 @@ func (rc *recompiler) compile(ctx context.Context, u unit, root, name string) er
 	args = append(args, compileFlagsInc(root, pl.src, pl.inc)...)
 	cmd := exec.CommandContext(ctx, pl.compiler(u.compiler), args...)
 	cmd.Dir = cwd
-	cmd.Env = compileEnv(u.env, cwd)
+	cmd.Env = compileEnv(pl.env, u.env, cwd)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -498,17 +505,20 @@ func (pl *plainInfo) compiler(name string) string {
 	return pl.cc
 }
 
-// compileEnv is the environment of a recompile in cwd: the caller's,
-// with the compile's compilerEnv variables as the build had them
+// compileEnv is the environment of a recompile in cwd: base (nil: the
+// caller's), with the compile's compilerEnv variables as the build had them
 // (SOURCE_DATE_EPOCH pinned to 0 if it had none, so pre and post agree)
 // and nothing that makes gcc write dependency files.
-func compileEnv(recorded []string, cwd string) []string {
+func compileEnv(base, recorded []string, cwd string) []string {
 	drop := map[string]bool{"PWD": true, "DEPENDENCIES_OUTPUT": true, "SUNPRO_DEPENDENCIES": true}
 	for _, k := range compilerEnv {
 		drop[k] = true
 	}
+	if base == nil {
+		base = os.Environ()
+	}
 	var env []string
-	for _, kv := range os.Environ() {
+	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		if !drop[k] && !strings.HasPrefix(k, "LIVESPLICE_") {
 			env = append(env, kv)

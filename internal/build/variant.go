@@ -73,7 +73,7 @@ func (pl *plainInfo) compileTo(ctx context.Context, u unit, from, root, obj stri
 	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, pl.compiler(u.compiler), args...)
 	cmd.Dir = cwd
-	cmd.Env = compileEnv(u.env, cwd)
+	cmd.Env = compileEnv(pl.env, u.env, cwd)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%v:\n%s", err, lastLines(string(out), tailLines))
 	}

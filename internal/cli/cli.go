@@ -126,10 +126,10 @@ func isTerminal(w io.Writer) bool {
 func createCmd(stderr io.Writer) *cobra.Command {
 	var src, buildCmd, id, out, config, headers string
 	var debPkg, debVersion, debTo string
-	var keep, kern bool
+	var keep, kern, split bool
 	var requires []string
 	c := &cobra.Command{
-		Use:   "create --src DIR [--build CMD] [--id ID] -o FILE PATCH\n  create --kernel --src LINUXSRC --config CONFIG [--headers DIR] [--id ID] -o FILE PATCH\n  create --deb SRCPKG [--version V] (PATCH | --to NEWVERSION) [--id ID] -o FILE",
+		Use:   "create --src DIR [--build CMD] [--id ID] -o FILE PATCH\n  create --kernel --src LINUXSRC --config CONFIG [--headers DIR] [--id ID] -o FILE PATCH\n  create --deb SRCPKG [--version V] (PATCH | --to NEWVERSION) [--id ID] -o FILE\n  create --deb SRCPKG [--version V] --to NEWVERSION --split -o DIR",
 		Short: "Build an update from a source patch",
 		Args: func(cmd *cobra.Command, a []string) error {
 			if debTo != "" {
@@ -139,10 +139,10 @@ func createCmd(stderr io.Writer) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if debPkg != "" {
-				return createDeb(cmd, debPkg, debVersion, debTo, id, out, keep, a, stderr)
+				return createDeb(cmd, debOpts{pkg: debPkg, version: debVersion, to: debTo, id: id, out: out, keep: keep, split: split, requires: requires}, a, stderr)
 			}
-			if debVersion != "" || debTo != "" {
-				return usageError{errors.New("create: --version and --to only go with --deb")}
+			if debVersion != "" || debTo != "" || split {
+				return usageError{errors.New("create: --version, --to and --split only go with --deb")}
 			}
 			if src == "" || out == "" {
 				return usageError{errors.New("create: --src DIR and -o FILE are required")}
@@ -187,6 +187,7 @@ func createCmd(stderr io.Writer) *cobra.Command {
 	c.Flags().StringVar(&debPkg, "deb", "", "build an update for the installed files of Debian source package `SRCPKG` (docs/deb.md)")
 	c.Flags().StringVar(&debVersion, "version", "", "with --deb: the source version (default: the installed one)")
 	c.Flags().StringVar(&debTo, "to", "", "with --deb: the fix is what source version `NEWVERSION` changed in code (no PATCH)")
+	c.Flags().BoolVar(&split, "split", false, "with --deb --to: one update per patch NEWVERSION adds to debian/patches, written to the directory -o DIR")
 	return c
 }
 
@@ -391,11 +392,13 @@ func showCmd(stdout io.Writer) *cobra.Command {
 
 // InfoJSON is the stable --json output of info.
 type InfoJSON struct {
-	ID      string       `json:"id"`
-	Format  int          `json:"format"`
-	Kind    string       `json:"kind"`
-	Patch   string       `json:"patch_sha256"`
-	Targets []TargetInfo `json:"targets"`
+	ID       string         `json:"id"`
+	Format   int            `json:"format"`
+	Kind     string         `json:"kind"`
+	Patch    string         `json:"patch_sha256"`
+	Requires []string       `json:"requires,omitempty"`
+	Debian   *update.Debian `json:"debian,omitempty"`
+	Targets  []TargetInfo   `json:"targets"`
 }
 
 // TargetInfo summarises one target of an update.
@@ -427,7 +430,7 @@ type FuncInfo struct {
 
 // Info summarises an update file.
 func Info(f *update.File) InfoJSON {
-	out := InfoJSON{ID: f.ID, Format: f.Format, Kind: f.Kind, Patch: f.Patch, Targets: []TargetInfo{}}
+	out := InfoJSON{ID: f.ID, Format: f.Format, Kind: f.Kind, Patch: f.Patch, Requires: f.Requires, Debian: f.Debian, Targets: []TargetInfo{}}
 	for _, t := range f.Targets {
 		ti := TargetInfo{Path: t.Path, Soname: t.Soname, PreBuildID: t.PreBuildID, Functions: []FuncInfo{}}
 		for _, s := range t.Sections {
@@ -464,6 +467,22 @@ func infoCmd(stdout io.Writer) *cobra.Command {
 				return writeJSON(stdout, in)
 			}
 			fmt.Fprintf(stdout, "id:      %s\nformat:  %d\nkind:    %s\npatch:   sha256:%s\n", in.ID, in.Format, in.Kind, in.Patch)
+			if len(in.Requires) > 0 {
+				fmt.Fprintf(stdout, "requires: %s\n", strings.Join(in.Requires, ", "))
+			}
+			if d := in.Debian; d != nil {
+				fmt.Fprintf(stdout, "debian:  source package %s %s", d.Source, d.From)
+				if d.To != "" {
+					fmt.Fprintf(stdout, " -> %s", d.To)
+				}
+				fmt.Fprintln(stdout)
+				if d.Patch != "" {
+					fmt.Fprintf(stdout, "  patch: debian/patches/%s\n", d.Patch)
+				}
+				if len(d.CVEs) > 0 {
+					fmt.Fprintf(stdout, "  CVEs:  %s\n", strings.Join(d.CVEs, " "))
+				}
+			}
 			for _, t := range in.Targets {
 				fmt.Fprintf(stdout, "target:  %s", t.Path)
 				if t.Soname != "" {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -30,8 +31,195 @@ type DebOptions struct {
 	To       string // a newer version of the package: its code changes are the fix
 	ID       string // default: the patch's name, or PACKAGE-TO
 	Self     string
-	Progress io.Writer
+	Progress io.Writer // step lines (a terminal), or nil
+	Log      io.Writer // notes the caller must see (packages skipped, ...), or nil
 	KeepWork bool
+}
+
+// note writes one line to o.Log.
+func (o *DebOptions) note(format string, a ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "livesplice: "+format+"\n", a...)
+	}
+}
+
+// debRun is what the updates of one create --deb share: the installed
+// files, the sources, Debian's build of the installed version and which
+// of its outputs each installed file is.
+type debRun struct {
+	o         *DebOptions
+	p         debProgress
+	version   string   // installed
+	files     []string // installed ELF files
+	work      string
+	tree      string // the installed version's source
+	newTree   string // the --to version's source, if any
+	pre       *build.Tree
+	rec       map[string]deb.Recovered
+	shippedAs map[string][]string // build output -> installed files it is
+}
+
+// fetch finds the installed files and fetches the installed version's
+// source (and --to's) into a work directory; the caller calls cleanup.
+func (o *DebOptions) fetch(ctx context.Context) (d *debRun, cleanup func(), err error) {
+	inst, err := deb.Installed(ctx, o.Package, o.Version)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, b := range inst.Skipped {
+		o.note("skipped %s %s: installed at another version than %s", b.Package, b.Version, inst.Version)
+	}
+	work, err := os.MkdirTemp("", "livesplice-deb-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = func() { os.RemoveAll(work) }
+	if o.KeepWork {
+		fmt.Fprintf(os.Stderr, "livesplice: keeping build trees in %s\n", work)
+		cleanup = func() {}
+	}
+	d = &debRun{o: o, p: debProgress{o.Progress}, version: inst.Version, files: inst.Files, work: work}
+	start := d.p.start(fmt.Sprintf("fetching %s %s", o.Package, d.version))
+	if d.tree, err = deb.Fetch(ctx, o.Package, d.version, filepath.Join(work, "src")); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	d.p.done("fetched "+o.Package+" "+d.version, start)
+	if o.To != "" {
+		start := d.p.start(fmt.Sprintf("fetching %s %s", o.Package, o.To))
+		if d.newTree, err = deb.Fetch(ctx, o.Package, o.To, filepath.Join(work, "src-new")); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		d.p.done("fetched "+o.Package+" "+o.To, start)
+	}
+	return d, cleanup, nil
+}
+
+// build installs the build dependencies, builds the installed version
+// once as Debian does (its linked files give the symbol tables of the
+// installed ones) and matches each installed file to the output it is.
+func (d *debRun) build(ctx context.Context) error {
+	o, p := d.o, d.p
+	start := p.start("checking build dependencies")
+	if err := deb.BuildDeps(ctx, d.tree); err != nil {
+		return err
+	}
+	p.done("checked build dependencies", start)
+	bdir := filepath.Join(d.work, "build")
+	if err := os.MkdirAll(bdir, 0o755); err != nil {
+		return err
+	}
+	// A clean environment, as Debian's build daemons have (deb.CleanEnv).
+	home := filepath.Join(d.work, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return err
+	}
+	start = p.start("building " + o.Package + " " + d.version + " as Debian does")
+	pre, err := build.RunPlain(ctx, build.Options{Src: d.tree, BuildCmd: deb.BuildCmd, WorkDir: bdir, Self: o.Self, Progress: o.Progress, Env: deb.CleanEnv(home)})
+	if err != nil {
+		return err
+	}
+	d.pre = pre
+	p.done("built "+o.Package+" "+d.version, start)
+	// Which output each installed file is: by build-id, then code, then
+	// name (deb.MatchOutputs). A file none is could hold the fix unseen.
+	var rels []string
+	for _, out := range pre.Outputs {
+		rels = append(rels, out.Rel)
+	}
+	matched, unmatched, err := deb.MatchOutputs(pre.Root, rels, d.files)
+	if err != nil {
+		return err
+	}
+	if len(unmatched) > 0 {
+		var why []string
+		for _, inst := range d.files {
+			if r, ok := unmatched[inst]; ok {
+				why = append(why, inst+": "+r)
+			}
+		}
+		return fmt.Errorf("create --deb %s: cannot tell whether the fix changes every installed file: %s", o.Package, strings.Join(why, "; "))
+	}
+	d.shippedAs = map[string][]string{}
+	outputOf := map[string]string{}
+	for _, inst := range d.files {
+		m := matched[inst]
+		d.shippedAs[m.Output] = append(d.shippedAs[m.Output], inst)
+		outputOf[inst] = m.Output
+		if filepath.Base(m.Output) != filepath.Base(inst) || m.By == "name" {
+			p.line(fmt.Sprintf("%s is the build's %s (same %s)", inst, m.Output, m.By))
+		}
+	}
+	// The symbols of each installed file come from the output it is, not
+	// from one of its name (redis ships src/redis-server as redis-check-rdb).
+	start = p.start("recovering the symbols of the installed files")
+	if d.rec, err = deb.RecoverTree(pre, d.files, outputOf); err != nil {
+		return err
+	}
+	p.done("recovered symbols", start)
+	return nil
+}
+
+// update makes the update of patchFile over pre (the plain build, or a
+// clone of it): the units the fix affects compiled again pre and post
+// (build.Recompile), targets keyed by the installed files' build-ids. An
+// update without targets is the proof that the fix changes no installed
+// file (reachesNoInstalled).
+func (d *debRun) update(ctx context.Context, pre *build.Tree, id, patchFile string, patch []byte) (*update.File, error) {
+	start := d.p.start("recompiling the units the fix affects")
+	res, err := build.Recompile(ctx, pre, build.RecompileOptions{
+		Patch:    patchFile,
+		Progress: d.o.Progress,
+		// Only outputs that are installed files are diffed below.
+		Outputs: func(rel string) bool { return d.shippedAs[rel] != nil },
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.p.done("recompiled the units the fix affects", start)
+	if err := reachesNoInstalled(ctx, res); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(patch)
+	f := &update.File{ID: id, Kind: update.KindProcess, Patch: hex.EncodeToString(sum[:])}
+	preObj := map[string]bool{}
+	for _, ob := range res.Pre.Objects {
+		preObj[ob.Rel] = true
+	}
+	outs := make([]string, 0, len(d.shippedAs))
+	for rel := range d.shippedAs {
+		outs = append(outs, rel)
+	}
+	sort.Strings(outs)
+	for _, rel := range outs {
+		pre, post := outputRel(res.Pre, rel), outputRel(res.Post, rel)
+		if pre == nil || post == nil {
+			return nil, fmt.Errorf("%s: the build's output %s is missing from the recompiled trees", strings.Join(d.shippedAs[rel], ", "), rel)
+		}
+		t, err := diffOutput(res, *pre, *post, preObj, d.work)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", strings.Join(d.shippedAs[rel], ", "), rel, err)
+		}
+		if t == nil {
+			continue
+		}
+		// One target per build-id: copies of one file (one build-id) are
+		// one target, found by its build-id whatever the name mapped.
+		seen := map[string]bool{}
+		for _, inst := range d.shippedAs[rel] {
+			tg := *t
+			if err := debTarget(&tg, inst, d.rec[inst]); err != nil {
+				return nil, err
+			}
+			if seen[tg.PreBuildID] {
+				continue
+			}
+			seen[tg.PreBuildID] = true
+			f.Targets = append(f.Targets, tg)
+		}
+	}
+	return f, nil
 }
 
 // CreateDeb builds an update for the files a Debian source package's
@@ -61,151 +249,81 @@ func CreateDeb(ctx context.Context, o DebOptions) (*update.File, error) {
 			return nil, fmt.Errorf("read patch: %w", err)
 		}
 	}
-	version, pkgs, err := deb.Installed(ctx, o.Package)
+	d, cleanup, err := o.fetch(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if o.Version != "" && o.Version != version {
-		return nil, fmt.Errorf("source package %s: version %s is installed, not %s: the update patches the installed files", o.Package, version, o.Version)
-	}
-	files, err := deb.Files(ctx, pkgs)
-	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("the installed packages of %s (%s) ship no ELF file", o.Package, strings.Join(pkgs, ", "))
-	}
-
-	work, err := os.MkdirTemp("", "livesplice-deb-")
-	if err != nil {
-		return nil, err
-	}
-	if o.KeepWork {
-		fmt.Fprintf(os.Stderr, "livesplice: keeping build trees in %s\n", work)
-	} else {
-		defer os.RemoveAll(work)
-	}
-	p := debProgress{o.Progress}
-	start := p.start(fmt.Sprintf("fetching %s %s", o.Package, version))
-	tree, err := deb.Fetch(ctx, o.Package, version, filepath.Join(work, "src"))
-	if err != nil {
-		return nil, err
-	}
-	p.done("fetched "+o.Package+" "+version, start)
+	defer cleanup()
 	patchFile := o.Patch
 	if o.To != "" {
-		start := p.start(fmt.Sprintf("fetching %s %s", o.Package, o.To))
-		newTree, err := deb.Fetch(ctx, o.Package, o.To, filepath.Join(work, "src-new"))
-		if err != nil {
-			return nil, err
-		}
-		p.done("fetched "+o.Package+" "+o.To, start)
-		if patch, err = deb.CodeDiff(tree, newTree); err != nil {
+		if patch, err = deb.CodeDiff(d.tree, d.newTree); err != nil {
 			return nil, err
 		}
 		if len(patch) == 0 {
-			return nil, fmt.Errorf("%w: %s %s changes no code of %s", ErrNothingToDo, o.Package, o.To, version)
+			return nil, fmt.Errorf("%w: %s %s changes no code of %s", ErrNothingToDo, o.Package, o.To, d.version)
 		}
-		patchFile = filepath.Join(work, "fix.patch")
+		patchFile = filepath.Join(d.work, "fix.patch")
 		if err := os.WriteFile(patchFile, patch, 0o644); err != nil {
 			return nil, err
 		}
 	}
-	start = p.start("checking build dependencies")
-	if err := deb.BuildDeps(ctx, tree); err != nil {
+	if err := d.build(ctx); err != nil {
 		return nil, err
 	}
-	p.done("checked build dependencies", start)
-
-	// One build, Debian's own (its linked files give the symbol tables of
-	// the shipped ones), then only the units the fix affects compiled
-	// again, pre and post, for the differ.
-	bdir := filepath.Join(work, "build")
-	if err := os.MkdirAll(bdir, 0o755); err != nil {
-		return nil, err
-	}
-	start = p.start("building " + o.Package + " " + version + " as Debian does")
-	pre, err := build.RunPlain(ctx, build.Options{Src: tree, BuildCmd: deb.BuildCmd, WorkDir: bdir, Self: o.Self, Progress: o.Progress})
+	f, err := d.update(ctx, d.pre, o.ID, patchFile, patch)
 	if err != nil {
 		return nil, err
-	}
-	p.done("built "+o.Package+" "+version, start)
-	start = p.start("recovering the symbols of the installed files")
-	rec, err := deb.RecoverTree(pre, files)
-	if err != nil {
-		return nil, err
-	}
-	p.done("recovered symbols", start)
-	start = p.start("recompiling the units the fix affects")
-	shipped := map[string]bool{}
-	for _, f := range files {
-		shipped[filepath.Base(f)] = true
-	}
-	res, err := build.Recompile(ctx, pre, build.RecompileOptions{
-		Patch:    patchFile,
-		Progress: o.Progress,
-		// Only outputs named as an installed file are diffed below.
-		Outputs: func(rel string) bool { return shipped[filepath.Base(rel)] },
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.done("recompiled the units the fix affects", start)
-
-	sum := sha256.Sum256(patch)
-	f := &update.File{ID: o.ID, Kind: update.KindProcess, Patch: hex.EncodeToString(sum[:])}
-	preObj := map[string]bool{}
-	for _, ob := range res.Pre.Objects {
-		preObj[ob.Rel] = true
-	}
-	for _, inst := range files {
-		pre, err := outputNamed(res.Pre, filepath.Base(inst))
-		if err != nil || pre == nil {
-			if err != nil {
-				return nil, err
-			}
-			continue // not built by the arch-dependent build: not ours to patch
-		}
-		post, err := outputNamed(res.Post, filepath.Base(inst))
-		if err != nil || post == nil || post.Rel != pre.Rel {
-			return nil, fmt.Errorf("%s: the post build did not link %s again", inst, pre.Rel)
-		}
-		t, err := diffOutput(res, *pre, *post, preObj, work)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", inst, err)
-		}
-		if t == nil {
-			continue
-		}
-		if err := debTarget(t, inst, rec[inst]); err != nil {
-			return nil, err
-		}
-		f.Targets = append(f.Targets, *t)
 	}
 	if len(f.Targets) == 0 {
 		if o.To != "" {
 			return nil, fmt.Errorf("%w: the code changes of %s %s compile to nothing in the installed files", ErrNothingToDo, o.Package, o.To)
 		}
-		return nil, fmt.Errorf("%s: %w (nothing to splice into %s)", o.Patch, ErrNoChange, strings.Join(files, ", "))
+		return nil, fmt.Errorf("%s: %w (nothing to splice into %s)", o.Patch, ErrNoChange, strings.Join(d.files, ", "))
 	}
+	f.Debian = &update.Debian{Source: o.Package, From: d.version, To: o.To}
 	return f, nil
 }
 
-// outputNamed finds the one linked output of a tree with base name base.
-func outputNamed(t *build.Tree, base string) (*build.Output, error) {
-	var found []*build.Output
-	for i := range t.Outputs {
-		if filepath.Base(t.Outputs[i].Rel) == base {
-			found = append(found, &t.Outputs[i])
+// reachesNoInstalled checks what "no change" needs to be a proof: every
+// changed code file that no unit of an installed file reads is compiled
+// by no unit, or only by units linked into outputs that are not installed
+// files; a unit linked into no output the build log shows (a static
+// library, or a link that bypassed the compiler wrapper) could be in an
+// installed file unseen, and is refused, naming it.
+func reachesNoInstalled(ctx context.Context, res *build.Result) error {
+	var code []string
+	for _, f := range res.Unread {
+		if deb.IsCode(f) {
+			code = append(code, f)
 		}
 	}
-	switch len(found) {
-	case 0:
-		return nil, nil
-	case 1:
-		return found[0], nil
+	if len(code) == 0 {
+		return nil
 	}
-	return nil, fmt.Errorf("the build links %d files named %s: cannot tell which one is installed", len(found), base)
+	readers, err := res.Readers(ctx, code)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, r := range readers {
+		if len(r.Outputs) == 0 {
+			bad = append(bad, fmt.Sprintf("%s is compiled into %s, which no file the build linked holds (a static library, or a link livesplice did not see)", r.File, r.Unit))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("cannot prove that the fix reaches no installed file: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// outputRel is the linked output of a tree at rel.
+func outputRel(t *build.Tree, rel string) *build.Output {
+	for i := range t.Outputs {
+		if t.Outputs[i].Rel == rel {
+			return &t.Outputs[i]
+		}
+	}
+	return nil
 }
 
 // debTarget makes a target built from the pre tree's output name the
@@ -285,5 +403,11 @@ func (p debProgress) start(what string) time.Time {
 func (p debProgress) done(what string, start time.Time) {
 	if p.w != nil {
 		fmt.Fprintf(p.w, "%s in %.1fs\n", what, time.Since(start).Seconds())
+	}
+}
+
+func (p debProgress) line(s string) {
+	if p.w != nil {
+		fmt.Fprintln(p.w, s)
 	}
 }

@@ -30,29 +30,112 @@ const BuildCmd = "DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -T build-arch -uc 
 // ErrNoSources is returned when apt has no deb-src entries.
 var ErrNoSources = errors.New("apt has no deb-src entries: add \"Types: deb deb-src\" (or a deb-src file such as /etc/apt/sources.list.d/livesplice-src.sources) for the archive and its security archive, then run apt-get update")
 
-// Installed returns the version of source package src installed here and
-// its binary packages that are installed.
-func Installed(ctx context.Context, src string) (version string, pkgs []string, err error) {
+// Binary is an installed binary package and the version of its source.
+type Binary struct {
+	Package string // binary package (with :arch when dpkg names it so)
+	Version string // its source package's version
+}
+
+// Installation is what create --deb patches: the installed binary
+// packages of a source package at one source version, and the others,
+// installed at another version (a library upgraded without its -dev or
+// -utils package), which are left alone.
+type Installation struct {
+	Version string
+	Pkgs    []string // at Version, sorted
+	Files   []string // the ELF files they ship (Files)
+	Skipped []Binary // at other versions, sorted
+}
+
+// Installed returns the installed binary packages of source package src
+// at version want (default: the one version whose packages ship ELF
+// files) and the files they ship; the packages at other versions are
+// listed as skipped. It refuses only when no shipped file is at the
+// version.
+func Installed(ctx context.Context, src, want string) (*Installation, error) {
 	out, err := run(ctx, "", nil, "dpkg-query", "-W", "-f", "${binary:Package}\t${source:Package}\t${source:Version}\t${db:Status-Abbrev}\n")
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
+	var bins []Binary
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Split(line, "\t")
 		if len(f) != 4 || f[1] != src || strings.TrimSpace(f[3]) != "ii" {
 			continue
 		}
-		if version != "" && version != f[2] {
-			return "", nil, fmt.Errorf("source package %s: versions %s and %s are both installed", src, version, f[2])
+		bins = append(bins, Binary{Package: f[0], Version: f[2]})
+	}
+	return pickVersion(src, bins, want, func(pkgs []string) ([]string, error) { return Files(ctx, pkgs) })
+}
+
+// pickVersion chooses the version of the installed binary packages bins
+// of source package src that create patches: want if set, else the only
+// version installed, else the only one whose packages ship ELF files
+// (files lists them).
+func pickVersion(src string, bins []Binary, want string, files func(pkgs []string) ([]string, error)) (*Installation, error) {
+	if len(bins) == 0 {
+		return nil, fmt.Errorf("no binary package of source package %s is installed: install it first (its files are what the update patches)", src)
+	}
+	byVersion := map[string][]string{}
+	var versions []string
+	for _, b := range bins {
+		if _, ok := byVersion[b.Version]; !ok {
+			versions = append(versions, b.Version)
 		}
-		version = f[2]
-		pkgs = append(pkgs, f[0])
+		byVersion[b.Version] = append(byVersion[b.Version], b.Package)
 	}
-	if version == "" {
-		return "", nil, fmt.Errorf("no binary package of source package %s is installed: install it first (its files are what the update patches)", src)
+	sort.Strings(versions)
+	list := func(vs []string) string {
+		var parts []string
+		for _, v := range vs {
+			ps := append([]string(nil), byVersion[v]...)
+			sort.Strings(ps)
+			parts = append(parts, fmt.Sprintf("%s (%s)", v, strings.Join(ps, ", ")))
+		}
+		return strings.Join(parts, ", ")
 	}
-	sort.Strings(pkgs)
-	return version, pkgs, nil
+	inst := &Installation{Version: want}
+	if want != "" {
+		if byVersion[want] == nil {
+			return nil, fmt.Errorf("source package %s: no binary package is installed at version %s (installed: %s): the update patches the installed files", src, want, list(versions))
+		}
+	} else if len(versions) == 1 {
+		inst.Version = versions[0]
+	} else {
+		// Several versions: the one whose packages ship code is the one
+		// to patch (the others are -dev, -doc, data packages).
+		var shipping []string
+		for _, v := range versions {
+			fs, err := files(byVersion[v])
+			if err != nil {
+				return nil, err
+			}
+			if len(fs) > 0 {
+				shipping = append(shipping, v)
+			}
+		}
+		if len(shipping) != 1 {
+			return nil, fmt.Errorf("source package %s: versions %s are installed: say which one to patch with --version", src, list(versions))
+		}
+		inst.Version = shipping[0]
+	}
+	inst.Pkgs = append(inst.Pkgs, byVersion[inst.Version]...)
+	sort.Strings(inst.Pkgs)
+	for _, b := range bins {
+		if b.Version != inst.Version {
+			inst.Skipped = append(inst.Skipped, b)
+		}
+	}
+	sort.Slice(inst.Skipped, func(i, j int) bool { return inst.Skipped[i].Package < inst.Skipped[j].Package })
+	fs, err := files(inst.Pkgs)
+	if err != nil {
+		return nil, err
+	}
+	if len(fs) == 0 {
+		return nil, fmt.Errorf("source package %s: the binary packages installed at version %s (%s) ship no ELF file: nothing to patch", src, inst.Version, strings.Join(inst.Pkgs, ", "))
+	}
+	inst.Files = fs
+	return inst, nil
 }
 
 // Fetch downloads and unpacks version of source package src into dir,
@@ -111,7 +194,9 @@ func Files(ctx context.Context, pkgs []string) ([]string, error) {
 			return nil, err
 		}
 		for _, f := range strings.Split(list, "\n") {
-			if f == "" {
+			// Detached debug information (-dbgsym packages) is ELF with
+			// the shipped file's build-id but no code.
+			if f == "" || strings.HasPrefix(f, "/usr/lib/debug/") {
 				continue
 			}
 			if fi, err := os.Lstat(f); err != nil || !fi.Mode().IsRegular() {
@@ -158,4 +243,19 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// CleanPath is the PATH of create --deb's build: the distribution's own
+// directories. /usr/local is left out: on a host it holds the admin's own
+// tools (a python3 of a version manager, a newer compiler) that a build
+// daemon's chroot does not have.
+const CleanPath = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+// CleanEnv is the environment create --deb builds in, as Debian's build
+// daemons do: the standard PATH, the C.UTF-8 locale, HOME (an empty
+// directory), and nothing of the caller's (no CC, CFLAGS, PYTHONPATH,
+// LD_LIBRARY_PATH, version manager, locale); dpkg-buildpackage sets the
+// rest (dpkg-buildflags' flags, SOURCE_DATE_EPOCH, DEB_* variables).
+func CleanEnv(home string) []string {
+	return []string{"PATH=" + CleanPath, "LC_ALL=C.UTF-8", "HOME=" + home}
 }

@@ -103,3 +103,7 @@ func diffFiles(from, to, fromLabel, toLabel string) ([]byte, error) {
 	}
 	return nil, nil
 }
+
+// IsCode reports whether a source file's changes are code changes (C,
+// C++, headers, assembly).
+func IsCode(path string) bool { return codeExts[filepath.Ext(path)] }

@@ -41,25 +41,54 @@ type Recovered struct {
 // the linked files of a plain build of their source (BuildCmd, the real
 // compiler with Debian's arguments) in root.
 func Recover(root string, installed []string) (map[string]Recovered, error) {
-	return recoverAll(root, installed, nil)
+	return recoverAll(root, installed, nil, nil)
 }
 
-// RecoverTree is Recover for the plain build tree: for a file that the
-// build does not reproduce byte for byte, the objects linked into the
-// tree's file of that name are matched against it (match.go).
-func RecoverTree(tree *build.Tree, installed []string) (map[string]Recovered, error) {
-	objs := map[string][][]string{}
+// RecoverTree is Recover for the plain build tree: outputOf names, for each
+// installed file, the tree's linked output it is (MatchOutputs: by
+// build-id, code or name; a file Debian ships under another name included);
+// for a file that the build does not reproduce byte for byte, the objects
+// linked into that output are matched against it (match.go). A file
+// outputOf does not name is looked up by its base name, as Recover does.
+func RecoverTree(tree *build.Tree, installed []string, outputOf map[string]string) (map[string]Recovered, error) {
+	byRel := map[string][]string{}
+	byBase := map[string][][]string{}
 	for _, o := range tree.Outputs {
 		var paths []string
 		for _, rel := range o.Objects {
 			paths = append(paths, filepath.Join(tree.Root, filepath.FromSlash(rel)))
 		}
-		objs[filepath.Base(o.Rel)] = append(objs[filepath.Base(o.Rel)], paths)
+		byRel[o.Rel] = paths
+		byBase[filepath.Base(o.Rel)] = append(byBase[filepath.Base(o.Rel)], paths)
 	}
-	return recoverAll(tree.Root, installed, objs)
+	objs := map[string][][]string{}
+	built := map[string][]string{}
+	for _, inst := range installed {
+		if rel, ok := outputOf[inst]; ok && rel != "" {
+			objs[inst] = [][]string{byRel[rel]}
+			built[inst] = []string{filepath.Join(tree.Root, filepath.FromSlash(rel))}
+		}
+	}
+	res, err := recoverAll(tree.Root, installed, objs, built)
+	if err != nil {
+		return nil, err
+	}
+	for _, inst := range installed {
+		if _, ok := outputOf[inst]; ok {
+			continue
+		}
+		if r := res[inst]; r.Symtab == nil {
+			res[inst] = recoverByMatching(inst, byBase[filepath.Base(inst)], r.Reason)
+		}
+	}
+	return res, nil
 }
 
-func recoverAll(root string, installed []string, objs map[string][][]string) (map[string]Recovered, error) {
+// recoverAll recovers each installed file's symbols: Debian's debug
+// symbols for its build-id, else an identical rebuild, else (objs names
+// the objects of the output it is) by matching. byFile names the output
+// an installed file is; the others are looked up by base name in root.
+func recoverAll(root string, installed []string, objs map[string][][]string, byFile map[string][]string) (map[string]Recovered, error) {
 	built := map[string][]string{} // base name -> built ELF files
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -79,9 +108,13 @@ func recoverAll(root string, installed []string, objs map[string][][]string) (ma
 			res[inst] = r
 			continue
 		}
-		r := recoverOne(inst, built[filepath.Base(inst)])
-		if r.Symtab == nil && objs != nil {
-			r = recoverByMatching(inst, objs[filepath.Base(inst)], r.Reason)
+		cands, ok := byFile[inst]
+		if !ok {
+			cands = built[filepath.Base(inst)]
+		}
+		r := recoverOne(inst, cands)
+		if r.Symtab == nil && objs[inst] != nil {
+			r = recoverByMatching(inst, objs[inst], r.Reason)
 		}
 		res[inst] = r
 	}

@@ -44,8 +44,20 @@ type File struct {
 	// on (they must be applied first, and undone after it).
 	Requires []string `json:"requires,omitempty"`
 	// Kernel holds what only a kernel update has: the livepatch module.
-	Kernel  *Kernel  `json:"kernel,omitempty"`
+	Kernel *Kernel `json:"kernel,omitempty"`
+	// Debian names the Debian change an update of a distribution's files
+	// brings (create --deb; format 1.1).
+	Debian  *Debian  `json:"debian,omitempty"`
 	Targets []Target `json:"targets"`
+}
+
+// Debian is where the code of an update made by create --deb comes from.
+type Debian struct {
+	Source string   `json:"source"`          // source package
+	From   string   `json:"from"`            // the installed version whose files the update patches
+	To     string   `json:"to,omitempty"`    // the newer version whose change it is (--to)
+	Patch  string   `json:"patch,omitempty"` // the debian/patches entry it is (--split)
+	CVEs   []string `json:"cves,omitempty"`  // CVE ids named by the patch's header or debian/changelog, sorted
 }
 
 // Update kinds.
@@ -398,6 +410,16 @@ func (f *File) Validate() error {
 			return fmt.Errorf("bad required update id %q", r)
 		}
 	}
+	if d := f.Debian; d != nil {
+		if d.Source == "" || d.From == "" {
+			return errors.New("debian: source and from are required")
+		}
+		for _, c := range d.CVEs {
+			if !validCVE(c) {
+				return fmt.Errorf("debian: bad CVE id %q", c)
+			}
+		}
+	}
 	for ti := range f.Targets {
 		t := &f.Targets[ti]
 		if t.Path == "" {
@@ -541,4 +563,18 @@ func ValidID(id string) bool {
 		}
 	}
 	return id[0] != '.' && id[0] != '-'
+}
+
+// validCVE reports whether s is a CVE id: CVE-YYYY-NNNN (4 or more digits).
+func validCVE(s string) bool {
+	rest, ok := strings.CutPrefix(s, "CVE-")
+	if !ok || len(rest) < 9 || rest[4] != '-' {
+		return false
+	}
+	for i, c := range rest {
+		if i != 4 && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,24 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// create --deb --split's usage errors, before anything is fetched.
+func TestDebSplitUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"create", "--deb", "x", "--to", "2", "--split", "--id", "y", "-o", "d"}, "names each update itself (no --id)"},
+		{[]string{"create", "--split", "--src", "s", "-o", "x", "p.patch"}, "--version, --to and --split only go with --deb"},
+		{[]string{"create", "--deb", "x", "--to", "2", "--split"}, "-o"},
+	} {
+		var out, errb bytes.Buffer
+		if code := Main(c.args, &out, &errb); code != ExitUsage || !strings.Contains(errb.String(), c.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errb.String(), ExitUsage, c.msg)
+		}
+	}
+}
