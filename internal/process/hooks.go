@@ -45,7 +45,7 @@ func (e *HookError) Error() string {
 }
 
 // Is lets errors.Is(err, ErrHook) match.
-func (e *HookError) Is(target error) bool { return target == ErrHook }
+func (e *HookError) Is(t error) bool { return t == ErrHook || t == target.ErrHook }
 
 // Unwrap gives the call's own error.
 func (e *HookError) Unwrap() error { return e.Err }
