@@ -337,3 +337,25 @@ func decode(b []byte) (x86asm.Inst, error) {
 	}
 	return x86asm.Decode(b, 64)
 }
+
+// BranchTo reports the address of the first instruction of code (running
+// at addr, decoded from its start) that branches into [lo, hi).
+func BranchTo(code []byte, addr, lo, hi uint64) (uint64, bool) {
+	for off := 0; off < len(code); {
+		inst, err := decode(code[off:])
+		if err != nil {
+			off++
+			continue
+		}
+		for _, a := range inst.Args {
+			if rel, ok := a.(x86asm.Rel); ok {
+				to := addr + uint64(off+inst.Len) + uint64(int64(rel))
+				if to >= lo && to < hi {
+					return addr + uint64(off), true
+				}
+			}
+		}
+		off += inst.Len
+	}
+	return 0, false
+}

@@ -661,10 +661,17 @@ func (s *session) paddedEntry(mod *module, m runpre.Func, stub uint64, code []by
 			if err := s.p.ReadMem(at, orig); err != nil {
 				return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
 			}
-			var jump []byte
-			jump, err = amd64.PaddedEntry(orig, at, m.Addr, stub)
-			if err == nil {
-				return entryRedirect{at: at, jump: jump, saved: orig, displaced: code[:n], code: code}, nil
+			// The code between the padding and the function (other
+			// functions, when the padding is further back) and the
+			// function itself must not branch into the jump either.
+			if from, ok := amd64.BranchTo(append(orig[amd64.HotPatchLead:len(orig)-2:len(orig)-2], code...), at+amd64.HotPatchLead, at, at+amd64.HotPatchLead); ok {
+				err = fmt.Errorf("the instruction at %#x branches into the padding at %#x", from, at)
+			} else {
+				var jump []byte
+				jump, err = amd64.PaddedEntry(orig, at, m.Addr, stub)
+				if err == nil {
+					return entryRedirect{at: at, jump: jump, saved: orig, displaced: code[:n], code: code}, nil
+				}
 			}
 		}
 		if first == nil {
