@@ -375,6 +375,29 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 			size[0] += amd64.GateStubSize
 		}
 	}
+	// A function whose code branches back into the bytes its entry jump
+	// covers (a loop whose head is the entry) gets a verbatim copy of its
+	// old code for its gate's old path: the old code itself would run
+	// into the middle of the jump.
+	copies := map[int]uint64{} // function index -> offset of the copy
+	for i, fn := range t.Functions {
+		if fn.Status != update.StatusReplaced {
+			continue
+		}
+		m := match.Funcs[i]
+		code := make([]byte, m.Size)
+		if err := s.p.ReadMem(m.Addr, code); err != nil {
+			return nil, fmt.Errorf("read %s: %w", fn.Name, err)
+		}
+		if off, into := amd64.BranchesInto(code, m.Addr, 0, min(len(code), amd64.NearJumpSize)); into {
+			if m.Size > 1<<20 {
+				return nil, fmt.Errorf("%s: %w: the instruction at +%#x branches into its first bytes, and it is too large to copy for its gate", fn.Name, amd64.ErrNotSpliceable, off)
+			}
+			size[0] = alignUp(size[0], 16)
+			copies[i] = size[0]
+			size[0] += m.Size
+		}
+	}
 	textSize := size[0]
 	// Room for the code that runs this apply's system calls in one go.
 	chainOff := alignUp(size[0], 16)
@@ -529,10 +552,20 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 		}
 		// A branch back into the first bytes (a loop whose head is the
 		// entry) is no obstacle: the safety check proves that no thread
-		// is inside the function when the jump is written, and from then
-		// on the old code runs only through the gate while the flag is
-		// clear, which a livesplice does only within the one stop.
-		stub, err := gateStub(stubAddr, flag, to, m.Addr, e.displaced)
+		// is inside the function when the jump is written; from then on
+		// the old code runs only through the gate while the flag is clear
+		// (within the one stop, or after a livesplice was killed between
+		// writing the entries and the flag), and then as a copy.
+		orig, displaced := m.Addr, e.displaced
+		if off, ok := copies[i]; ok {
+			cp, err := amd64.CopyFunction(e.code[:m.Size], m.Addr, addr+off)
+			if err != nil {
+				return p, fmt.Errorf("%s: it branches back into its first bytes, and its old code cannot be copied for its gate: %w", fn.Name, err)
+			}
+			copy(p.images[0][off:], cp)
+			orig, displaced = addr+off, nil
+		}
+		stub, err := gateStub(stubAddr, flag, to, orig, displaced)
 		if err != nil {
 			return p, fmt.Errorf("%s: %w", fn.Name, err)
 		}
