@@ -650,7 +650,7 @@ func (s *session) entry(mod *module, fn update.Function, m runpre.Func, stub uin
 	if errAfter == nil {
 		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
 	}
-	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; and through the padding before it: %v", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
+	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; nor through padding before it: %v (change its callers instead, or build with -fpatchable-function-entry=5)", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
 }
 
 // paddedEntry is entry through padding before a short function: a 2-byte
@@ -712,7 +712,7 @@ func (s *session) paddedEntry(mod *module, m runpre.Func, stub uint64, code []by
 		}
 		cur = start
 	}
-	return entryRedirect{}, fmt.Errorf("no padding within reach of a 2-byte jump before it is free: %v", first)
+	return entryRedirect{}, fmt.Errorf("none within reach of a 2-byte jump is free: %v", first)
 }
 
 func sortedKeys(m map[int]uint64) []int {
