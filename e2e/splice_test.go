@@ -106,3 +106,58 @@ func runCaseAll(t *testing.T, name, variant, build string) {
 		p.alive()
 	}
 }
+
+// A livesplice killed between writing the entries and the flag (or, in
+// undo, between clearing the flag and restoring the entries) leaves the
+// gates' old path running: for loop_head, whose loop branches back into
+// the bytes the entry jump covers, and for short_before, entered through
+// padding before it, the old code must still work, and the next command
+// recovers.
+func TestCrashSplicedEntries(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root or ptrace of own processes")
+	}
+	for _, c := range []struct{ name, query, old, new string }{
+		{"loop_head", "abba", "a=2", "a=4"},
+		{"short_before", "-5", "clamp=-5", "clamp=0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			caseDir, _ := filepath.Abs(filepath.Join("testdata", c.name))
+			work := t.TempDir()
+			src, runDir := filepath.Join(work, "src"), filepath.Join(work, "run")
+			sh(t, work, "mkdir src run")
+			copyTree(t, filepath.Join(caseDir, "src"), src)
+			copyTree(t, src, runDir)
+			sh(t, runDir, "make -s")
+			upd := filepath.Join(work, "fix.lsu")
+			mustRun(t, "create", "--src", src, "-o", upd, filepath.Join(caseDir, "fix.patch"))
+			p := start(t, runDir, "./"+c.name)
+			for _, pt := range []string{"apply:entry", "undo:flipped"} {
+				if strings.HasPrefix(pt, "undo") {
+					mustRun(t, "apply", "--pid", p.pid(), upd)
+					killedAt(t, pt, "undo", "--pid", p.pid(), "fix")
+				} else {
+					killedAt(t, pt, "apply", "--pid", p.pid(), upd)
+				}
+				// The entries jump to the gates, the flag is clear.
+				for i := 0; i < 3; i++ {
+					if got := p.query(c.query); got != c.old {
+						t.Fatalf("killed at %s: %q, want %q", pt, got, c.old)
+					}
+				}
+				r := run(t, "apply", "--pid", p.pid(), upd)
+				if r.exit != 0 && r.exit != 6 {
+					t.Fatalf("killed at %s: follow-up apply: exit %d: %s", pt, r.exit, r.stderr)
+				}
+				if got := p.query(c.query); got != c.new {
+					t.Fatalf("killed at %s: after follow-up apply: %q", pt, got)
+				}
+				mustRun(t, "undo", "--pid", p.pid(), "fix")
+				if got := p.query(c.query); got != c.old {
+					t.Fatalf("killed at %s: after follow-up undo: %q", pt, got)
+				}
+			}
+			p.alive()
+		})
+	}
+}

@@ -337,3 +337,84 @@ func decode(b []byte) (x86asm.Inst, error) {
 	}
 	return x86asm.Decode(b, 64)
 }
+
+// BranchTo reports the address of the first instruction of code (running
+// at addr, decoded from its start) that branches into [lo, hi).
+func BranchTo(code []byte, addr, lo, hi uint64) (uint64, bool) {
+	for off := 0; off < len(code); {
+		inst, err := decode(code[off:])
+		if err != nil {
+			off++
+			continue
+		}
+		for _, a := range inst.Args {
+			if rel, ok := a.(x86asm.Rel); ok {
+				to := addr + uint64(off+inst.Len) + uint64(int64(rel))
+				if to >= lo && to < hi {
+					return addr + uint64(off), true
+				}
+			}
+		}
+		off += inst.Len
+	}
+	return 0, false
+}
+
+// CopyFunction copies a whole function that ran at from so that it runs
+// at to: branches inside it keep their offsets (the copy is verbatim),
+// PC-relative operands that reach outside it are re-aimed. It refuses code
+// that does not decode, a short branch out of the function, and a jump
+// through a register or a table (a jump table's targets lie in the
+// original).
+func CopyFunction(code []byte, from, to uint64) ([]byte, error) {
+	out := append([]byte{}, code...)
+	end := from + uint64(len(code))
+	for off := 0; off < len(code); {
+		inst, err := decode(code[off:])
+		if err != nil {
+			return nil, fmt.Errorf("%w: cannot decode at +%#x: %v", ErrNotSpliceable, off, err)
+		}
+		if indirectJump(inst) {
+			return nil, fmt.Errorf("%w: indirect jump at +%#x", ErrNotSpliceable, off)
+		}
+		if inst.PCRel > 0 {
+			var disp int64
+			switch inst.PCRel {
+			case 1:
+				disp = int64(int8(code[off+inst.PCRelOff]))
+			case 4:
+				disp = int64(int32(binary.LittleEndian.Uint32(code[off+inst.PCRelOff:])))
+			default:
+				return nil, fmt.Errorf("%w: %d-byte PC-relative field at +%#x", ErrNotSpliceable, inst.PCRel, off)
+			}
+			target := uint64(int64(from) + int64(off+inst.Len) + disp)
+			if target < from || target >= end {
+				if inst.PCRel != 4 {
+					return nil, fmt.Errorf("%w: short branch out of the function at +%#x", ErrNotSpliceable, off)
+				}
+				d := int64(target) - int64(to+uint64(off+inst.Len))
+				if d < math.MinInt32 || d > math.MaxInt32 {
+					return nil, fmt.Errorf("%w: PC-relative operand at +%#x out of reach", ErrNotSpliceable, off)
+				}
+				binary.LittleEndian.PutUint32(out[off+inst.PCRelOff:], uint32(int32(d)))
+			}
+		}
+		off += inst.Len
+	}
+	return out, nil
+}
+
+// indirectJump reports a jump whose target is computed from a register or
+// a table (not a rip-relative slot: a tail call through the GOT).
+func indirectJump(inst x86asm.Inst) bool {
+	if inst.Op != x86asm.JMP {
+		return false
+	}
+	switch a := inst.Args[0].(type) {
+	case x86asm.Reg:
+		return true
+	case x86asm.Mem:
+		return a.Base != x86asm.RIP
+	}
+	return false
+}

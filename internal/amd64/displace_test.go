@@ -1,6 +1,7 @@
 package amd64
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -216,5 +217,36 @@ func TestPaddedEntry(t *testing.T) {
 	}
 	if _, err := PaddedEntry(make([]byte, 200+2), 0x1000, 0x1000+200, 0x2000); !errors.Is(err, ErrNotSpliceable) {
 		t.Errorf("out of a rel8's reach: %v", err)
+	}
+}
+
+func TestCopyFunction(t *testing.T) {
+	// xor %edx,%edx; L: add $1,%edx; call out; cmp $3,%edx; jne L; ret
+	code := []byte{0x31, 0xd2, 0x83, 0xc2, 0x01, 0xe8, 0, 0, 0, 0, 0x83, 0xfa, 0x03, 0x75, 0xf3, 0xc3}
+	const from, to, out = 0x1000, 0x5000, 0x1000 + 10 + 0x100
+	code[6] = 0x00
+	code[7] = 0x01 // call rel32 0x100: to from+10+0x100
+	cp, err := CopyFunction(code, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := to + 10 + uint64(int32(binary.LittleEndian.Uint32(cp[6:]))); got != out {
+		t.Errorf("call from the copy reaches %#x, want %#x", got, out)
+	}
+	if !bytes.Equal(cp[:5], code[:5]) || !bytes.Equal(cp[10:], code[10:]) {
+		t.Errorf("branch inside the function changed: % x", cp)
+	}
+	for name, bad := range map[string][]byte{
+		"short jump out": {0xeb, 0x10, 0xc3},
+		"jump table":     {0xff, 0xe0},                   // jmp *%rax
+		"table in data":  {0xff, 0x24, 0xc5, 0, 0, 0, 0}, // jmp *0(,%rax,8)
+	} {
+		if _, err := CopyFunction(bad, from, to); !errors.Is(err, ErrNotSpliceable) {
+			t.Errorf("%s: %v, want a refusal", name, err)
+		}
+	}
+	// A tail call through the GOT is no jump table.
+	if _, err := CopyFunction([]byte{0xff, 0x25, 0, 0, 0, 0}, from, to); err != nil {
+		t.Errorf("jmp *slot(%%rip): %v", err)
 	}
 }

@@ -318,9 +318,9 @@ func sortSpans(s [][2]uint64) {
 }
 
 // Before returns, for code at address v (link-time), the last symbol
-// that starts before v in v's executable section: its start, and its end
-// (the largest, if several start there; equal to start for a symbol of
-// size 0, as crtstuff's functions are). ok is false for a file without
+// that starts before v in v's executable section: its start, and the
+// furthest end of the symbols before v there (equal to start for a last
+// symbol of size 0, as crtstuff's functions are, that nothing encloses). ok is false for a file without
 // .symtab, for v outside any executable section or inside a symbol that
 // starts before it, and when no symbol starts before v in its section.
 func (t *Table) Before(v uint64) (start, end uint64, ok bool) {
@@ -346,9 +346,7 @@ func (t *Table) Before(v uint64) (start, end uint64, ok bool) {
 			if s[1] > v {
 				return 0, 0, false
 			}
-			if s[0] == start {
-				end = max(end, s[1])
-			}
+			end = max(end, s[1])
 		}
 		return start, end, true
 	}

@@ -386,6 +386,29 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 			size[0] += amd64.GateStubSize
 		}
 	}
+	// A function whose code branches back into the bytes its entry jump
+	// covers (a loop whose head is the entry) gets a verbatim copy of its
+	// old code for its gate's old path: the old code itself would run
+	// into the middle of the jump.
+	copies := map[int]uint64{} // function index -> offset of the copy
+	for i, fn := range t.Functions {
+		if fn.Status != update.StatusReplaced {
+			continue
+		}
+		m := match.Funcs[i]
+		code := make([]byte, m.Size)
+		if err := s.p.ReadMem(m.Addr, code); err != nil {
+			return nil, fmt.Errorf("read %s: %w", fn.Name, err)
+		}
+		if off, into := amd64.BranchesInto(code, m.Addr, 0, min(len(code), amd64.NearJumpSize)); into {
+			if m.Size > 1<<20 {
+				return nil, fmt.Errorf("%s: %w: the instruction at +%#x branches into its first bytes, and it is too large to copy for its gate", fn.Name, amd64.ErrNotSpliceable, off)
+			}
+			size[0] = alignUp(size[0], 16)
+			copies[i] = size[0]
+			size[0] += m.Size
+		}
+	}
 	textSize := size[0]
 	// Room for the code that runs this apply's system calls in one go.
 	chainOff := alignUp(size[0], 16)
@@ -540,10 +563,20 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 		}
 		// A branch back into the first bytes (a loop whose head is the
 		// entry) is no obstacle: the safety check proves that no thread
-		// is inside the function when the jump is written, and from then
-		// on the old code runs only through the gate while the flag is
-		// clear, which a livesplice does only within the one stop.
-		stub, err := gateStub(stubAddr, flag, to, m.Addr, e.displaced)
+		// is inside the function when the jump is written; from then on
+		// the old code runs only through the gate while the flag is clear
+		// (within the one stop, or after a livesplice was killed between
+		// writing the entries and the flag), and then as a copy.
+		orig, displaced := m.Addr, e.displaced
+		if off, ok := copies[i]; ok {
+			cp, err := amd64.CopyFunction(e.code[:m.Size], m.Addr, addr+off)
+			if err != nil {
+				return p, fmt.Errorf("%s: it branches back into its first bytes, and its old code cannot be copied for its gate: %w", fn.Name, err)
+			}
+			copy(p.images[0][off:], cp)
+			orig, displaced = addr+off, nil
+		}
+		stub, err := gateStub(stubAddr, flag, to, orig, displaced)
 		if err != nil {
 			return p, fmt.Errorf("%s: %w", fn.Name, err)
 		}
@@ -628,7 +661,7 @@ func (s *session) entry(mod *module, fn update.Function, m runpre.Func, stub uin
 	if errAfter == nil {
 		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
 	}
-	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; and through the padding before it: %v", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
+	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; nor through padding before it: %v (change its callers instead, or build with -fpatchable-function-entry=5)", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
 }
 
 // paddedEntry is entry through padding before a short function: a 2-byte
@@ -672,10 +705,17 @@ func (s *session) paddedEntry(mod *module, m runpre.Func, stub uint64, code []by
 			if err := s.p.ReadMem(at, orig); err != nil {
 				return entryRedirect{}, fmt.Errorf("read the code before it: %w", err)
 			}
-			var jump []byte
-			jump, err = amd64.PaddedEntry(orig, at, m.Addr, stub)
-			if err == nil {
-				return entryRedirect{at: at, jump: jump, saved: orig, displaced: code[:n], code: code}, nil
+			// The code between the padding and the function (other
+			// functions, when the padding is further back) and the
+			// function itself must not branch into the jump either.
+			if from, ok := amd64.BranchTo(append(orig[amd64.HotPatchLead:len(orig)-2:len(orig)-2], code...), at+amd64.HotPatchLead, at, at+amd64.HotPatchLead); ok {
+				err = fmt.Errorf("the instruction at %#x branches into the padding at %#x", from, at)
+			} else {
+				var jump []byte
+				jump, err = amd64.PaddedEntry(orig, at, m.Addr, stub)
+				if err == nil {
+					return entryRedirect{at: at, jump: jump, saved: orig, displaced: code[:n], code: code}, nil
+				}
 			}
 		}
 		if first == nil {
@@ -683,7 +723,7 @@ func (s *session) paddedEntry(mod *module, m runpre.Func, stub uint64, code []by
 		}
 		cur = start
 	}
-	return entryRedirect{}, fmt.Errorf("no padding within reach of a 2-byte jump before it is free: %v", first)
+	return entryRedirect{}, fmt.Errorf("none within reach of a 2-byte jump is free: %v", first)
 }
 
 func sortedKeys(m map[int]uint64) []int {
