@@ -116,11 +116,12 @@ func (m *fileImage) ReadMem(addr uint64, b []byte) error {
 	return fmt.Errorf("%#x+%d: not in the file's loaded segments", addr, n)
 }
 
-// inLoad reports whether [a, a+n) lies in one loaded segment, executable
-// or not.
-func (m *fileImage) inLoad(a, n uint64, exec bool) bool {
+// inLoad reports whether [a, a+n) lies in one loaded segment, an
+// executable one for code (data may share one with code: an older
+// binutils without -z separate-code).
+func (m *fileImage) inLoad(a, n uint64, code bool) bool {
 	for _, p := range m.loads {
-		if a >= p.Vaddr && a+n <= p.Vaddr+p.Memsz && (p.Flags&elf.PF_X != 0) == exec {
+		if a >= p.Vaddr && a+n <= p.Vaddr+p.Memsz && a+n >= a && (!code || p.Flags&elf.PF_X != 0) {
 			return true
 		}
 	}

@@ -36,9 +36,11 @@ __attribute__((visibility("default"))) int lib_other(int x) { return helper(x) +
 // linkTwice builds the objects of matchSrc (with CFLAGS) and links them
 // twice: the plain build's file, and a "shipped" one whose sections lie
 // elsewhere (more exported names and another hash style move .dynstr and
-// everything after it), as an older binutils would; the shipped one is
+// everything after it), as an older binutils would, with shipFlags (-z
+// noseparate-code: read-only data in the code's segment, as before
+// binutils 2.31); the shipped one is
 // stripped, its unstripped link kept as the truth.
-func linkTwice(t *testing.T, dir string, cflags string, src map[string]string) (objs []string, shipped, truth string) {
+func linkTwice(t *testing.T, dir string, cflags, shipFlags string, src map[string]string) (objs []string, shipped, truth string) {
 	t.Helper()
 	for name, code := range src {
 		write(t, filepath.Join(dir, name), code)
@@ -50,7 +52,7 @@ func linkTwice(t *testing.T, dir string, cflags string, src map[string]string) (
 	write(t, filepath.Join(dir, "extra.c"), "int extra_export_one(void){return 1;}\nint extra_export_two(void){return 2;}\n")
 	sh(t, dir, "gcc -fPIC -c -o extra.o extra.c")
 	sh(t, dir, "gcc -shared -Wl,--build-id -o libm.so a.o b.o")
-	sh(t, dir, "gcc -shared -Wl,--build-id -Wl,--hash-style=both -o truth.so extra.o a.o b.o")
+	sh(t, dir, "gcc -shared -Wl,--build-id -Wl,--hash-style=both "+shipFlags+" -o truth.so extra.o a.o b.o")
 	sh(t, dir, "mkdir -p shipped && strip --strip-all -o shipped/libm.so truth.so")
 	return objs, filepath.Join(dir, "shipped", "libm.so"), filepath.Join(dir, "truth.so")
 }
@@ -84,10 +86,12 @@ func symbolsOf(t *testing.T, path string) map[string]uint64 {
 }
 
 func TestMatchRecover(t *testing.T) {
-	for _, cflags := range []string{"-O2", "-O0", "-O2 -fvisibility=hidden"} {
-		t.Run(cflags, func(t *testing.T) {
+	for _, v := range []struct{ cflags, ship string }{
+		{"-O2", ""}, {"-O0", ""}, {"-O2 -fvisibility=hidden", ""}, {"-O2", "-Wl,-z,noseparate-code"},
+	} {
+		t.Run(v.cflags+v.ship, func(t *testing.T) {
 			dir := t.TempDir()
-			objs, shipped, truthFile := linkTwice(t, dir, cflags, matchSrc)
+			objs, shipped, truthFile := linkTwice(t, dir, v.cflags, v.ship, matchSrc)
 			if r := recoverOne(shipped, []string{filepath.Join(dir, "libm.so")}); r.Symtab != nil {
 				t.Fatalf("the test's rebuild is identical to the shipped file: it tests nothing")
 			}
@@ -129,7 +133,7 @@ func TestMatchRecover(t *testing.T) {
 // are named as unproven, never guessed.
 func TestMatchRecoverDiffers(t *testing.T) {
 	dir := t.TempDir()
-	objs, shipped, truthFile := linkTwice(t, dir, "-O2", matchSrc)
+	objs, shipped, truthFile := linkTwice(t, dir, "-O2", "", matchSrc)
 	// The plain build's b.o differs from the one linked into the shipped file.
 	write(t, filepath.Join(dir, "b.c"), strings.Replace(matchSrc["b.c"], "x * 7", "x * 9", 1))
 	sh(t, dir, "gcc -O2 -fPIC -c -o b.o b.c")
