@@ -126,7 +126,7 @@ func (m *matcher) relocated(p, run []byte, i, l int, rs []update.Reloc, addr uin
 			// static_cpu_has: create names the jmp into .altinstr_aux so
 			// (internal/klp/altaux.go); alternatives replaced it at boot
 			// with nops or a jmp to the branch the CPU takes.
-			if cpuHasSite(run[i:i+l], addr+uint64(i), addr, addr+uint64(len(p))) || bytes.Equal(run[i:i+l-4], p[i:i+l-4]) {
+			if cpuHasSite(run[i:i+l], addr+uint64(i), addr, addr+uint64(len(p))) || (l >= 5 && bytes.Equal(run[i:i+l-4], p[i:i+l-4])) {
 				return nil
 			}
 			return fmt.Errorf("static_cpu_has site rewritten in an unknown way (running % x)", run[i:i+l])
