@@ -25,6 +25,7 @@ import (
 	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
 
+	"livesplice/internal/klp"
 	"livesplice/internal/runpre"
 	"livesplice/internal/target"
 	"livesplice/internal/update"
@@ -240,9 +241,19 @@ func (h *Host) Apply(f *update.File, o Options) error {
 		}
 	}
 
-	funcs, err := h.verify(f, recs, o)
+	funcs, pins, err := h.verify(f, recs, o)
 	if err != nil {
 		return err
+	}
+	// Statics whose name is not unique in their object: run-pre matching
+	// found which one the pre code uses; the module's livepatch symbol
+	// says so by position (livepatch refuses ",0" for them).
+	ko := f.Kernel.Module
+	for _, p := range pins {
+		if nk, err := klp.SetSymbolSympos(ko, p.Object, p.Name, p.Sympos); err == nil {
+			ko = nk
+			o.logf("livepatch symbol %s of %s: position %d", p.Name, p.Object, p.Sympos)
+		}
 	}
 
 	rec := record{ID: f.ID, Module: mod, Release: f.Kernel.Release, Requires: f.Requires, Funcs: funcs,
@@ -251,7 +262,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 		return err
 	}
 	start := time.Now()
-	if err := h.loadWaiting(f.Kernel.Module, mod, o); err != nil {
+	if err := h.loadWaiting(ko, mod, o); err != nil {
 		os.Remove(h.recordPath(f.ID))
 		return fmt.Errorf("update %s: %w", f.ID, err)
 	}
@@ -286,14 +297,14 @@ func (h *Host) reverse(mod string, o Options) error {
 
 // verify run-pre matches every replaced function of f against the running
 // kernel and returns what the record keeps about them.
-func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, error) {
+func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, []PatchedFunc, error) {
 	ks, err := ReadKallsyms(filepath.Join(h.Proc, "kallsyms"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mem, err := OpenKcore(filepath.Join(h.Proc, "kcore"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer mem.Close()
 	want := map[string]bool{}
@@ -304,9 +315,9 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 	}
 	klpFuncs, err := NewFuncs(f.Kernel.Module, want)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []PatchedFunc
+	var out, pins []PatchedFunc
 	for ti := range f.Targets {
 		t := &f.Targets[ti]
 		obj := objectModule(t.Path)
@@ -327,7 +338,7 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 				}
 			}
 			if len(kfs) > 1 {
-				return nil, fmt.Errorf("run-pre match %s: %w: the module replaces %d functions of that name", fn.Name, runpre.ErrAmbiguous, len(kfs))
+				return nil, nil, fmt.Errorf("run-pre match %s: %w: the module replaces %d functions of that name", fn.Name, runpre.ErrAmbiguous, len(kfs))
 			}
 			if len(kfs) == 1 {
 				pf.New, pf.Sympos = kfs[0].New, kfs[0].Sympos
@@ -338,12 +349,38 @@ func (h *Host) verify(f *update.File, recs []record, o Options) ([]PatchedFunc, 
 			}
 			addr, err := h.matchFunc(m, t, fn, pf.Sympos, ks, mem, recs)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			o.Logf("run-pre matched %s at %#x", fn.Name, addr)
 		}
+		pins = append(pins, staticPositions(ks, t, obj, m.known)...)
 	}
-	return out, nil
+	return out, pins, nil
+}
+
+// staticPositions gives, for each static of the target the pre code
+// refers to whose name several symbols of the object share, its position
+// among them in kallsyms order (livepatch's sympos), from the address
+// run-pre matching learned.
+func staticPositions(ks *Kallsyms, t *update.Target, obj string, known map[int]uint64) []PatchedFunc {
+	var out []PatchedFunc
+	for yi, addr := range known {
+		y := t.Symbols[yi]
+		if y.Kind != update.SymLocal {
+			continue
+		}
+		defs := ks.Lookup(y.Name, obj)
+		if len(defs) < 2 {
+			continue
+		}
+		for i, d := range defs {
+			if d.Addr == addr {
+				out = append(out, PatchedFunc{Object: t.Path, Name: y.Name, Sympos: i + 1})
+			}
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
 }
 
 // objectModule is the kallsyms module name of a target path.

@@ -5,14 +5,13 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 
 	"livesplice/internal/amd64"
+	"livesplice/internal/klp"
 	"livesplice/internal/runpre"
 	"livesplice/internal/update"
 )
@@ -126,7 +125,7 @@ func (m *matcher) relocated(p, run []byte, i, l int, rs []update.Reloc, addr uin
 			// static_cpu_has: create names the jmp into .altinstr_aux so
 			// (internal/klp/altaux.go); alternatives replaced it at boot
 			// with nops or a jmp to the branch the CPU takes.
-			if cpuHasSite(run[i:i+l], addr+uint64(i), addr, addr+uint64(len(p))) || bytes.Equal(run[i:i+l-4], p[i:i+l-4]) {
+			if cpuHasSite(run[i:i+l], addr+uint64(i), addr, addr+uint64(len(p))) || (l >= 5 && bytes.Equal(run[i:i+l-4], p[i:i+l-4])) {
 				return nil
 			}
 			return fmt.Errorf("static_cpu_has site rewritten in an unknown way (running % x)", run[i:i+l])
@@ -480,7 +479,7 @@ func (m *matcher) checkRodata(r update.Reloc, s, addr uint64, i, l int) error {
 // (.rodata.cstN), or the rest of a one-object section (bounded).
 func rodataAt(sec update.Section, off int) []byte {
 	d := sec.Data[off:]
-	str, n := RodataKind(sec.Name)
+	str, n := klp.RodataKind(sec.Name)
 	switch {
 	case str:
 		if i := bytes.IndexByte(d, 0); i >= 0 {
@@ -552,24 +551,4 @@ func isEndbr(p []byte) bool {
 // errMismatch wraps runpre.ErrMismatch with the function's name.
 func errMismatch(fn string, err error) error {
 	return fmt.Errorf("run-pre match %s: %w: %v", fn, runpre.ErrMismatch, err)
-}
-
-var (
-	strSection = regexp.MustCompile(`\.str[0-9]+\.[0-9]+$`)
-	cstSection = regexp.MustCompile(`\.cst([0-9]+)$`)
-)
-
-// RodataKind tells from a section's name (as gcc names them, also with
-// -fdata-sections: .rodata.str1.1, .rodata.<function>.str1.8,
-// .rodata.cst16) whether it holds NUL-terminated strings, or mergeable
-// constants of entsize bytes.
-func RodataKind(name string) (str bool, entsize int) {
-	if strSection.MatchString(name) {
-		return true, 0
-	}
-	if m := cstSection.FindStringSubmatch(name); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		return false, n
-	}
-	return false, 0
 }

@@ -320,3 +320,17 @@ func TestCPUHasSite(t *testing.T) {
 		}
 	}
 }
+
+// TestStaticPositions: a static the pre code calls, whose name two
+// symbols of vmlinux share, gets the position of the one run-pre found.
+func TestStaticPositions(t *testing.T) {
+	ks, err := ParseKallsyms(strings.NewReader("ffffffff81000100 t helper.constprop.0\nffffffff81000200 t helper.constprop.0\nffffffff81000300 t single\nffffffff81000400 t helper.constprop.0\t[mod]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &update.Target{Path: "vmlinux", Symbols: []update.Symbol{{Kind: update.SymLocal, Name: "helper.constprop.0"}, {Kind: update.SymLocal, Name: "single"}}}
+	got := staticPositions(ks, tg, "", map[int]uint64{0: 0xffffffff81000200, 1: 0xffffffff81000300})
+	if len(got) != 1 || got[0] != (PatchedFunc{Object: "vmlinux", Name: "helper.constprop.0", Sympos: 2}) {
+		t.Fatalf("positions %+v", got)
+	}
+}

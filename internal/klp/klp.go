@@ -109,7 +109,7 @@ func Build(units []Unit, exports map[string]bool) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if t == nil {
+		if t == nil || lineOnly(u, t) {
 			continue
 		}
 		diffed, ts = append(diffed, u), append(ts, t)

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"regexp"
+	"strconv"
 	"strings"
 
-	"livesplice/internal/kernel"
 	"livesplice/internal/update"
 )
 
@@ -115,6 +116,26 @@ func pinRodata(kt *update.Target, from int, pre []byte) error {
 
 // rodataMergeable: apply can tell the section's kind from its name.
 func rodataMergeable(name string) bool {
-	str, n := kernel.RodataKind(name)
+	str, n := RodataKind(name)
 	return str || n > 0
+}
+
+var (
+	strSection = regexp.MustCompile(`\.str[0-9]+\.[0-9]+$`)
+	cstSection = regexp.MustCompile(`\.cst([0-9]+)$`)
+)
+
+// RodataKind tells from a section's name (as gcc names them, also with
+// -fdata-sections: .rodata.str1.1, .rodata.<function>.str1.8,
+// .rodata.cst16) whether it holds NUL-terminated strings, or mergeable
+// constants of entsize bytes.
+func RodataKind(name string) (str bool, entsize int) {
+	if strSection.MatchString(name) {
+		return true, 0
+	}
+	if m := cstSection.FindStringSubmatch(name); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return false, n
+	}
+	return false, 0
 }

@@ -3,6 +3,7 @@ package klp
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,7 @@ func compileSrc(t *testing.T, src string) []byte {
 	c := filepath.Join(dir, "unit.c")
 	os.WriteFile(c, []byte(src), 0o644)
 	o := filepath.Join(dir, "unit.o")
-	if out, err := exec.Command("gcc", "-O2", "-c", "-fno-pic", "-mno-red-zone", "-ffunction-sections", "-fdata-sections", "-o", o, c).CombinedOutput(); err != nil {
+	if out, err := exec.Command("gcc", "-O2", "-c", "-fno-pic", "-mno-red-zone", "-ffunction-sections", "-fdata-sections", "-fmacro-prefix-map="+dir+"/=", "-o", o, c).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	b, err := os.ReadFile(o)
@@ -175,5 +176,33 @@ func TestBuildDyndbg(t *testing.T) {
 	}
 	if got := replaced(r2); len(got) != 1 || got[0] != "show" {
 		t.Fatalf("message change: replaced %v, want [show]", got)
+	}
+}
+
+// where is a message naming its place, as fortify's warnings do.
+const where = `
+extern int printk(const char *fmt, ...);
+#define STR2(x) #x
+#define STR(x) STR2(x)
+TOP
+int show(int v) { if (v > 4) printk("field at " __FILE__ ":" STR(__LINE__) MSG); return v * 3; }
+`
+
+// TestBuildLineOnly: a function whose only difference is the line number
+// in a "file.c:LINE" message is no change (kpatch's warn-detect-FAIL); the
+// same with another change in the message is one.
+func TestBuildLineOnly(t *testing.T) {
+	pre := compileSrc(t, strings.NewReplacer("TOP", "", "MSG", `"\n"`).Replace(where))
+	post := compileSrc(t, strings.NewReplacer("TOP", "\n\n", "MSG", `"\n"`).Replace(where))
+	if _, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post}}, map[string]bool{"printk": true}); !errors.Is(err, ErrNoChange) {
+		t.Fatalf("lines moved: %v, want no change", err)
+	}
+	post2 := compileSrc(t, strings.NewReplacer("TOP", "\n\n", "MSG", `"!\n"`).Replace(where))
+	r, err := Build([]Unit{{Rel: "fs/unit.o", Object: "vmlinux", Pre: pre, Post: post2}}, map[string]bool{"printk": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := replaced(r); len(got) != 1 || got[0] != "show" {
+		t.Fatalf("message changed: replaced %v, want [show]", got)
 	}
 }
