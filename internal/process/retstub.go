@@ -195,7 +195,7 @@ func (s *session) makeStubs() (uint64, error) {
 // return is redirected finds its way through the stub. It is never taken
 // back (the region stays). The registered byte journals it: 2 while the
 // call runs, 1 after. A livesplice killed during the call leaves 2, and
-// since newer libgcc aborts on frames registered twice, that process gets
+// since libgcc 13 and later may abort on frames registered twice, that process gets
 // no redirects (errStubFramesInDoubt). libgcc takes a lock that a stopped
 // thread may hold: the process runs (but for the held threads) while it
 // is called. It reports whether the world was resumed (and stopped again).
