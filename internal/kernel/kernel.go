@@ -252,7 +252,7 @@ func (h *Host) Apply(f *update.File, o Options) error {
 	for _, p := range pins {
 		if nk, err := klp.SetSymbolSympos(ko, p.Object, p.Name, p.Sympos); err == nil {
 			ko = nk
-			o.logf("livepatch symbol %s of %s: position %d", p.Name, p.Object, p.Sympos)
+			o.Logf("livepatch symbol %s of %s: position %d", p.Name, p.Object, p.Sympos)
 		}
 	}
 

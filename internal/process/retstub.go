@@ -3,6 +3,7 @@ package process
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -119,33 +120,16 @@ func (s *session) ensureStubs() error {
 		return nil
 	}
 	r, found := findStubs(s.maps)
-	if !found {
-		addr, err := s.syscall(unix.SYS_MMAP, 0, stubRegionSize+page, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	for try := 0; !found; try++ {
+		addr, err := s.makeStubs()
+		if errors.Is(err, ptrace.ErrStalled) && try < 3 {
+			continue // a loaded machine: the mapping was given back, again
+		}
 		if err != nil {
-			return fmt.Errorf("map return stubs: %w", err)
-		}
-		chain := addr + stubRegionSize
-		name := addr + 2*page
-		if err := s.p.WriteMem(name, append([]byte(stubMappingName), 0)); err != nil {
-			s.munmap(addr, stubRegionSize+page)
-			return fmt.Errorf("return stubs: %w", err)
-		}
-		fd := map[int]int{0: 0}
-		_, err = s.p.Syscalls(chain, []ptrace.Call{
-			{Nr: unix.SYS_MEMFD_CREATE, Args: [6]uint64{name, unix.MFD_CLOEXEC}},
-			{Nr: unix.SYS_FTRUNCATE, Args: [6]uint64{0, stubRegionSize}, From: fd},
-			{Nr: unix.SYS_MMAP, Args: [6]uint64{addr, stubRegionSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_FIXED, 0, 0}, From: map[int]int{4: 0}},
-			{Nr: unix.SYS_CLOSE, From: fd},
-		})
-		if err != nil {
-			s.munmap(addr, stubRegionSize+page)
-			return fmt.Errorf("return stubs: %w", err)
-		}
-		fault.Point("safety:stubs-mapped")
-		if err := s.munmap(chain, page); err != nil {
-			s.opt.logf("return stubs: unmap %#x: %v", chain, err)
+			return err
 		}
 		r = stubRegion{addr: addr}
+		break
 	}
 	code, eh, err := r.images()
 	if err != nil {
@@ -174,30 +158,74 @@ func (s *session) ensureStubs() error {
 	return nil
 }
 
+// makeStubs maps the region: see ensureStubs.
+func (s *session) makeStubs() (uint64, error) {
+	addr, err := s.syscall(unix.SYS_MMAP, 0, stubRegionSize+page, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		return 0, fmt.Errorf("map return stubs: %w", err)
+	}
+	chain := addr + stubRegionSize
+	name := addr + 2*page
+	if err := s.p.WriteMem(name, append([]byte(stubMappingName), 0)); err != nil {
+		s.munmap(addr, stubRegionSize+page)
+		return 0, fmt.Errorf("return stubs: %w", err)
+	}
+	fd := map[int]int{0: 0}
+	_, err = s.p.Syscalls(chain, []ptrace.Call{
+		{Nr: unix.SYS_MEMFD_CREATE, Args: [6]uint64{name, unix.MFD_CLOEXEC}},
+		{Nr: unix.SYS_FTRUNCATE, Args: [6]uint64{0, stubRegionSize}, From: fd},
+		{Nr: unix.SYS_MMAP, Args: [6]uint64{addr, stubRegionSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_FIXED, 0, 0}, From: map[int]int{4: 0}},
+		{Nr: unix.SYS_CLOSE, From: fd},
+	})
+	if err != nil {
+		// Whatever ran (the chain closes its descriptor unless a call
+		// failed before): the memfd's pages go with the rest.
+		s.munmap(addr, stubRegionSize+page)
+		return 0, fmt.Errorf("return stubs: %w", err)
+	}
+	fault.Point("safety:stubs-mapped")
+	if err := s.munmap(chain, page); err != nil {
+		s.opt.logf("return stubs: unmap %#x: %v", chain, err)
+	}
+	return addr, nil
+}
+
 // registerStubFrames hands the stubs' .eh_frame to the program's unwinder
 // (libgcc), once per process, so that a C++ exception thrown while a
 // return is redirected finds its way through the stub. It is never taken
-// back (the region stays), so a registration repeated after a livesplice
-// killed in between is harmless: libgcc then knows the same frames twice.
-// libgcc takes a lock that a stopped thread may hold: the process runs
-// (but for the held threads) while it is called. It reports whether the
-// world was resumed (and stopped again).
+// back (the region stays). The registered byte journals it: 2 while the
+// call runs, 1 after. A livesplice killed during the call leaves 2, and
+// since libgcc 13 and later may abort on frames registered twice, that process gets
+// no redirects (errStubFramesInDoubt). libgcc takes a lock that a stopped
+// thread may hold: the process runs (but for the held threads) while it
+// is called. It reports whether the world was resumed (and stopped again).
 func (s *session) registerStubFrames(held map[int]bool) (bool, error) {
+	flag := s.stubs.addr + 2*page + stubRegisteredOff
 	var b [1]byte
-	if s.p.ReadMem(s.stubs.addr+2*page+stubRegisteredOff, b[:]); b[0] == 1 {
+	if err := s.p.ReadMem(flag, b[:]); err != nil {
+		return false, err
+	}
+	switch b[0] {
+	case 1:
 		return false, nil
+	case 2:
+		return false, errStubFramesInDoubt
 	}
 	reg, ok := s.libgccFunc("__register_frame")
 	if !ok {
 		return false, nil
 	}
+	if err := s.p.WriteMem(flag, []byte{2}); err != nil {
+		return false, err
+	}
 	if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, withWorker(held, s.worker), time.Now()); err != nil {
 		s.stopWorld()
 		return true, err
 	}
+	fault.Point("safety:registering")
 	_, err := s.p.Call(reg, frameCallTimeout, s.stubs.frames())
 	if err == nil {
-		err = s.p.WriteMem(s.stubs.addr+2*page+stubRegisteredOff, []byte{1})
+		err = s.p.WriteMem(flag, []byte{1})
 	}
 	if serr := s.stopWorld(); err == nil {
 		err = serr
@@ -207,6 +235,8 @@ func (s *session) registerStubFrames(held map[int]bool) (bool, error) {
 	}
 	return true, nil
 }
+
+var errStubFramesInDoubt = errors.New("a livesplice was killed while handing the return stubs' call frame information to the program's unwinder")
 
 func withWorker(held map[int]bool, worker int) map[int]bool {
 	m := map[int]bool{worker: true}

@@ -225,7 +225,11 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			} else {
 				resumed, err := s.registerStubFrames(held)
 				if err != nil {
-					return fail(err)
+					// Without its frames, an exception through a
+					// stub would end a C++ program: no redirects.
+					s.opt.logf("safety check: %v; waiting for busy threads instead", err)
+					noStubs = true
+					s.stubs.ready = false
 				}
 				if resumed {
 					if err := s.again(&u); err != nil {

@@ -232,6 +232,27 @@ func (s *session) syscalls(code uint64, calls []ptrace.Call, scratch uint64, wit
 		return nil
 	}
 	res, err := s.p.Syscalls(code, calls)
+	// A livesplice descheduled for longer than the chain waits for it
+	// (a heavily loaded machine) finds its thread back in the program and
+	// the results lost: every call may have run. The protections are
+	// simply set again; a state record mapping made meanwhile is found by
+	// its name and used rather than made twice.
+	for try := 0; try < 3 && errors.Is(err, ptrace.ErrStalled); try++ {
+		s.opt.logf("system calls in the process: %v; again", err)
+		if len(calls) > first {
+			if err := s.refresh(); err != nil {
+				return err
+			}
+			if m, ok := stateMapping(s.maps); ok {
+				s.stateAddr = m.Start
+				calls = calls[:first]
+				if first == 0 {
+					return nil
+				}
+			}
+		}
+		res, err = s.p.Syscalls(code, calls)
+	}
 	var ce *ptrace.CallError
 	if errors.As(err, &ce) {
 		what := "mprotect new code"

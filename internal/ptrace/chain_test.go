@@ -130,7 +130,7 @@ func TestSyscallsStalled(t *testing.T) {
 			return fmt.Errorf("mmap: %w", err)
 		}
 		res, err := p.Syscalls(code, []Call{{Nr: unix.SYS_GETUID}})
-		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "went back to the program") {
+		if !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), "went back to the program") {
 			return fmt.Errorf("stalled chain = %#x, %v; want the thread gone back to the program", res, err)
 		}
 		// The thread is stopped in the program's code, usable as before.

@@ -423,7 +423,7 @@ func (p *Process) injectSafe(op string, at uint64, extra int, done *uint64, prol
 		if escaped && runErr == nil {
 			// Its results lay below its stack: the program may have
 			// used that memory since.
-			runErr = fmt.Errorf("ptrace %s tid %d: the thread went back to the program before livesplice took it back (livesplice stalled past %v): %w", op, t.tid, chainWait, ErrTimeout)
+			runErr = fmt.Errorf("ptrace %s tid %d: the thread went back to the program before livesplice took it back (%w past %v): %w", op, t.tid, ErrStalled, chainWait, ErrTimeout)
 		}
 		if runErr == nil {
 			var r unix.PtraceRegs

@@ -40,6 +40,11 @@ var (
 	ErrTimeout = errors.New("timed out")
 	// ErrExited means the process, or the thread an operation ran on, exited.
 	ErrExited = errors.New("process exited")
+	// ErrStalled means a chain of system calls (Syscalls) ran, but
+	// livesplice took its thread back only after it had gone back to the
+	// program (a machine so loaded that livesplice was not scheduled for
+	// chainWait): its results are unknown, every call may have run.
+	ErrStalled = errors.New("livesplice stalled")
 )
 
 // errDetached is returned by every method once Detach has run.
