@@ -71,6 +71,7 @@ type Result struct {
 // Match runs run-pre matching for every replaced function of t.
 func Match(t *update.Target, mem amd64.Memory, f Finder) (*Result, error) {
 	res := &Result{Funcs: make([]Func, len(t.Functions)), Learned: map[int]uint64{}}
+	learn := learns(t, f)
 	for i, fn := range t.Functions {
 		if fn.Status != update.StatusReplaced {
 			continue
@@ -90,7 +91,7 @@ func Match(t *update.Target, mem amd64.Memory, f Finder) (*Result, error) {
 			if d, size, ok := f.Follow(c.Addr); ok {
 				c = Candidate{Addr: d, Size: size}
 			}
-			learned, err := matchOne(t, fn.Pre, c, mem, res.Learned, learns(t, f))
+			learned, err := matchOne(t, fn.Pre, c, mem, res.Learned, learn)
 			if err != nil {
 				if errors.Is(err, ErrDataMismatch) && dataErr == nil {
 					dataErr = err // the code matched: say what differs

@@ -98,6 +98,48 @@ func TestFollowsEarlierUpdate(t *testing.T) {
 	}
 }
 
+// binderFinder also says which globals the target object binds to itself.
+type binderFinder struct {
+	fakeFinder
+	local map[string]bool
+}
+
+func (f binderFinder) BoundLocally(y update.Symbol) bool { return f.local[y.Name] }
+
+func TestLearnsHiddenGlobals(t *testing.T) {
+	// f calls a global g: learned (and checked) only when the finder says
+	// the object binds g to itself (hidden), else found by name at apply.
+	tg := target()
+	tg.Symbols[1] = update.Symbol{Kind: update.SymGlobal, Name: "g"}
+	m := fakeMem{0x1000: call(0x1000, 0x3000)}
+	ff := fakeFinder{cands: map[string][]Candidate{"f": {{0x1000, 6}}}}
+	res, err := Match(tg, m, ff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.Learned[1]; ok {
+		t.Fatalf("a global learned without a binder: %+v", res.Learned)
+	}
+	res, err = Match(tg, m, binderFinder{ff, map[string]bool{"g": true}})
+	if err != nil || res.Learned[1] != 0x3000 {
+		t.Fatalf("hidden g: got %+v, %v", res, err)
+	}
+}
+
+func TestMatchCode(t *testing.T) {
+	// A section's code matched at 0x1000 outside its relocation field,
+	// which says where the call leads; other code does not match.
+	tg := target()
+	m := fakeMem{0x1000: call(0x1000, 0x3000), 0x2000: {0x55, 0, 0, 0, 0, 0xc3}}
+	learned, err := MatchCode(tg, tg.Functions[0].Pre, Candidate{0x1000, 6}, m)
+	if err != nil || learned[1] != 0x3000 {
+		t.Fatalf("got %v, %v", learned, err)
+	}
+	if _, err := MatchCode(tg, tg.Functions[0].Pre, Candidate{0x2000, 6}, m); err == nil {
+		t.Fatal("other code matched")
+	}
+}
+
 // lea rel32(%rip), %rdi; ret at base, pointing at to.
 func lea(base, to uint64) []byte {
 	b := []byte{0x48, 0x8d, 0x3d, 0, 0, 0, 0, 0xc3}
