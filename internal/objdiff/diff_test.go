@@ -138,6 +138,12 @@ func TestDiff(t *testing.T) {
 			pre:   "int h(void){return 1;} int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;default:return 0;}}",
 			post:  "int h(void){return 2;} int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;default:return 0;}}",
 			flags: "-O0", replaced: "h"},
+		// GCC numbers its switch tables (CSWTCH.N) in order: a new one
+		// before renumbers the next; its users stay out.
+		{name: "renumbered switch table, same content",
+			pre:   "int g(int x){switch(x){case 0:return 10;case 1:return 22;case 2:return 35;case 3:return 41;case 4:return 57;default:return 0;}}",
+			post:  "int n(int x){switch(x){case 0:return 3;case 1:return 8;case 2:return 13;case 3:return 17;case 4:return 29;default:return 1;}} int g(int x){switch(x){case 0:return 10;case 1:return 22;case 2:return 35;case 3:return 41;case 4:return 57;default:return 0;}}",
+			flags: "-O2", added: "n"},
 		{name: "end of a static array in non-PIE code",
 			pre:   "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+k;} int *g(void){return tab;}",
 			post:  "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+2*k;} int *g(void){return tab;}",
