@@ -258,3 +258,47 @@ int k(int x){return x*7;}`
 		t.Error("baseName")
 	}
 }
+
+// With the source trees: the function the patch touches has changed
+// source; one below it whose code only holds __LINE__ moved lines.
+func TestWhyLines(t *testing.T) {
+	src := `int log_at(int line);
+int f(int x)
+{
+	return x + 1;
+}
+int g(int x)
+{
+	if (x < 0)
+		return log_at(__LINE__);
+	return x;
+}
+`
+	post := strings.Replace(src, "return x + 1;", "if (x > 100)\n\t\treturn 100;\n\treturn x + 1;", 1)
+	pre, postDir := t.TempDir(), t.TempDir()
+	objs := map[string][]byte{}
+	for dir, text := range map[string]string{pre: src, postDir: post} {
+		c := filepath.Join(dir, "x.c")
+		os.WriteFile(c, []byte(text), 0o644)
+		if out, err := exec.Command("gcc", "-O2", "-g", "-ffunction-sections", "-fdata-sections", "-c", c, "-o", filepath.Join(dir, "x.o")).CombinedOutput(); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, out)
+		}
+		objs[dir], _ = os.ReadFile(filepath.Join(dir, "x.o"))
+	}
+	b := NewBuilder("prog", "", "")
+	b.SetTrees(pre, postDir)
+	if err := b.AddObject("x.o", objs[pre], objs[postDir]); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range b.Target().Functions {
+		var w []string
+		for _, r := range f.Why {
+			w = append(w, r.String())
+		}
+		got[f.Name] = strings.Join(w, "; ")
+	}
+	if got["f"] != "changed source at x.c:4" || got["g"] != "only __LINE__ numbers moved in x.c" {
+		t.Fatalf("why: %q", got)
+	}
+}
