@@ -318,13 +318,25 @@ func (o *object) resolve(r reloc) target {
 	if s.mergeable() && s.entsz > 0 {
 		k := int64(0)
 		if pc {
+			// The constant starts at the end of the instruction's field
+			// plus any immediate after it: the first bias that lands on
+			// an entry (vector instructions with an imm8, ...).
 			k = 4
+			for _, b := range pcBias {
+				if p := place(b); p >= 0 && p%int64(s.entsz) == 0 && p < int64(len(s.data)) {
+					k = b
+					break
+				}
+			}
 		}
 		off := place(k)
 		t := target{kind: tConst, sec: s, addend: place(0)}
-		if off >= 0 && off+int64(s.entsz) <= int64(len(s.data)) {
-			t.bytes = s.data[off : off+int64(s.entsz)]
-			t.dat, t.start, t.end, t.place = true, off, off+int64(s.entsz), place(0)
+		// gcc may address a part of an entry (a label in the middle of
+		// the last one, for a 2-byte load): up to the section's end.
+		if off >= 0 && off < int64(len(s.data)) {
+			end := min(off+int64(s.entsz), int64(len(s.data)))
+			t.bytes = s.data[off:end]
+			t.dat, t.start, t.end, t.place = true, off, end, place(0)
 		}
 		return t
 	}
@@ -416,6 +428,11 @@ func (d *differ) sameTarget(a, b target) bool {
 	case tUndef, tOther:
 		return a.sym.name == b.sym.name && a.addend == b.addend
 	case tString, tConst:
+		if a.bytes == nil && b.bytes == nil {
+			// A place this object cannot read: the same place of the
+			// same (paired, unchanged) section.
+			return d.pair[b.sec] == a.sec && a.addend == b.addend && !d.different[b.sec]
+		}
 		return string(a.bytes) == string(b.bytes) && a.bytes != nil
 	case tSection:
 		if a.dat && b.dat {
@@ -428,6 +445,12 @@ func (d *differ) sameTarget(a, b target) bool {
 		}
 		return d.pair[b.sec] == a.sec && a.addend == b.addend && !d.different[b.sec]
 	case tSymbol:
+		if a.dat && b.dat {
+			// Read-only data is what it holds, whatever its name: GCC
+			// renumbers its switch tables (CSWTCH.759 -> CSWTCH.760) and
+			// static constants when anything before them changes.
+			return d.sameDatum(a, b)
+		}
 		if d.preName(b.sym) != a.sym.name || a.addend != b.addend {
 			return false
 		}
@@ -435,9 +458,6 @@ func (d *differ) sameTarget(a, b target) bool {
 			if p, ok := d.rename[b.sym]; !ok || p != a.sym {
 				return false
 			}
-		}
-		if a.dat && b.dat {
-			return d.sameDatum(a, b)
 		}
 		if deep(b.sec) {
 			return d.pair[b.sec] == a.sec && !d.different[b.sec]

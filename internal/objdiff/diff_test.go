@@ -138,6 +138,12 @@ func TestDiff(t *testing.T) {
 			pre:   "int h(void){return 1;} int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;default:return 0;}}",
 			post:  "int h(void){return 2;} int f(int x){switch(x){case 0:return 5;case 1:return 7;case 2:return 11;case 3:return 13;case 4:return 17;case 5:return 19;default:return 0;}}",
 			flags: "-O0", replaced: "h"},
+		// GCC numbers its switch tables (CSWTCH.N) in order: a new one
+		// before renumbers the next; its users stay out.
+		{name: "renumbered switch table, same content",
+			pre:   "int g(int x){switch(x){case 0:return 10;case 1:return 22;case 2:return 35;case 3:return 41;case 4:return 57;default:return 0;}}",
+			post:  "int n(int x){switch(x){case 0:return 3;case 1:return 8;case 2:return 13;case 3:return 17;case 4:return 29;default:return 1;}} int g(int x){switch(x){case 0:return 10;case 1:return 22;case 2:return 35;case 3:return 41;case 4:return 57;default:return 0;}}",
+			flags: "-O2", added: "n"},
 		{name: "end of a static array in non-PIE code",
 			pre:   "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+k;} int *g(void){return tab;}",
 			post:  "static int tab[64]; int f(int k){int s=0; for(int i=0;i<64;i++) s+=tab[i]; return s+2*k;} int *g(void){return tab;}",
@@ -250,5 +256,49 @@ int k(int x){return x*7;}`
 	}
 	if baseName("foo.constprop.0.isra.0") != "foo" || baseName("bar.part.3") != "bar" || baseName("baz") != "baz" {
 		t.Error("baseName")
+	}
+}
+
+// With the source trees: the function the patch touches has changed
+// source; one below it whose code only holds __LINE__ moved lines.
+func TestWhyLines(t *testing.T) {
+	src := `int log_at(int line);
+int f(int x)
+{
+	return x + 1;
+}
+int g(int x)
+{
+	if (x < 0)
+		return log_at(__LINE__);
+	return x;
+}
+`
+	post := strings.Replace(src, "return x + 1;", "if (x > 100)\n\t\treturn 100;\n\treturn x + 1;", 1)
+	pre, postDir := t.TempDir(), t.TempDir()
+	objs := map[string][]byte{}
+	for dir, text := range map[string]string{pre: src, postDir: post} {
+		c := filepath.Join(dir, "x.c")
+		os.WriteFile(c, []byte(text), 0o644)
+		if out, err := exec.Command("gcc", "-O2", "-g", "-ffunction-sections", "-fdata-sections", "-c", c, "-o", filepath.Join(dir, "x.o")).CombinedOutput(); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, out)
+		}
+		objs[dir], _ = os.ReadFile(filepath.Join(dir, "x.o"))
+	}
+	b := NewBuilder("prog", "", "")
+	b.SetTrees(pre, postDir)
+	if err := b.AddObject("x.o", objs[pre], objs[postDir]); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range b.Target().Functions {
+		var w []string
+		for _, r := range f.Why {
+			w = append(w, r.String())
+		}
+		got[f.Name] = strings.Join(w, "; ")
+	}
+	if got["f"] != "changed source at x.c:4" || got["g"] != "only __LINE__ numbers moved in x.c" {
+		t.Fatalf("why: %q", got)
 	}
 }

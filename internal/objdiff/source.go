@@ -24,10 +24,29 @@ func (b *Builder) SetTrees(pre, post string) {
 // touched is the post lines of one source file that the patch changed.
 type touched struct {
 	rel   string
-	lines []int // post line numbers: added or changed lines, and where lines were removed
+	lines []int    // post line numbers: added or changed lines, and where lines were removed
+	hunks [][4]int // old start, old count, new start, new count
 }
 
-var hunk = regexp.MustCompile(`^@@ -[0-9]+(?:,[0-9]+)? \+([0-9]+)(?:,([0-9]+))? @@`)
+// newLine maps an unchanged pre line to its post line number.
+func (t *touched) newLine(old int) (int, bool) {
+	shift := 0
+	for _, h := range t.hunks {
+		oldStart, oldN, newN := h[0], h[1], h[3]
+		if oldN == 0 {
+			oldStart++ // lines added after oldStart
+		}
+		switch {
+		case old >= oldStart+oldN:
+			shift += newN - oldN
+		case old >= oldStart:
+			return 0, false // a changed line
+		}
+	}
+	return old + shift, true
+}
+
+var hunk = regexp.MustCompile(`^@@ -([0-9]+)(?:,([0-9]+))? \+([0-9]+)(?:,([0-9]+))? @@`)
 
 // touchedLines finds file (a DWARF path) in the trees and returns the post
 // lines that differ from the pre file (nil if it did not change or is not
@@ -61,11 +80,17 @@ func (b *Builder) touchedLines(file string) *touched {
 			if m == nil {
 				continue
 			}
-			start, _ := strconv.Atoi(m[1])
-			n := 1
+			oldStart, _ := strconv.Atoi(m[1])
+			oldN := 1
 			if m[2] != "" {
-				n, _ = strconv.Atoi(m[2])
+				oldN, _ = strconv.Atoi(m[2])
 			}
+			start, _ := strconv.Atoi(m[3])
+			n := 1
+			if m[4] != "" {
+				n, _ = strconv.Atoi(m[4])
+			}
+			t.hunks = append(t.hunks, [4]int{oldStart, oldN, start, n})
 			if n == 0 { // lines removed after post line start
 				t.lines = append(t.lines, start, start+1)
 			}
@@ -102,4 +127,55 @@ func (d *differ) sourceChanged(n string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// linesMoved reports whether the only difference between pre and post
+// function sections a and b is 32-bit immediates holding a line number of
+// file that moved with the lines inserted or removed above it (__LINE__ in
+// an error or logging macro).
+func (d *differ) linesMoved(a, b *section, file string) bool {
+	t := d.b.touchedLines(file)
+	if t == nil || a.size != b.size || len(a.relocs) != len(b.relocs) {
+		return false
+	}
+	ma, mb := a.masked(), b.masked()
+	if len(ma) != len(mb) {
+		return false
+	}
+	covered := make([]bool, len(ma))
+	found := false
+	for i := range ma {
+		if ma[i] == mb[i] || covered[i] {
+			continue
+		}
+		ok := false
+		for st := max(i-3, 0); st <= i && st+4 <= len(ma); st++ {
+			v := int(uint32(ma[st]) | uint32(ma[st+1])<<8 | uint32(ma[st+2])<<16 | uint32(ma[st+3])<<24)
+			w := int(uint32(mb[st]) | uint32(mb[st+1])<<8 | uint32(mb[st+2])<<16 | uint32(mb[st+3])<<24)
+			if n, moved := t.newLine(v); moved && v > 0 && n == w && v != w {
+				for k := st; k < st+4; k++ {
+					covered[k] = true
+				}
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+		found = true
+	}
+	if !found {
+		return false
+	}
+	for i := range a.relocs {
+		ra, rb := a.relocs[i], b.relocs[i]
+		if ra.off != rb.off || ra.typ != rb.typ {
+			return false
+		}
+		if ta, tb := d.pre.resolve(ra), d.post.resolve(rb); !d.sameTarget(ta, tb) && !(ta.dat && tb.dat) {
+			return false
+		}
+	}
+	return true
 }

@@ -51,6 +51,13 @@ func (d *differ) why(y, pre *symbol, inl map[string][]string) []update.Reason {
 	} else {
 		inlined = inl[base]
 	}
+	if len(out) == 0 && len(inlined) == 0 && pre != nil {
+		if di := d.post.dwarf(); di != nil {
+			if file, _, _, ok := di.extent(base); ok && d.linesMoved(pre.sec, y.sec, file) {
+				out = append(out, update.Reason{Kind: update.ReasonLines, Detail: d.b.touchedLines(file).rel})
+			}
+		}
+	}
 	if len(out) == 0 && len(inlined) == 0 {
 		// Nothing the source or the data says: its code changed all the
 		// same (a header's macro, a callee's signature, register use).

@@ -231,6 +231,7 @@ const (
 	ReasonNew     = "new"            // the post build has it, the pre build does not
 	ReasonSource  = "changed-source" // the patch changed its source lines (Detail: FILE:LINE)
 	ReasonCode    = "changed-code"   // its own instructions or the code/symbols they reach changed
+	ReasonLines   = "moved-lines"    // only line numbers in its code changed (__LINE__; Detail: the file)
 	ReasonData    = "changed-data"   // same instructions, but read-only data it references changed
 	ReasonClone   = "clone"          // a compiler clone (.isra, .constprop, .part, ...) of Detail
 	ReasonInlined = "inlined"        // Detail's code, inlined into it, changed
@@ -283,6 +284,8 @@ func (r Reason) String() string {
 		w = "changed source at"
 	case ReasonCode:
 		w = "changed code"
+	case ReasonLines:
+		w = "only __LINE__ numbers moved in"
 	case ReasonData:
 		w = "references changed data"
 	case ReasonClone:
