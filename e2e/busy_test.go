@@ -47,6 +47,18 @@ func TestBusySleeper(t *testing.T) {
 					t.Fatalf("round %d after undo: %q", i, got)
 				}
 			}
+			// The fleet path (--all) waits the same way.
+			r := mustRun(t, "apply", "--all", "--deadline", "3s", upd)
+			if !strings.Contains(r.stdout, "patched 1,") {
+				t.Fatalf("apply --all: %q %q", r.stdout, r.stderr)
+			}
+			if got := p.query("q"); !strings.HasPrefix(got, "value=2 ") {
+				t.Fatalf("after apply --all: %q", got)
+			}
+			mustRun(t, "undo", "--all", "--deadline", "3s", "fix")
+			if got := p.query("q"); !strings.HasPrefix(got, "value=1 ") {
+				t.Fatalf("after undo --all: %q", got)
+			}
 		})
 	}
 }
