@@ -36,7 +36,7 @@ func lineOnly(u Unit, t *update.Target) bool {
 	norm := func(b []byte) []byte { return fileLine.ReplaceAll(b, []byte("$1:N")) }
 	for _, f := range t.Functions {
 		a, b := pre[f.Name], post[f.Name]
-		if a == nil || b == nil || !bytes.Equal(a.code, b.code) || len(a.relocs) != len(b.relocs) {
+		if a == nil || b == nil || a.opaque || b.opaque || !bytes.Equal(a.code, b.code) || len(a.relocs) != len(b.relocs) {
 			return false
 		}
 		for i := range a.relocs {
@@ -69,6 +69,7 @@ type funcReloc struct {
 type funcBody struct {
 	code   []byte
 	relocs []funcReloc
+	opaque bool // refers to data this comparison cannot judge
 }
 
 // loadFuncs reads every function of an object: its bytes and relocations,
@@ -123,7 +124,8 @@ func loadFuncs(obj []byte) (map[string]*funcBody, error) {
 				// and its bytes; data with pointers of its own is not
 				// compared here, so never "line only".
 				if len(pp.relocs[int(sym.Section)]) > 0 {
-					return nil, fmt.Errorf("data with relocations")
+					fb.opaque = true
+					continue
 				}
 				sd, _ := sec.Data()
 				lo, hi := uint64(0), uint64(len(sd))
@@ -131,7 +133,8 @@ func loadFuncs(obj []byte) (map[string]*funcBody, error) {
 					lo, hi = sym.Value, min(sym.Value+sym.Size, hi)
 				}
 				if lo > hi {
-					return nil, fmt.Errorf("symbol outside its section")
+					fb.opaque = true
+					continue
 				}
 				fr.target = fmt.Sprintf("%s\x00%s\x00%x", sec.Name, sym.Name, sd[lo:hi])
 			}
