@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +45,8 @@ type fix struct {
 	Undone  bool     `json:"undone"`
 	Reason  string   `json:"reason,omitempty"`
 	Funcs   int      `json:"functions,omitempty"`
+	Nothing bool     `json:"nothing_to_do,omitempty"` // the patch changes no code of an installed file
+	File    string   `json:"-"`
 }
 
 // result is one upload's outcome.
@@ -129,7 +130,34 @@ func run(list, only, out, bin, work string, timeout time.Duration) error {
 	if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(out, []byte(markdown(all)), 0o644)
+	return writeSection(out, markdown(all))
+}
+
+// The report is one section of docs/corpus.md, between these markers; the
+// rest of the file (other corpora, measured by hand or by tests) is kept.
+const (
+	beginMark = "<!-- make corpus: begin (written by bench/corpus) -->"
+	endMark   = "<!-- make corpus: end -->"
+)
+
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	block := beginMark + "\n" + section + endMark + "\n"
+	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
+	switch {
+	case i >= 0 && j > i:
+		s = s[:i] + block + s[j+len(endMark):]
+		s = strings.Replace(s, endMark+"\n\n", endMark+"\n", 1)
+	case s == "":
+		s = "# Corpus: updates for code nobody here wrote\n\n" + block
+	default:
+		s = strings.TrimRight(s, "\n") + "\n\n" + block
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
 }
 
 // readOrder returns the results in the list's order.
@@ -213,7 +241,7 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 	t0 := time.Now()
 	o, err := sh(bin, "create", "--deb", r.Src, "--version", r.Old, "--to", r.New, "--split", "-o", out, "-v")
 	res.Create = time.Since(t0).Round(time.Second)
-	res.Fixes = splitReport(out, o)
+	res.Fixes = splitReport(o, bin)
 	if err != nil && len(res.Fixes) == 0 {
 		res.Err = "create: " + lastLine(o)
 		if strings.Contains(o, "nothing to do") {
@@ -232,7 +260,7 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 			f.Reason = "the process died before this apply"
 			break
 		}
-		o, err := sh(bin, "apply", "--pid", fmt.Sprint(p.pid()), filepath.Join(out, f.Patch+".lsu"))
+		o, err := sh(bin, "apply", "--pid", fmt.Sprint(p.pid()), f.File)
 		if err != nil {
 			f.Reason = "apply: " + lastLine(o)
 			continue
@@ -242,7 +270,7 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 	}
 	for j := len(applied) - 1; j >= 0; j-- {
 		f := &res.Fixes[applied[j]]
-		o, err := sh(bin, "undo", "--pid", fmt.Sprint(p.pid()), updateID(filepath.Join(out, f.Patch+".lsu"), bin))
+		o, err := sh(bin, "undo", "--pid", fmt.Sprint(p.pid()), updateID(f.File, bin))
 		if err != nil {
 			f.Reason = "undo: " + lastLine(o)
 			continue
@@ -255,40 +283,85 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 	return res
 }
 
-// splitReport reads what create --split made and refused: each made
-// update's info (its Debian patch, CVEs, functions), and the refusals it
-// printed, one line per patch: "livesplice: PATCH: not made: REASON".
-func splitReport(dir, output string) []fix {
+// splitReport reads create --split's lines, one per patch of the new
+// version (internal/cli deb.go):
+//
+//	made DIR/ID.lsu: debian/patches/NAME (CVE-...), requires ID
+//	not made: debian/patches/NAME (CVE-...): REASON
+//	nothing to do: debian/patches/NAME (CVE-...): WHY
+//	not made: REASON                  (code changes no added patch makes)
+//
+// A patch with nothing to do is counted as a fix only when it changes
+// code (its reason says so); its row keeps the reason either way.
+func splitReport(output, bin string) []fix {
 	var fixes []fix
-	idx := map[string]int{}
-	if b, err := os.ReadFile(filepath.Join(dir, "split.json")); err == nil {
-		var rep struct {
-			Patches []struct {
-				Patch  string   `json:"patch"`
-				File   string   `json:"file"`
-				CVEs   []string `json:"cves"`
-				Reason string   `json:"reason"`
-				Funcs  int      `json:"functions"`
-			} `json:"patches"`
-		}
-		if json.Unmarshal(b, &rep) == nil {
-			for _, p := range rep.Patches {
-				name := strings.TrimSuffix(filepath.Base(p.File), ".lsu")
-				if p.File == "" {
-					name = p.Patch
-				}
-				idx[name] = len(fixes)
-				fixes = append(fixes, fix{Patch: name, CVEs: p.CVEs, Made: p.File != "", Reason: p.Reason, Funcs: p.Funcs})
+	for _, line := range strings.Split(output, "\n") {
+		var f fix
+		switch {
+		case strings.HasPrefix(line, "made "):
+			path, rest, ok := strings.Cut(strings.TrimPrefix(line, "made "), ": ")
+			if !ok {
+				continue
 			}
-			return fixes
+			f = patchFix(rest)
+			f.Made, f.File = true, path
+			f.Funcs = functions(bin, path)
+		case strings.HasPrefix(line, "not made: debian/patches/"):
+			f = patchFix(strings.TrimPrefix(line, "not made: "))
+		case strings.HasPrefix(line, "not made: "):
+			f = fix{Patch: "(rest)", Reason: strings.TrimPrefix(line, "not made: ")}
+		case strings.HasPrefix(line, "nothing to do: debian/patches/"):
+			f = patchFix(strings.TrimPrefix(line, "nothing to do: "))
+			f.Nothing = true
+		default:
+			continue
 		}
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.lsu"))
-	sort.Strings(files)
-	for _, f := range files {
-		fixes = append(fixes, fix{Patch: strings.TrimSuffix(filepath.Base(f), ".lsu"), Made: true})
+		fixes = append(fixes, f)
 	}
 	return fixes
+}
+
+// patchFix parses "debian/patches/NAME (CVE-1 CVE-2)[, requires ID][: REASON]".
+func patchFix(s string) fix {
+	s = strings.TrimPrefix(s, "debian/patches/")
+	var f fix
+	name, rest, _ := strings.Cut(s, " ")
+	if i := strings.Index(name, ":"); i >= 0 { // no CVEs: "NAME: REASON"
+		name, rest = name[:i], strings.TrimSpace(s[i+1:])
+		f.Reason = rest
+		f.Patch = name
+		return f
+	}
+	f.Patch = strings.TrimSuffix(strings.TrimSuffix(name, ","), ":")
+	if strings.HasPrefix(rest, "(") {
+		if k := strings.Index(rest, ")"); k > 0 {
+			f.CVEs = strings.Fields(rest[1:k])
+			rest = rest[k+1:]
+		}
+	}
+	if _, reason, ok := strings.Cut(rest, ": "); ok {
+		f.Reason = reason
+	}
+	return f
+}
+
+// functions counts the functions an update replaces or adds.
+func functions(bin, file string) int {
+	o, err := exec.Command(bin, "info", "--json", file).Output()
+	if err != nil {
+		return 0
+	}
+	var info struct {
+		Targets []struct {
+			Functions []json.RawMessage `json:"functions"`
+		} `json:"targets"`
+	}
+	json.Unmarshal(o, &info)
+	n := 0
+	for _, t := range info.Targets {
+		n += len(t.Functions)
+	}
+	return n
 }
 
 func updateID(file, bin string) string {
@@ -371,39 +444,48 @@ func btoi(b bool) int {
 	return 0
 }
 
-func yes(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
 func markdown(all []result) string {
 	var b strings.Builder
-	b.WriteString("# Corpus: real Debian security uploads\n\n")
+	b.WriteString("## Debian security uploads (make corpus)\n\n")
 	b.WriteString("Made by `make corpus` (bench/corpus over docs/corpus.tsv; raw results in docs/corpus.json). ")
 	b.WriteString("For each upload: the old binary packages installed, a process mapping or running the shipped object, ")
 	b.WriteString("`create --deb SRC --version OLD --to NEW --split`, each made update applied to the process in order, ")
-	b.WriteString("undone in reverse, the newer version reinstalled.\n\n")
-	var fixes, made, applied, undone int
-	b.WriteString("| package | old -> new | fixes | made | applied | undone | create | note |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("undone in reverse, the newer version reinstalled. A fix is a patch the newer version adds to ")
+	b.WriteString("debian/patches; \"nothing to do\" ones (no code of an installed file changes) are counted apart, ")
+	b.WriteString("every other one is a fix that changes runtime code.\n\n")
+	var fixes, nothing, made, applied, undone int
+	b.WriteString("| package | old -> new | fixes changing code | nothing to do | made | applied | undone | create | note |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range all {
-		m, a, u := 0, 0, 0
+		n, m, a, u, z := 0, 0, 0, 0, 0
 		for _, f := range r.Fixes {
+			if f.Nothing {
+				z++
+				continue
+			}
+			n++
 			m += btoi(f.Made)
 			a += btoi(f.Applied)
 			u += btoi(f.Undone)
 		}
-		fixes += len(r.Fixes)
-		made, applied, undone = made+m, applied+a, undone+u
-		fmt.Fprintf(&b, "| %s | %s -> %s | %d | %d | %d | %d | %v | %s |\n", r.Src, r.Old, r.New, len(r.Fixes), m, a, u, r.Create, cell(r.Err))
+		fixes, nothing, made, applied, undone = fixes+n, nothing+z, made+m, applied+a, undone+u
+		fmt.Fprintf(&b, "| %s | %s -> %s | %d | %d | %d | %d | %d | %v | %s |\n", r.Src, r.Old, r.New, n, z, m, a, u, r.Create, cell(r.Err))
 	}
-	fmt.Fprintf(&b, "| **total** | | %d | %d | %d | %d | | |\n\n", fixes, made, applied, undone)
-	b.WriteString("## Per fix\n\n| package | Debian patch | CVEs | made | applied | undone | functions | reason |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| **total** | | %d | %d | %d | %d | %d | | |\n\n", fixes, nothing, made, applied, undone)
+	b.WriteString("### Per fix\n\n| package | Debian patch | CVEs | outcome | functions | reason |\n|---|---|---|---|---|---|\n")
 	for _, r := range all {
 		for _, f := range r.Fixes {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %s |\n", r.Src, f.Patch, strings.Join(f.CVEs, " "),
-				yes(f.Made), yes(f.Applied), yes(f.Undone), f.Funcs, cell(f.Reason))
+			outcome := "refused"
+			switch {
+			case f.Nothing:
+				outcome = "nothing to do"
+			case f.Undone:
+				outcome = "made, applied, undone"
+			case f.Applied:
+				outcome = "made, applied"
+			case f.Made:
+				outcome = "made"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s |\n", r.Src, f.Patch, strings.Join(f.CVEs, " "), outcome, f.Funcs, cell(f.Reason))
 		}
 	}
 	return b.String()
