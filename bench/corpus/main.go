@@ -239,7 +239,7 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 
 	out := filepath.Join(dir, "updates")
 	t0 := time.Now()
-	o, err := sh(bin, "create", "--deb", r.Src, "--version", r.Old, "--to", r.New, "--split", "-o", out, "-v")
+	o, err := sh(bin, "create", "--deb", r.Src, "--version", r.Old, "--to", r.New, "--split", "-o", out)
 	res.Create = time.Since(t0).Round(time.Second)
 	res.Fixes = splitReport(o, bin)
 	if err != nil && len(res.Fixes) == 0 {
