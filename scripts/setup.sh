@@ -22,7 +22,7 @@ export PATH=/usr/local/go/bin:$PATH
 
 pkgs=(gcc g++ make patch binutils gdb qemu-system-x86 busybox-static cpio flex bison libelf-dev
 	dwarves kmod bc xz-utils chromium-headless-shell build-essential dpkg-dev apt-utils
-	libcjson1 libcjson-dev)
+	libcjson1 libcjson-dev debhelper diffutils)
 need=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
