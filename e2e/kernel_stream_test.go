@@ -71,11 +71,7 @@ step up3 `+up+`
 	}
 	steps := kernellab.ParseSteps(console)
 	const original = "console=ttyS0 panic=-1 quiet loglevel=3\n"
-	for _, c := range []struct {
-		step string
-		rc   int
-		out  string
-	}{
+	checkSteps(t, steps, []stepWant{
 		{"serve", 0, ""},
 		{"cmdline0", 0, original},
 		{"up1", 0, "applied 1, already applied 0, failed 0"},
@@ -86,19 +82,7 @@ step up3 `+up+`
 		{"cmdline2", 0, original},
 		{"show2", 0, ""},
 		{"up3", 0, "applied 0, already applied 0, failed 0"},
-	} {
-		s, ok := steps[c.step]
-		switch {
-		case !ok:
-			t.Errorf("step %s did not run", c.step)
-		case s.RC != c.rc:
-			t.Errorf("step %s: exit %d, want %d; output:\n%s", c.step, s.RC, c.rc, s.Out)
-		case c.out != "" && !strings.Contains(s.Out, c.out):
-			t.Errorf("step %s: output %q does not contain %q", c.step, s.Out, c.out)
-		case c.out == "" && strings.TrimSpace(s.Out) != "":
-			t.Errorf("step %s: unexpected output %q", c.step, s.Out)
-		}
-	}
+	})
 	if s := steps["up3"]; strings.Contains(s.Out, "undone") {
 		t.Errorf("a third upgrade undid again: %q", s.Out)
 	}

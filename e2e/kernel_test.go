@@ -436,11 +436,7 @@ livesplice-test: post_apply generation 7
 livesplice-test: pre_undo after 1 reads
 livesplice-test: post_undo freed the shadows
 `
-	for _, c := range []struct {
-		step string
-		rc   int
-		out  string
-	}{
+	checkSteps(t, steps, []stepWant{
 		{"cmdline0", 0, original},
 		{"apply", 0, ""},
 		{"again", 6, "already applied"},
@@ -484,19 +480,7 @@ livesplice-test: post_undo freed the shadows
 		{"veto-read", 0, original},
 		{"veto-log", 0, "livesplice-test: veto\nlivesplice-test: fail_apply after the veto\n"},
 		{"veto-final", 0, ""},
-	} {
-		s, ok := steps[c.step]
-		switch {
-		case !ok:
-			t.Errorf("step %s did not run", c.step)
-		case s.RC != c.rc:
-			t.Errorf("step %s: exit %d, want %d; output:\n%s", c.step, s.RC, c.rc, s.Out)
-		case c.out != "" && !strings.Contains(s.Out, c.out):
-			t.Errorf("step %s: output %q does not contain %q", c.step, s.Out, c.out)
-		case c.out == "" && strings.TrimSpace(s.Out) != "":
-			t.Errorf("step %s: unexpected output %q", c.step, s.Out)
-		}
-	}
+	})
 	if t.Failed() {
 		t.Logf("console:\n%s", console)
 	}
