@@ -276,7 +276,7 @@ func (f finder) Candidates(y update.Symbol) ([]runpre.Candidate, error) {
 	if y.Kind == update.SymLocal {
 		file = y.File
 	}
-	for _, d := range f.s.rec.Defined(file, y.Name) {
+	for _, d := range f.s.rec.DefinedIn(f.mod.path, file, y.Name) {
 		if d.Func {
 			syms = append(syms, elfsym.Sym{Name: d.Name, Value: d.Addr - f.mod.bias, Size: d.Size, Type: elf.STT_FUNC})
 		}
@@ -833,7 +833,7 @@ func (s *session) resolve(p *plan, si int, secAddr func(int) uint64) (uint64, er
 		}
 		c := p.mod.table.Local(y.File, y.Name)
 		if len(c) == 0 {
-			if d := s.rec.Defined(y.File, y.Name); len(d) > 0 {
+			if d := s.rec.DefinedIn(p.mod.path, y.File, y.Name); len(d) > 0 {
 				return d[len(d)-1].Addr, nil // the newest update's definition
 			}
 		}

@@ -53,3 +53,26 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A static defined by one update in two objects (a library and the one
+// split from it, built from one file) is found in each object's own region.
+func TestDefinedIn(t *testing.T) {
+	r := &Record{Updates: []Applied{{
+		ID: "u", Targets: []string{"/lib/a.so", "/lib/b.so"},
+		Regions: []Region{{Addr: 0x1000, Size: 0x1000}, {Addr: 0x8000, Size: 0x1000}},
+		Defs: []Def{{Name: "scale", File: "c.c", Addr: 0x1100, Func: true}, {Name: "scale", File: "c.c", Addr: 0x8100, Func: true},
+			{Name: "g", Addr: 0x8200}},
+	}}}
+	if d := r.DefinedIn("/lib/a.so", "c.c", "scale"); len(d) != 1 || d[0].Addr != 0x1100 {
+		t.Errorf("a.so: %+v", d)
+	}
+	if d := r.DefinedIn("/lib/b.so", "c.c", "scale"); len(d) != 1 || d[0].Addr != 0x8100 {
+		t.Errorf("b.so: %+v", d)
+	}
+	if d := r.DefinedIn("/lib/c.so", "c.c", "scale"); len(d) != 0 {
+		t.Errorf("c.so: %+v", d)
+	}
+	if d := r.Defined("c.c", "scale"); len(d) != 2 {
+		t.Errorf("Defined: %+v", d)
+	}
+}
