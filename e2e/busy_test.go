@@ -67,6 +67,7 @@ func TestBusySleeper(t *testing.T) {
 // the time and leaving it often: apply and undo succeed every time, and
 // no call returns anything but the old or the new value.
 func TestBusyCrowd(t *testing.T) {
+	slow(t)
 	p, upd := prepare(t, "crowd")
 	for i := 0; i < 10; i++ {
 		mustRun(t, "apply", "--deadline", "3s", "--pid", p.pid(), upd)
@@ -89,6 +90,7 @@ func TestBusyCrowd(t *testing.T) {
 // frame information), both while livesplice waits and after a livesplice
 // killed with the redirect in place.
 func TestBusyThrowing(t *testing.T) {
+	slow(t)
 	p, upd := prepare(t, "cxx_sleeper")
 	caught := func(when, value string) int {
 		t.Helper()

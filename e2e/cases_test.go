@@ -19,6 +19,9 @@ func TestCases(t *testing.T) {
 			if os.Getuid() != 0 {
 				t.Skip("needs root or ptrace of own processes")
 			}
+			if testing.Short() && !shortCases[name] {
+				t.Skip("-short: make check runs one case of each mechanism (make test runs them all)")
+			}
 			runCase(t, name, "")
 		})
 	}
@@ -28,9 +31,7 @@ func TestCases(t *testing.T) {
 // optimisation, -O3, and a non-PIE executable (absolute addresses in code
 // and jump tables).
 func TestMatrix(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the compiler matrix repeats cases TestCases runs")
-	}
+	slow(t)
 	variants := []struct{ name, build string }{
 		{"O0", "CFLAGS='-O0 -g'"},
 		{"O3", "CFLAGS='-O3 -g'"},

@@ -97,6 +97,7 @@ func killedAt(t *testing.T, point string, args ...string) {
 
 // Every named point between attach and detach, in apply and in undo.
 func TestCrashAtEveryPoint(t *testing.T) {
+	slow(t)
 	p, upd := prepare(t, "crash")
 	// ptrace:syscall: killed with an injected system call armed on the
 	// thread blocked in read(): it must run the call, restore itself and
@@ -180,6 +181,7 @@ func crashAtRedirects(t *testing.T) {
 
 // SIGKILL at random instants of apply and undo.
 func TestCrashAtRandomInstants(t *testing.T) {
+	slow(t)
 	p, upd := prepare(t, "crash")
 	n := 120
 	if testing.Short() {
@@ -211,6 +213,7 @@ func TestCrashAtRandomInstants(t *testing.T) {
 // (through the old code or the new, never through freed frames), and the
 // next commands recover and work.
 func TestCrashAroundFrameRegistration(t *testing.T) {
+	slow(t)
 	p, upd := prepare(t, "cxx")
 	check := func(when string) {
 		t.Helper()

@@ -8,6 +8,7 @@ import (
 
 // README's first command: the built-in example end to end.
 func TestDemo(t *testing.T) {
+	slow(t)
 	out, err := exec.Command("../scripts/demo.sh").CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)

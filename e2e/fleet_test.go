@@ -17,6 +17,7 @@ import (
 // target binary has a name no other test uses, so --all only ever reaches
 // processes this test started.
 func TestFleetApplyAll(t *testing.T) {
+	slow(t)
 	caseDir, _ := filepath.Abs("testdata/fleet")
 	work := t.TempDir()
 	sh(t, work, "mkdir src run other")
@@ -100,6 +101,7 @@ func TestFleetApplyAll(t *testing.T) {
 // path on the host would find the wrong file: livesplice must read the
 // mapped file itself (/proc/PID/map_files).
 func TestFleetMountNamespace(t *testing.T) {
+	slow(t)
 	if os.Getuid() != 0 {
 		t.Skip("needs root: mount namespaces and ptrace")
 	}

@@ -17,6 +17,7 @@ import (
 // answer and main, with no unknown frame. Without the carried .eh_frame gdb
 // cannot find work's caller (it prints "?? ()" frames instead).
 func TestGDBBacktraceThroughPatchedCode(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	gdb, err := exec.LookPath("gdb")
 	if err != nil {

@@ -337,3 +337,20 @@ func runCase(t *testing.T, name string, extraBuild string) {
 		p.alive()
 	}
 }
+
+// slow skips a test under -short (make check): the crash sweeps, the
+// hostile and fleet runs, the compiler variants; make test runs them all.
+func slow(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: a slow end-to-end test (make test runs it)")
+	}
+}
+
+// shortCases are the cases TestCases runs under -short (make check): one
+// of each mechanism, a few seconds each.
+var shortCases = map[string]bool{
+	"basic": true, "shlib": true, "tls": true, "stacked": true, "hidden": true, "ipa_ra": true,
+	"rodata_source": true, "short_before": true, "loop_head": true, "cxx_alias": true,
+	"hooks_only": true, "new_function": true, "split_lib": true,
+}

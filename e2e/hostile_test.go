@@ -257,6 +257,7 @@ func (tr *tracer) stop() {
 // holds the whole process, only the leader, or only another thread (then
 // livesplice has seized the leader already and must let it go again).
 func TestHostileTraced(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	dir, upd := setup(t, "answer", "", "fix.patch")
 	p := start(t, dir, "./prog")
@@ -312,6 +313,7 @@ func TestHostileTraced(t *testing.T) {
 // applies its update or refuses because the other holds the process;
 // at least one applies, and show agrees with what the program does.
 func TestHostileConcurrent(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	dir, upd := setup(t, "answer", "", "fix.patch", "other.patch")
 	p := start(t, dir, "./prog")
@@ -398,6 +400,7 @@ func allStopped(pid string) bool {
 // The new code runs from SIGCONT on. Refusing would be safe too, but
 // needless.
 func TestHostileJobControlStopped(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	dir, upd := setup(t, "answer", "", "fix.patch")
 	p := start(t, dir, "./prog")
@@ -486,6 +489,7 @@ func TestHostileJobControlStopped(t *testing.T) {
 // the reader (read restarts with ERESTARTSYS) or the sleeper (nanosleep
 // restarts through restart_syscall).
 func TestHostileBlockingSyscalls(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	dir, upd := setup(t, "blocking", "", "fix.patch")
 	for _, role := range []string{"read", "sleep"} {
@@ -588,6 +592,7 @@ func gone(pid string) bool {
 // at once or left a zombie: every apply or undo ends within 15 s, and
 // one that fails says in one line that the process is gone (exit 1).
 func TestHostileExitDuringApply(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	dir, upd := setup(t, "exiting", "", "fix.patch")
 	const limit = 15 * time.Second
@@ -664,6 +669,7 @@ func TestHostileExitDuringApply(t *testing.T) {
 // stopped for the splice cannot exist: the fork is then either finished,
 // with the old image, or not yet begun.
 func TestHostileForkDuringApply(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	dir, upd := setup(t, "forking", "", "fix.patch")
 	p := start(t, dir, "./prog")
@@ -751,6 +757,7 @@ func ptraceScope() int {
 // CAP_SYS_ADMIN, and must read the mapped files another way), and is
 // refused with exit 7 on a process of root.
 func TestHostileUnprivileged(t *testing.T) {
+	slow(t)
 	needRoot(t)
 	uid, gid := lstest(t)
 	// Everything the user needs, readable and executable by it.

@@ -14,6 +14,7 @@ import (
 // left alone, so the update applies and main's value survives. At -O0
 // there is no -fipa-ra: handle alone is replaced, as always.
 func TestIPARA(t *testing.T) {
+	slow(t)
 	variants := []struct{ name, build string }{
 		{"O0", "CFLAGS='-O0 -g'"},
 		{"O3", "CFLAGS='-O3 -g'"},
@@ -32,6 +33,7 @@ func TestIPARA(t *testing.T) {
 
 // The same update applied with --all to two processes, and undone.
 func TestIPARAAll(t *testing.T) {
+	slow(t)
 	if os.Getuid() != 0 {
 		t.Skip("needs root or ptrace of own processes")
 	}
@@ -76,6 +78,7 @@ func TestIPARAAll(t *testing.T) {
 // found by undo's safety check (its stack unwound through the stub's call
 // frame information): undo waits, and succeeds once the thread has left.
 func TestIPARABusyInStub(t *testing.T) {
+	slow(t)
 	if os.Getuid() != 0 {
 		t.Skip("needs root or ptrace of own processes")
 	}

@@ -24,6 +24,7 @@ var rodataVariants = []struct{ name, build string }{
 // whose strings or constant tables differ from the running program's is
 // refused by run-pre matching) in every variant.
 func TestRodataCases(t *testing.T) {
+	slow(t)
 	for _, name := range []string{"rodata_moved", "rodata_source"} {
 		for _, v := range rodataVariants {
 			t.Run(name+"/"+v.name, func(t *testing.T) {
@@ -39,6 +40,7 @@ func TestRodataCases(t *testing.T) {
 // TestOnlyChanged: the update of rodata_moved replaces greet only, says
 // why, and other (same code, its string moved in .rodata at -O0) is not in it.
 func TestOnlyChanged(t *testing.T) {
+	slow(t)
 	caseDir, _ := filepath.Abs("testdata/rodata_moved")
 	for _, v := range rodataVariants {
 		t.Run(v.name, func(t *testing.T) {
@@ -104,6 +106,7 @@ func TestWhyReasons(t *testing.T) {
 // update's source and refuses the one whose string differs, naming the
 // function and the string. The binary's name is this test's alone.
 func TestRodataApplyAll(t *testing.T) {
+	slow(t)
 	if os.Getuid() != 0 {
 		t.Skip("needs root or ptrace of own processes")
 	}

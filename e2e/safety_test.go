@@ -47,6 +47,7 @@ func TestBusyFunctionRefused(t *testing.T) {
 // undo run 100 times: no crash, every result old or new, and the last
 // state is what the last command said.
 func TestHammerApplyUndo(t *testing.T) {
+	slow(t)
 	p, upd := prepare(t, "hammer")
 	n := 100
 	if testing.Short() {

@@ -23,6 +23,7 @@ var spliceVariants = []struct{ name, build string }{
 }
 
 func TestSpliceVariants(t *testing.T) {
+	slow(t)
 	for _, name := range spliceCases {
 		for _, v := range spliceVariants[1:] { // O2: TestCases
 			t.Run(name+"/"+v.name, func(t *testing.T) {
@@ -36,6 +37,7 @@ func TestSpliceVariants(t *testing.T) {
 }
 
 func TestSpliceAll(t *testing.T) {
+	slow(t)
 	for _, name := range spliceCases {
 		for _, v := range spliceVariants {
 			t.Run(name+"/"+v.name, func(t *testing.T) {
@@ -114,6 +116,7 @@ func runCaseAll(t *testing.T, name, variant, build string) {
 // padding before it, the old code must still work, and the next command
 // recovers.
 func TestCrashSplicedEntries(t *testing.T) {
+	slow(t)
 	if os.Getuid() != 0 {
 		t.Skip("needs root or ptrace of own processes")
 	}

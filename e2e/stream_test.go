@@ -153,6 +153,7 @@ const (
 )
 
 func TestStream(t *testing.T) {
+	slow(t)
 	top := t
 	f := newStreamFixture(t)
 	srv := serveRepo(t, f.repo)

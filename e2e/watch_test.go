@@ -107,6 +107,7 @@ func tracerPid(t *testing.T, pid string) string {
 // line is already the patched one. Once the daemon stops, the processes
 // stay patched and new ones run the old code.
 func TestWatch(t *testing.T) {
+	slow(t)
 	if os.Getuid() != 0 {
 		t.Skip("needs root: the process connector and ptrace")
 	}
