@@ -36,6 +36,9 @@ var lsdemoFixture *lsdemo
 // lsdemoPrecheck skips where the package cannot be built and installed.
 func lsdemoPrecheck(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: builds and installs a Debian package (make test runs it)")
+	}
 	if os.Getuid() != 0 {
 		t.Skip("needs root: dpkg -i, ptrace")
 	}
