@@ -8,7 +8,10 @@ import (
 )
 
 // prepareBuild is prepare with a make command line of its own (both the
-// running program and the update's trees are built with it).
+// running program and the update's trees are built with it). The case's
+// program and update id are its own (busy_sleeper_target,
+// busy-sleeper-fix): apply --all and undo --all must reach no process of
+// another test running meanwhile (go test runs packages in parallel).
 func prepareBuild(t *testing.T, name, build string) (*prog, string) {
 	t.Helper()
 	caseDir, _ := filepath.Abs(filepath.Join("testdata", name))
@@ -19,8 +22,8 @@ func prepareBuild(t *testing.T, name, build string) (*prog, string) {
 	copyTree(t, src, runDir)
 	sh(t, runDir, build)
 	upd := filepath.Join(work, "fix.lsu")
-	mustRun(t, "create", "--src", src, "--build", build, "-o", upd, filepath.Join(caseDir, "fix.patch"))
-	return start(t, runDir, "./prog"), upd
+	mustRun(t, "create", "--src", src, "--build", build, "--id", "busy-sleeper-fix", "-o", upd, filepath.Join(caseDir, "fix.patch"))
+	return start(t, runDir, "./busy_sleeper_target"), upd
 }
 
 // A thread that prints and sleeps in nanosleep inside the replaced
@@ -29,8 +32,8 @@ func prepareBuild(t *testing.T, name, build string) (*prog, string) {
 // A short deadline: sampling alone would not find it outside.
 func TestBusySleeper(t *testing.T) {
 	for _, v := range []struct{ name, build string }{
-		{"O2", "make"},
-		{"O0", "make CFLAGS='-O0 -g'"},
+		{"O2", "make busy_sleeper_target"},
+		{"O0", "make CFLAGS='-O0 -g' busy_sleeper_target"},
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			p, upd := prepareBuild(t, "sleeper", v.build)
@@ -42,7 +45,7 @@ func TestBusySleeper(t *testing.T) {
 				if got := p.query("q"); !strings.HasPrefix(got, "value=2 ") {
 					t.Fatalf("round %d after apply: %q", i, got)
 				}
-				mustRun(t, "undo", "--deadline", "3s", "--pid", p.pid(), "fix")
+				mustRun(t, "undo", "--deadline", "3s", "--pid", p.pid(), "busy-sleeper-fix")
 				if got := p.query("q"); !strings.HasPrefix(got, "value=1 ") {
 					t.Fatalf("round %d after undo: %q", i, got)
 				}
@@ -55,7 +58,7 @@ func TestBusySleeper(t *testing.T) {
 			if got := p.query("q"); !strings.HasPrefix(got, "value=2 ") {
 				t.Fatalf("after apply --all: %q", got)
 			}
-			mustRun(t, "undo", "--all", "--deadline", "3s", "fix")
+			mustRun(t, "undo", "--all", "--deadline", "3s", "busy-sleeper-fix")
 			if got := p.query("q"); !strings.HasPrefix(got, "value=1 ") {
 				t.Fatalf("after undo --all: %q", got)
 			}
