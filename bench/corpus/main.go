@@ -122,10 +122,7 @@ func run(list, only, out, bin, work string, timeout time.Duration) error {
 		prev[r.Src] = res
 		fmt.Fprintf(os.Stderr, "corpus: %s: %s\n", r.Src, summary(res))
 	}
-	var all []result
-	for _, r := range readOrder(list, prev) {
-		all = append(all, r)
-	}
+	all := readOrder(list, prev)
 	b, _ := json.MarshalIndent(all, "", "  ")
 	if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
 		return err

@@ -99,8 +99,8 @@ func pinRodata(kt *update.Target, from int, pre []byte) error {
 			ki, ok := pinned[si]
 			if !ok {
 				d, err := s.Data()
-				if err != nil {
-					continue
+				if err != nil || (s.Flags&elf.SHF_MERGE == 0 && len(d) > maxPinned) {
+					continue // a large table stays unchecked rather than carried whole
 				}
 				ki = len(kt.Sections)
 				kt.Sections = append(kt.Sections, update.Section{Name: s.Name, Kind: update.KindRodata, Align: max(s.Addralign, 1), Size: uint64(len(d)), Data: d})
