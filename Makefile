@@ -6,7 +6,7 @@ GO ?= go
 # Every parser of untrusted bytes, fuzzed briefly (found crashers land in testdata/fuzz/).
 FUZZ = ./internal/update:FuzzUnmarshal ./internal/state:FuzzDecode ./internal/unwind:FuzzUnwind \
 	./internal/objdiff:FuzzLoadObject ./internal/elfsym:FuzzLoad ./internal/layout:FuzzLayout
-FUZZ += ./internal/klp:FuzzModule
+FUZZ += ./internal/klp:FuzzModule ./internal/clobber:FuzzLoad
 FUZZ += ./internal/kernel:FuzzKallsyms ./internal/kernel:FuzzKcore ./internal/kernel:FuzzNewFuncs ./internal/kernel:FuzzMatch
 FUZZ += ./internal/repo:FuzzMetadata ./internal/repo:FuzzParseEntry ./internal/agent:FuzzParseConfig ./internal/fleet:FuzzParse
 FUZZTIME ?= 5s
