@@ -18,17 +18,7 @@ import (
 // processes this test started.
 func TestFleetApplyAll(t *testing.T) {
 	slow(t)
-	caseDir, _ := filepath.Abs("testdata/fleet")
-	work := t.TempDir()
-	sh(t, work, "mkdir src run other")
-	copyTree(t, filepath.Join(caseDir, "src"), filepath.Join(work, "src"))
-	copyTree(t, filepath.Join(caseDir, "src"), filepath.Join(work, "run"))
-	copyTree(t, filepath.Join(caseDir, "other"), filepath.Join(work, "other"))
-	sh(t, filepath.Join(work, "run"), "make -s")
-	sh(t, filepath.Join(work, "other"), "make -s")
-	upd := filepath.Join(work, "fix.lsu")
-	// An id no other test uses: undo --all reaches every process holding it.
-	mustRun(t, "create", "--src", filepath.Join(work, "src"), "--id", "fleet-e2e-fix", "-o", upd, filepath.Join(caseDir, "fix.patch"))
+	work, upd := fleetCase(t, "fleet", map[string]string{"src": "src", "run": "src", "other": "other"}, "fix.patch", "fleet-e2e-fix")
 
 	var ps []*prog
 	for i := 0; i < 3; i++ {

@@ -354,3 +354,25 @@ var shortCases = map[string]bool{
 	"rodata_source": true, "short_before": true, "loop_head": true, "cxx_alias": true,
 	"hooks_only": true, "new_function": true, "split_lib": true,
 }
+
+// fleetCase lays out a case for an --all test in a work directory: the
+// update's tree "src" (from the case's subdirectory trees["src"]) and the
+// running programs' trees (every other key, built with make), then creates
+// the update from "src" with patch under id, an id no other test uses (undo
+// --all reaches every process holding it). It returns the work directory
+// and the update file.
+func fleetCase(t *testing.T, name string, trees map[string]string, patch, id string) (work, upd string) {
+	t.Helper()
+	caseDir, _ := filepath.Abs(filepath.Join("testdata", name))
+	work = t.TempDir()
+	for dst, from := range trees {
+		os.MkdirAll(filepath.Join(work, dst), 0o755)
+		copyTree(t, filepath.Join(caseDir, from), filepath.Join(work, dst))
+		if dst != "src" {
+			sh(t, filepath.Join(work, dst), "make -s")
+		}
+	}
+	upd = filepath.Join(work, id+".lsu")
+	mustRun(t, "create", "--src", filepath.Join(work, "src"), "--id", id, "-o", upd, filepath.Join(caseDir, patch))
+	return work, upd
+}

@@ -37,15 +37,7 @@ func TestIPARAAll(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root or ptrace of own processes")
 	}
-	caseDir, _ := filepath.Abs("testdata/ipa_ra")
-	work := t.TempDir()
-	sh(t, work, "mkdir src run")
-	copyTree(t, filepath.Join(caseDir, "src"), filepath.Join(work, "src"))
-	copyTree(t, filepath.Join(caseDir, "src"), filepath.Join(work, "run"))
-	sh(t, filepath.Join(work, "run"), "make -s")
-	upd := filepath.Join(work, "fix.lsu")
-	// An id no other test uses: undo --all reaches every process holding it.
-	mustRun(t, "create", "--src", filepath.Join(work, "src"), "--id", "ipa-ra-e2e-fix", "-o", upd, filepath.Join(caseDir, "fix.patch"))
+	work, upd := fleetCase(t, "ipa_ra", map[string]string{"src": "src", "run": "src"}, "fix.patch", "ipa-ra-e2e-fix")
 	var ps []*prog
 	for i := 0; i < 2; i++ {
 		p := start(t, filepath.Join(work, "run"), "./ipa_ra_e2e_target")

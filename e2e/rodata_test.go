@@ -110,16 +110,7 @@ func TestRodataApplyAll(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root or ptrace of own processes")
 	}
-	caseDir, _ := filepath.Abs("testdata/rodata_source")
-	work := t.TempDir()
-	sh(t, work, "mkdir src run other")
-	copyTree(t, filepath.Join(caseDir, "src2"), filepath.Join(work, "src"))
-	copyTree(t, filepath.Join(caseDir, "src2"), filepath.Join(work, "run"))
-	copyTree(t, filepath.Join(caseDir, "src"), filepath.Join(work, "other"))
-	sh(t, filepath.Join(work, "run"), "make -s")
-	sh(t, filepath.Join(work, "other"), "make -s")
-	upd := filepath.Join(work, "str.lsu")
-	mustRun(t, "create", "--src", filepath.Join(work, "src"), "--id", "rodata-e2e-str", "-o", upd, filepath.Join(caseDir, "str.patch"))
+	work, upd := fleetCase(t, "rodata_source", map[string]string{"src": "src2", "run": "src2", "other": "src"}, "str.patch", "rodata-e2e-str")
 	good := start(t, filepath.Join(work, "run"), "./rodata_e2e_target")
 	odd := start(t, filepath.Join(work, "other"), "./rodata_e2e_target")
 	if good.query("r 5") != "value is 5" || odd.query("r 5") != "VALUE IS 5" {
