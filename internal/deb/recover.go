@@ -31,9 +31,6 @@ type Recovered struct {
 	// Debian debug file), "identical rebuild", or "matching" (only the
 	// symbols proved by run-pre matching, match.go).
 	Method string
-	// Unproven names the functions and objects of the plain build that
-	// matching could not place in the installed file.
-	Unproven []string
 }
 
 // RecoverTree recovers the symbols of each installed file from the plain
@@ -79,14 +76,14 @@ func recoverByMatching(inst string, objs []string, why string) Recovered {
 	if len(objs) == 0 {
 		return Recovered{Reason: why}
 	}
-	st, unproven, err := matchRecover(inst, objs)
+	st, _, err := matchRecover(inst, objs)
 	if err != nil {
 		return Recovered{Reason: why + "; matching the plain build's code against it: " + err.Error()}
 	}
 	if len(st.Symbols) == 0 {
 		return Recovered{Reason: why + "; and none of the plain build's code matches it"}
 	}
-	return Recovered{Symtab: st, Method: "matching", Unproven: unproven}
+	return Recovered{Symtab: st, Method: "matching"}
 }
 
 func recoverOne(inst string, cands []string) Recovered {
