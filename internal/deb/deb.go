@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"livesplice/internal/build"
 )
 
 // BuildCmd builds an unpacked source tree the way Debian's build daemons
@@ -232,17 +234,9 @@ func run(ctx context.Context, dir string, env []string, name string, args ...str
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, lastLines(stderr.String()+stdout.String(), 6))
+		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, build.LastLines(stderr.String()+stdout.String(), 6))
 	}
 	return stdout.String(), nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // CleanPath is the PATH of create --deb's build: the distribution's own
