@@ -17,9 +17,10 @@ import (
 // byte (libevent 2.1.12-stable-8 was built by Debian with an older
 // binutils), recovered by matching the plain build's code against it.
 // Each builds its package as Debian does (minutes on the shared machine):
-// they run with LIVESPLICE_CORPUS=1. Packages (.ci/run or by hand):
-// liblzma-dev and libevent-dev at the versions whose source apt can fetch,
-// and the packages' build dependencies (create --deb installs them).
+// they run only by hand, with LIVESPLICE_CORPUS=1 (neither .ci/run nor
+// make test sets it, nor installs their packages). Packages to install
+// first: liblzma-dev and libevent-dev at the versions whose source apt can
+// fetch; create --deb installs the packages' build dependencies.
 
 // debCorpus skips unless asked for, and where this test cannot run.
 func debCorpus(t *testing.T, lib, pkgs string) {

@@ -288,23 +288,6 @@ func TestDebSplit(t *testing.T) {
 	}
 }
 
-// runEnv is run with env added to the environment.
-func (r *debRepo) runEnv(t *testing.T, env []string, args ...string) result {
-	t.Helper()
-	cmd := exec.Command(livesplice, args...)
-	cmd.Env = append(append(os.Environ(), "APT_CONFIG="+r.conf), env...)
-	var o, e strings.Builder
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	res := result{stdout: o.String(), stderr: e.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		res.exit = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
 // create --deb builds in a clean environment, as Debian's build daemons
 // do: a python3, cc and gcc that come first on the caller's PATH (a
 // version manager, /usr/local) and that fail are not used; lsdemo's build

@@ -248,8 +248,14 @@ Dir::Cache "%s/cache";
 // run runs livesplice with the repository's apt configuration.
 func (r *debRepo) run(t *testing.T, args ...string) result {
 	t.Helper()
+	return r.runEnv(t, nil, args...)
+}
+
+// runEnv is run with env added to the environment.
+func (r *debRepo) runEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(livesplice, args...)
-	cmd.Env = append(os.Environ(), "APT_CONFIG="+r.conf)
+	cmd.Env = append(append(os.Environ(), "APT_CONFIG="+r.conf), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

@@ -27,6 +27,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"livesplice/internal/build"
+	"livesplice/internal/procfs"
+	"livesplice/internal/update"
 )
 
 // row is one upload of docs/corpus.tsv.
@@ -47,15 +51,15 @@ type fix struct {
 	Funcs   int      `json:"functions,omitempty"`
 	Nothing bool     `json:"nothing_to_do,omitempty"` // the patch changes no code of an installed file
 	File    string   `json:"-"`
+	ID      string   `json:"-"` // the made update's id (undo takes it)
 }
 
 // result is one upload's outcome.
 type result struct {
 	row
-	Create  time.Duration `json:"create"`
-	Fixes   []fix         `json:"fixes"`
-	Err     string        `json:"error,omitempty"` // the upload as a whole
-	Nothing bool          `json:"nothing_to_do,omitempty"`
+	Create time.Duration `json:"create"`
+	Fixes  []fix         `json:"fixes"`
+	Err    string        `json:"error,omitempty"` // the upload as a whole
 }
 
 func main() {
@@ -213,7 +217,7 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 		}
 		o, err := sh("apt-get", args...)
 		if err != nil {
-			return fmt.Errorf("apt-get install %s at %s: %v: %s", strings.Join(r.Bins, ","), v, err, lastLine(o))
+			return fmt.Errorf("apt-get install %s at %s: %v: %s", strings.Join(r.Bins, ","), v, err, strings.TrimSpace(build.LastLines(o, 1)))
 		}
 		return nil
 	}
@@ -238,12 +242,9 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 	t0 := time.Now()
 	o, err := sh(bin, "create", "--deb", r.Src, "--version", r.Old, "--to", r.New, "--split", "-o", out)
 	res.Create = time.Since(t0).Round(time.Second)
-	res.Fixes = splitReport(o, bin)
+	res.Fixes = splitReport(o)
 	if err != nil && len(res.Fixes) == 0 {
-		res.Err = "create: " + lastLine(o)
-		if strings.Contains(o, "nothing to do") {
-			res.Nothing = true
-		}
+		res.Err = "create: " + strings.TrimSpace(build.LastLines(o, 1))
 		return res
 	}
 	// Apply in order, then undo in reverse.
@@ -253,13 +254,13 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 		if !f.Made {
 			continue
 		}
-		if !p.alive() {
+		if procfs.Exiting(p.pid()) {
 			f.Reason = "the process died before this apply"
 			break
 		}
 		o, err := sh(bin, "apply", "--pid", fmt.Sprint(p.pid()), f.File)
 		if err != nil {
-			f.Reason = "apply: " + lastLine(o)
+			f.Reason = "apply: " + strings.TrimSpace(build.LastLines(o, 1))
 			continue
 		}
 		f.Applied = true
@@ -267,14 +268,14 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 	}
 	for j := len(applied) - 1; j >= 0; j-- {
 		f := &res.Fixes[applied[j]]
-		o, err := sh(bin, "undo", "--pid", fmt.Sprint(p.pid()), updateID(f.File, bin))
+		o, err := sh(bin, "undo", "--pid", fmt.Sprint(p.pid()), f.ID)
 		if err != nil {
-			f.Reason = "undo: " + lastLine(o)
+			f.Reason = "undo: " + strings.TrimSpace(build.LastLines(o, 1))
 			continue
 		}
 		f.Undone = true
 	}
-	if !p.alive() {
+	if procfs.Exiting(p.pid()) {
 		res.Err = "the process died during apply or undo"
 	}
 	return res
@@ -288,9 +289,9 @@ func one(ctx context.Context, r row, bin, hold, dir string) (res result) {
 //	nothing to do: debian/patches/NAME (CVE-...): WHY
 //	not made: REASON                  (code changes no added patch makes)
 //
-// A patch with nothing to do is counted as a fix only when it changes
-// code (its reason says so); its row keeps the reason either way.
-func splitReport(output, bin string) []fix {
+// A patch with nothing to do is counted apart from the fixes that change
+// code (markdown's "nothing to do" column); its row keeps the reason.
+func splitReport(output string) []fix {
 	var fixes []fix
 	for _, line := range strings.Split(output, "\n") {
 		var f fix
@@ -302,7 +303,7 @@ func splitReport(output, bin string) []fix {
 			}
 			f = patchFix(rest)
 			f.Made, f.File = true, path
-			f.Funcs = functions(bin, path)
+			f.ID, f.Funcs = readUpdate(path)
 		case strings.HasPrefix(line, "not made: debian/patches/"):
 			f = patchFix(strings.TrimPrefix(line, "not made: "))
 		case strings.HasPrefix(line, "not made: "):
@@ -342,35 +343,18 @@ func patchFix(s string) fix {
 	return f
 }
 
-// functions counts the functions an update replaces or adds.
-func functions(bin, file string) int {
-	o, err := exec.Command(bin, "info", "--json", file).Output()
+// readUpdate reads a made update's id and the number of functions it
+// replaces or adds; an update it cannot read keeps the id its file is
+// named by (create names it ID.lsu), and 0.
+func readUpdate(file string) (id string, funcs int) {
+	u, err := update.ReadFile(file)
 	if err != nil {
-		return 0
+		return strings.TrimSuffix(filepath.Base(file), ".lsu"), 0
 	}
-	var info struct {
-		Targets []struct {
-			Functions []json.RawMessage `json:"functions"`
-		} `json:"targets"`
+	for _, t := range u.Targets {
+		funcs += len(t.Functions)
 	}
-	json.Unmarshal(o, &info)
-	n := 0
-	for _, t := range info.Targets {
-		n += len(t.Functions)
-	}
-	return n
-}
-
-func updateID(file, bin string) string {
-	o, err := exec.Command(bin, "info", "--json", file).Output()
-	if err != nil {
-		return strings.TrimSuffix(filepath.Base(file), ".lsu")
-	}
-	var info struct {
-		ID string `json:"id"`
-	}
-	json.Unmarshal(o, &info)
-	return info.ID
+	return u.ID, funcs
 }
 
 // proc is the corpus process of an upload.
@@ -388,7 +372,7 @@ func start(command, hold string, log io.Writer) (*proc, error) {
 	}
 	p := &proc{cmd}
 	time.Sleep(2 * time.Second) // the loader has mapped it, a daemon has set up
-	if !p.alive() {
+	if procfs.Exiting(p.pid()) {
 		p.stop()
 		return nil, fmt.Errorf("%s exited at start (see the log)", command)
 	}
@@ -397,28 +381,9 @@ func start(command, hold string, log io.Writer) (*proc, error) {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-func (p *proc) alive() bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
-}
-
 func (p *proc) stop() {
 	p.cmd.Process.Kill()
 	p.cmd.Wait()
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			return l
-		}
-	}
-	return ""
 }
 
 func summary(r result) string {

@@ -15,10 +15,10 @@ nothing to do: debian/patches/doc.patch: changes no code of an installed file
 not made: debian/patches/nocve.patch: struct layout changed
 not made: code changes no added patch makes: x.c
 `
-	got := splitReport(out, "/bin/false")
+	got := splitReport(out)
 	want := []fix{
-		{Patch: "CVE-2026-23631.patch", CVEs: []string{"CVE-2026-23631"}, Made: true, File: "/x/u/redis-a.lsu"},
-		{Patch: "CVE-2026-25243.patch", CVEs: []string{"CVE-2026-25243", "CVE-2026-1"}, Made: true, File: "/x/u/redis-b.lsu"},
+		{Patch: "CVE-2026-23631.patch", CVEs: []string{"CVE-2026-23631"}, Made: true, File: "/x/u/redis-a.lsu", ID: "redis-a"},
+		{Patch: "CVE-2026-25243.patch", CVEs: []string{"CVE-2026-25243", "CVE-2026-1"}, Made: true, File: "/x/u/redis-b.lsu", ID: "redis-b"},
 		{Patch: "CVE-2026-92925.patch", CVEs: []string{"CVE-2026-92925"}, Reason: "cluster.c: .data: new code refers to anonymous data"},
 		{Patch: "doc.patch", Reason: "changes no code of an installed file", Nothing: true},
 		{Patch: "nocve.patch", Reason: "struct layout changed"},
@@ -30,7 +30,7 @@ not made: code changes no added patch makes: x.c
 	for i := range want {
 		g, w := got[i], want[i]
 		if g.Patch != w.Patch || strings.Join(g.CVEs, ",") != strings.Join(w.CVEs, ",") || g.Made != w.Made ||
-			g.File != w.File || g.Reason != w.Reason || g.Nothing != w.Nothing {
+			g.File != w.File || g.ID != w.ID || g.Reason != w.Reason || g.Nothing != w.Nothing {
 			t.Errorf("fix %d: got %+v, want %+v", i, g, w)
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"livesplice/internal/build"
 )
 
 // Lab is where scripts/kernel-lab.sh put the kernel.
@@ -38,7 +40,7 @@ func Setup(root string) (*Lab, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("scripts/kernel-lab.sh: %v: %s", err, lastLines(errb.String(), 10))
+		return nil, fmt.Errorf("scripts/kernel-lab.sh: %v: %s", err, build.LastLines(errb.String(), 10))
 	}
 	kv := map[string]string{}
 	for _, line := range strings.Split(out.String(), "\n") {
@@ -64,7 +66,7 @@ func (l *Lab) Make(dir string, targets ...string) error {
 	cmd := exec.Command("make", args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("make %s in %s: %v: %s", strings.Join(targets, " "), dir, err, lastLines(string(out), 15))
+		return fmt.Errorf("make %s in %s: %v: %s", strings.Join(targets, " "), dir, err, build.LastLines(string(out), 15))
 	}
 	return nil
 }
@@ -228,12 +230,4 @@ func ParseSteps(console string) map[string]Step {
 		}
 	}
 	return steps
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

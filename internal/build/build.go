@@ -420,7 +420,7 @@ func tail(file string, n int) string {
 	if err != nil {
 		return err.Error()
 	}
-	return lastLines(string(b), n)
+	return LastLines(string(b), n)
 }
 
 // progress writes one line per step; the two builds report concurrently.

@@ -260,3 +260,21 @@ func TestRecompileSameStemRefused(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// LastLines keeps the last n lines, trailing blank lines and spaces dropped.
+func TestLastLines(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"a\nb\nc\n", 2, "b\nc"},
+		{"a\nb\n\n  \n", 1, "b"},
+		{"  a\n", 3, "  a"},
+		{"", 2, ""},
+	} {
+		if got := LastLines(c.s, c.n); got != c.want {
+			t.Errorf("LastLines(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
+	}
+}

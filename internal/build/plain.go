@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode"
 )
 
 // One build instead of two (create --deb, docs/deb.md): RunPlain builds
@@ -410,7 +411,7 @@ func (rc *recompiler) deps(ctx context.Context, u unit) ([]string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("recompile %s: dependencies (gcc -M in %s): %v: %s", rc.pre.relOrAbs(u.source), cwd, err, lastLines(stderr.String(), tailLines))
+		return nil, fmt.Errorf("recompile %s: dependencies (gcc -M in %s): %v: %s", rc.pre.relOrAbs(u.source), cwd, err, LastLines(stderr.String(), tailLines))
 	}
 	var out []string
 	for _, d := range parseDeps(stdout.String()) {
@@ -474,7 +475,7 @@ func (rc *recompiler) compile(ctx context.Context, u unit, root, name string) er
 		if ctx.Err() != nil {
 			return fmt.Errorf("recompile %s in %s tree: %w", rc.pre.relOrAbs(u.obj), name, ctx.Err())
 		}
-		return fmt.Errorf("recompile %s in %s tree (%s): %v:\n%s", rc.pre.relOrAbs(u.obj), name, root, err, lastLines(string(out), tailLines))
+		return fmt.Errorf("recompile %s in %s tree (%s): %v:\n%s", rc.pre.relOrAbs(u.obj), name, root, err, LastLines(string(out), tailLines))
 	}
 	return nil
 }
@@ -645,9 +646,10 @@ func parseDeps(s string) []string {
 	return out
 }
 
-// lastLines is the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+// LastLines is the last n lines of s, its trailing blank lines and
+// spaces dropped: the tail of a tool's output for an error message.
+func LastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRightFunc(s, unicode.IsSpace), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

@@ -75,7 +75,7 @@ func (pl *plainInfo) compileTo(ctx context.Context, u unit, from, root, obj stri
 	cmd.Dir = cwd
 	cmd.Env = compileEnv(pl.env, u.env, cwd)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%v:\n%s", err, lastLines(string(out), tailLines))
+		return fmt.Errorf("%v:\n%s", err, LastLines(string(out), tailLines))
 	}
 	return nil
 }

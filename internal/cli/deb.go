@@ -32,8 +32,10 @@ func createDeb(cmd *cobra.Command, d debOpts, a []string, stderr io.Writer) erro
 	if cmd.Flags().Changed("src") || cmd.Flags().Changed("build") || cmd.Flags().Changed("kernel") {
 		return usageError{errors.New("create --deb: --src, --build and --kernel do not go with --deb (the source comes from apt, the build from debian/rules)")}
 	}
-	if d.split && (d.to == "" || d.id != "") {
-		return usageError{errors.New("create --deb --split: needs --to NEWVERSION, and names each update itself (no --id)")}
+	// CreateDebSplit relies on these: --to, no PATCH (with --to, Args
+	// refuses one), no --id; checked before -o DIR is made.
+	if d.split && (d.to == "" || len(a) > 0 || d.id != "") {
+		return usageError{errors.New("create --deb --split: needs --to NEWVERSION and no PATCH (one update per patch it adds), and names each update itself (no --id)")}
 	}
 	self, err := os.Executable()
 	if err != nil {

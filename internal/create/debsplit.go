@@ -2,7 +2,6 @@ package create
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,13 +35,10 @@ const SplitRest = "(rest)"
 // returned with the reason; the others are not held back by them. Code
 // changes of o.To that no added patch makes (a patch changed in place, a
 // new upstream release) are an error entry of their own, named SplitRest.
+//
+// The caller (the CLI, createDeb) has checked that o has To and neither
+// Patch nor ID.
 func CreateDebSplit(ctx context.Context, o DebOptions) ([]SplitPatch, error) {
-	if o.To == "" || o.Patch != "" {
-		return nil, errors.New("create --deb --split: give --to NEWVERSION and no PATCH")
-	}
-	if o.ID != "" {
-		return nil, errors.New("create --deb --split: no --id (each update is named PACKAGE-NEWVERSION-PATCH)")
-	}
 	d, cleanup, err := o.fetch(ctx)
 	if err != nil {
 		return nil, err

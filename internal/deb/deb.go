@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"livesplice/internal/build"
 )
 
 // BuildCmd builds an unpacked source tree the way Debian's build daemons
@@ -95,6 +97,7 @@ func pickVersion(src string, bins []Binary, want string, files func(pkgs []strin
 		return strings.Join(parts, ", ")
 	}
 	inst := &Installation{Version: want}
+	shipped := map[string][]string{} // version -> its files, as files listed them
 	if want != "" {
 		if byVersion[want] == nil {
 			return nil, fmt.Errorf("source package %s: no binary package is installed at version %s (installed: %s): the update patches the installed files", src, want, list(versions))
@@ -113,6 +116,7 @@ func pickVersion(src string, bins []Binary, want string, files func(pkgs []strin
 			if len(fs) > 0 {
 				shipping = append(shipping, v)
 			}
+			shipped[v] = fs
 		}
 		if len(shipping) != 1 {
 			return nil, fmt.Errorf("source package %s: versions %s are installed: say which one to patch with --version", src, list(versions))
@@ -127,9 +131,12 @@ func pickVersion(src string, bins []Binary, want string, files func(pkgs []strin
 		}
 	}
 	sort.Slice(inst.Skipped, func(i, j int) bool { return inst.Skipped[i].Package < inst.Skipped[j].Package })
-	fs, err := files(inst.Pkgs)
-	if err != nil {
-		return nil, err
+	fs, ok := shipped[inst.Version]
+	if !ok {
+		var err error
+		if fs, err = files(inst.Pkgs); err != nil {
+			return nil, err
+		}
 	}
 	if len(fs) == 0 {
 		return nil, fmt.Errorf("source package %s: the binary packages installed at version %s (%s) ship no ELF file: nothing to patch", src, inst.Version, strings.Join(inst.Pkgs, ", "))
@@ -232,17 +239,9 @@ func run(ctx context.Context, dir string, env []string, name string, args ...str
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, lastLines(stderr.String()+stdout.String(), 6))
+		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, build.LastLines(stderr.String()+stdout.String(), 6))
 	}
 	return stdout.String(), nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // CleanPath is the PATH of create --deb's build: the distribution's own

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"livesplice/internal/build"
 )
 
 func write(t *testing.T, path, data string) {
@@ -80,13 +82,13 @@ int lib_entry(int x) { counter++; return twice(x) + counter; }
 // none from a rebuild with other code.
 func TestRecoverOne(t *testing.T) {
 	dir := t.TempDir()
-	build := func(name, k string) string {
+	link := func(name, k string) string {
 		write(t, filepath.Join(dir, name+".c"), strings.Replace(libSrc, "%s", k, 1))
 		sh(t, dir, "gcc -O2 -g -shared -fPIC -Wl,--build-id -o "+name+".so "+name+".c")
 		return filepath.Join(dir, name+".so")
 	}
-	same := build("libsame", "1")
-	other := build("libother", "7")
+	same := link("libsame", "1")
+	other := link("libother", "7")
 	shipped := filepath.Join(dir, "shipped", "libsame.so")
 	sh(t, dir, "mkdir shipped && strip --strip-all -o shipped/libsame.so libsame.so")
 
@@ -124,16 +126,26 @@ func TestRecoverOne(t *testing.T) {
 		t.Fatalf("no rebuilt file: %+v", r)
 	}
 
-	// Recover finds the built file of the same name anywhere in the tree.
-	sh(t, dir, "mkdir -p tree/sub && cp libsame.so tree/sub/ && cp libother.so tree/")
-	got, err := Recover(filepath.Join(dir, "tree"), []string{shipped, filepath.Join(dir, "shipped", "libnone.so")})
+	// RecoverTree takes the output each installed file is, wherever it is
+	// in the tree, and no other output of the same name.
+	sh(t, dir, "mkdir -p tree/sub && cp libsame.so tree/sub/ && cp libother.so tree/libsame.so")
+	tree := &build.Tree{Root: filepath.Join(dir, "tree"), Outputs: []build.Output{{Rel: "libsame.so"}, {Rel: "sub/libsame.so"}}}
+	none := filepath.Join(dir, "shipped", "libnone.so")
+	got, err := RecoverTree(tree, []string{shipped, none}, map[string]string{shipped: "sub/libsame.so"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got[shipped].Symtab == nil || got[shipped].Symtab.BuildID != r.Symtab.BuildID {
-		t.Fatalf("Recover: %+v", got[shipped])
+		t.Fatalf("RecoverTree: %+v", got[shipped])
 	}
-	if r := got[filepath.Join(dir, "shipped", "libnone.so")]; r.Symtab != nil || !strings.Contains(r.Reason, "no file of that name") {
-		t.Fatalf("Recover of a file the build did not make: %+v", r)
+	if r := got[none]; r.Symtab != nil || !strings.Contains(r.Reason, "no file of that name") {
+		t.Fatalf("RecoverTree of a file the build did not make: %+v", r)
+	}
+	got, err = RecoverTree(tree, []string{shipped}, map[string]string{shipped: "libsame.so"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := got[shipped]; r.Symtab != nil || !strings.Contains(r.Reason, "differs") {
+		t.Fatalf("RecoverTree from an output with other code: %+v", r)
 	}
 }

@@ -18,7 +18,9 @@ func TestPickVersion(t *testing.T) {
 		"libxml2:amd64": {"/usr/lib/x86_64-linux-gnu/libxml2.so.2.9.14"},
 		"libxml2-utils": {"/usr/bin/xmllint"},
 	}
+	calls := 0
 	files := func(pkgs []string) ([]string, error) {
+		calls++
 		var out []string
 		for _, p := range pkgs {
 			out = append(out, ships[p]...)
@@ -43,10 +45,16 @@ func TestPickVersion(t *testing.T) {
 		t.Fatalf("no --version, two versions shipping code: %v", err)
 	}
 	// No --version, only one version ships code (a -dev package lags).
+	// Each version's files are listed once (dpkg -L is slow).
 	delete(ships, "libxml2-utils")
+	calls = 0
 	inst, err = pickVersion("libxml2", bins, "", files)
-	if err != nil || inst.Version != "2.9.14+dfsg-1.3~deb12u6" || len(inst.Skipped) != 2 {
+	if err != nil || inst.Version != "2.9.14+dfsg-1.3~deb12u6" || len(inst.Skipped) != 2 ||
+		strings.Join(inst.Files, " ") != ships["libxml2:amd64"][0] {
 		t.Fatalf("no --version, one version ships code: %+v %v", inst, err)
+	}
+	if calls != 2 {
+		t.Fatalf("no --version, two versions: files listed %d times, want 2 (once per version)", calls)
 	}
 	// At --version only packages without code: refused, naming them.
 	if _, err := pickVersion("libxml2", bins, "2.9.14+dfsg-1.3~deb12u4", files); err == nil || !strings.Contains(err.Error(), "ship no ELF file") {

@@ -1,6 +1,7 @@
 package deb
 
 import (
+	"cmp"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -13,7 +14,7 @@ import (
 	"strings"
 
 	"livesplice/internal/amd64"
-	"livesplice/internal/repo"
+	"livesplice/internal/elfsym"
 	"livesplice/internal/runpre"
 	"livesplice/internal/update"
 )
@@ -32,7 +33,8 @@ import (
 // any). What is never reached this way is not recovered, and an update
 // that needs it is refused by name (Recovered.Check).
 
-// dynRelocs are the installed file's dynamic relocations by place.
+// fileImage is the installed file as the dynamic loader maps it: its load
+// segments and its dynamic relocations by place.
 type fileImage struct {
 	f        *os.File
 	loads    []elf.ProgHeader
@@ -244,7 +246,7 @@ func matchRecover(inst string, objPaths []string) (*update.Symtab, []string, err
 	}
 	defer img.Close()
 	defer f.Close()
-	id, _, err := repo.BuildID(inst)
+	id, err := elfsym.BuildID(img.f)
 	if err == nil && id == "" {
 		err = errors.New("no GNU build-id")
 	}
@@ -463,20 +465,10 @@ func (m *matcher) symtab(id string, exported map[string]uint64) (*update.Symtab,
 	}
 	slices.SortFunc(st.Symbols, func(a, b update.SymtabSym) int {
 		if a.Addr != b.Addr {
-			return cmpU(a.Addr, b.Addr)
+			return cmp.Compare(a.Addr, b.Addr)
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
 	sort.Strings(unproven)
 	return st, slices.Compact(unproven), nil
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

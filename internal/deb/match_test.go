@@ -154,7 +154,7 @@ func TestMatchRecoverDiffers(t *testing.T) {
 		t.Errorf("unproven %v lacks helper and lib_other", unproven)
 	}
 	// Check names what an update needs and did not get.
-	r := Recovered{Symtab: st, Method: "matching", Unproven: unproven}
+	r := Recovered{Symtab: st, Method: "matching"}
 	tgt := &update.Target{
 		Symbols:   []update.Symbol{{Kind: update.SymGlobal, Name: "helper", Type: "func"}, {Kind: update.SymLocal, Name: "twice", File: "a.c", Type: "func"}},
 		Functions: []update.Function{{Name: "helper", Status: update.StatusReplaced, Symbol: 0}, {Name: "twice", Status: update.StatusReplaced, Symbol: 1}},

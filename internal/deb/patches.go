@@ -176,7 +176,10 @@ var cveRE = regexp.MustCompile(`CVE-\d{4}-\d{4,}`)
 
 // CVEs returns the CVE ids (sorted, once each) that the patch's name and
 // header (its text before the first file) name, and those of the items of
-// debian/changelog entries newer than version from that name the patch.
+// debian/changelog entries newer than version from that name the patch:
+// by its file name always, by its stem only when the name and header give
+// none (a patch named after one CVE of an item listing several fixes that
+// one, not all of the item's).
 func (p Patch) CVEs(changelog []byte, from string) []string {
 	set := map[string]bool{}
 	add := func(s string) {
@@ -190,9 +193,10 @@ func (p Patch) CVEs(changelog []byte, from string) []string {
 		head = head[:i]
 	}
 	add(head)
+	own := len(set) > 0
 	stem := strings.TrimSuffix(strings.TrimSuffix(p.Name, ".patch"), ".diff")
 	for _, item := range changelogItems(changelog, from) {
-		if strings.Contains(item, p.Name) || strings.Contains(item, stem) {
+		if strings.Contains(item, p.Name) || !own && strings.Contains(item, stem) {
 			add(item)
 		}
 	}

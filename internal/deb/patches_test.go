@@ -77,6 +77,23 @@ apr-util (1.6.3-1) unstable; urgency=medium
 	if got := strings.Join(p.CVEs(nil, ""), " "); got != "CVE-2025-46817" {
 		t.Fatalf("CVEs of a patch named by its CVE: %q", got)
 	}
+	// A patch named after one CVE of an item naming several (by the
+	// patch's stem, not its file name) fixes that one, not the others.
+	two := `redis (5:7.0.15-1~deb12u4) bookworm-security; urgency=medium
+
+  * Fix two overflows (CVE-2025-46817, CVE-2025-46818)
+  * lua-fix: CVE-2025-49844
+
+ -- Someone <a@b>  Mon, 1 Jan 2024 00:00:00 +0000
+`
+	if got := strings.Join(p.CVEs([]byte(two), ""), " "); got != "CVE-2025-46817" {
+		t.Fatalf("CVEs of a patch named by one CVE of an item naming two: %q", got)
+	}
+	// A patch whose name and header give none takes its item's.
+	p = Patch{Name: "lua-fix.patch", Text: []byte("Description: x\n--- a/a.c\n+++ b/a.c\n")}
+	if got := strings.Join(p.CVEs([]byte(two), ""), " "); got != "CVE-2025-49844" {
+		t.Fatalf("CVEs of a patch named only in the changelog: %q", got)
+	}
 }
 
 // NewPatches lists the series entries the newer tree adds or changes, in

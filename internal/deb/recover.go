@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"strings"
 
@@ -18,11 +17,11 @@ import (
 // reproducible, so building the same source version here the same way
 // (same compiler, same flags, no function sections: create --deb's plain
 // build, build.RunPlain) gives the same code, and that build, which nobody
-// stripped, still has its .symtab. The rule: a built file with the
-// installed file's name whose every allocated section (code, read-only
-// data, data) has the same address, size and bytes as the installed
-// file's is that file, and its symbols are the installed file's. Anything
-// less recovers nothing for that file.
+// stripped, still has its .symtab. The rule: the built output that the
+// installed file is (MatchOutputs), when its every allocated section
+// (code, read-only data, data) has the same address, size and bytes as the
+// installed file's, gives its symbols; else only what run-pre matching of
+// that output's objects proves (match.go).
 
 // Recovered is the outcome of the plain build for one installed file.
 type Recovered struct {
@@ -32,75 +31,23 @@ type Recovered struct {
 	// Debian debug file), "identical rebuild", or "matching" (only the
 	// symbols proved by run-pre matching, match.go).
 	Method string
-	// Unproven names the functions and objects of the plain build that
-	// matching could not place in the installed file.
-	Unproven []string
 }
 
-// Recover recovers the symbol table of each of the installed files from
-// the linked files of a plain build of their source (BuildCmd, the real
-// compiler with Debian's arguments) in root.
-func Recover(root string, installed []string) (map[string]Recovered, error) {
-	return recoverAll(root, installed, nil, nil)
-}
-
-// RecoverTree is Recover for the plain build tree: outputOf names, for each
-// installed file, the tree's linked output it is (MatchOutputs: by
-// build-id, code or name; a file Debian ships under another name included);
-// for a file that the build does not reproduce byte for byte, the objects
-// linked into that output are matched against it (match.go). A file
-// outputOf does not name is looked up by its base name, as Recover does.
+// RecoverTree recovers the symbols of each installed file from the plain
+// build tree: Debian's debug symbols for its build-id, else the output
+// outputOf names for it (MatchOutputs: by build-id, code or name; a file
+// Debian ships under another name included) when that output has the same
+// code, else the symbols that run-pre matching of the objects linked into
+// that output proves (match.go). create --deb refuses an installed file
+// no output is before recovering, so outputOf names every file.
 func RecoverTree(tree *build.Tree, installed []string, outputOf map[string]string) (map[string]Recovered, error) {
-	byRel := map[string][]string{}
-	byBase := map[string][][]string{}
+	objs := map[string][]string{}
 	for _, o := range tree.Outputs {
 		var paths []string
 		for _, rel := range o.Objects {
 			paths = append(paths, filepath.Join(tree.Root, filepath.FromSlash(rel)))
 		}
-		byRel[o.Rel] = paths
-		byBase[filepath.Base(o.Rel)] = append(byBase[filepath.Base(o.Rel)], paths)
-	}
-	objs := map[string][][]string{}
-	built := map[string][]string{}
-	for _, inst := range installed {
-		if rel, ok := outputOf[inst]; ok && rel != "" {
-			objs[inst] = [][]string{byRel[rel]}
-			built[inst] = []string{filepath.Join(tree.Root, filepath.FromSlash(rel))}
-		}
-	}
-	res, err := recoverAll(tree.Root, installed, objs, built)
-	if err != nil {
-		return nil, err
-	}
-	for _, inst := range installed {
-		if _, ok := outputOf[inst]; ok {
-			continue
-		}
-		if r := res[inst]; r.Symtab == nil {
-			res[inst] = recoverByMatching(inst, byBase[filepath.Base(inst)], r.Reason)
-		}
-	}
-	return res, nil
-}
-
-// recoverAll recovers each installed file's symbols: Debian's debug
-// symbols for its build-id, else an identical rebuild, else (objs names
-// the objects of the output it is) by matching. byFile names the output
-// an installed file is; the others are looked up by base name in root.
-func recoverAll(root string, installed []string, objs map[string][][]string, byFile map[string][]string) (map[string]Recovered, error) {
-	built := map[string][]string{} // base name -> built ELF files
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() && isLinkedELF(p) {
-			built[d.Name()] = append(built[d.Name()], p)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("recover symbols: %w", err)
+		objs[o.Rel] = paths
 	}
 	res := map[string]Recovered{}
 	for _, inst := range installed {
@@ -108,13 +55,14 @@ func recoverAll(root string, installed []string, objs map[string][][]string, byF
 			res[inst] = r
 			continue
 		}
-		cands, ok := byFile[inst]
-		if !ok {
-			cands = built[filepath.Base(inst)]
+		rel := outputOf[inst]
+		if rel == "" {
+			res[inst] = recoverOne(inst, nil)
+			continue
 		}
-		r := recoverOne(inst, cands)
-		if r.Symtab == nil && objs[inst] != nil {
-			r = recoverByMatching(inst, objs[inst], r.Reason)
+		r := recoverOne(inst, []string{filepath.Join(tree.Root, filepath.FromSlash(rel))})
+		if r.Symtab == nil {
+			r = recoverByMatching(inst, objs[rel], r.Reason)
 		}
 		res[inst] = r
 	}
@@ -122,24 +70,20 @@ func recoverAll(root string, installed []string, objs map[string][][]string, byF
 }
 
 // recoverByMatching is the last resort for a file the plain build does not
-// reproduce: its symbols as far as run-pre matching of the plain build's
-// objects proves them.
-func recoverByMatching(inst string, outs [][]string, why string) Recovered {
-	switch len(outs) {
-	case 0:
+// reproduce: its symbols as far as run-pre matching of the objects linked
+// into the output it is proves them.
+func recoverByMatching(inst string, objs []string, why string) Recovered {
+	if len(objs) == 0 {
 		return Recovered{Reason: why}
-	case 1:
-	default:
-		return Recovered{Reason: why + "; and the build links " + fmt.Sprint(len(outs)) + " files of that name, so matching cannot tell whose objects to use"}
 	}
-	st, unproven, err := matchRecover(inst, outs[0])
+	st, _, err := matchRecover(inst, objs)
 	if err != nil {
 		return Recovered{Reason: why + "; matching the plain build's code against it: " + err.Error()}
 	}
 	if len(st.Symbols) == 0 {
 		return Recovered{Reason: why + "; and none of the plain build's code matches it"}
 	}
-	return Recovered{Symtab: st, Method: "matching", Unproven: unproven}
+	return Recovered{Symtab: st, Method: "matching"}
 }
 
 func recoverOne(inst string, cands []string) Recovered {

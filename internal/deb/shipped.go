@@ -1,8 +1,6 @@
 package deb
 
 import (
-	"bytes"
-	"debug/elf"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -57,7 +55,7 @@ func MatchOutputs(root string, outputs, shipped []string) (matched map[string]Ma
 		}
 		var same, named []string
 		for _, o := range outs {
-			if sameAlloc(s, filepath.Join(root, o)) {
+			if sameCode(s, filepath.Join(root, o)) == nil {
 				same = append(same, o)
 			}
 			if filepath.Base(o) == filepath.Base(s) {
@@ -76,50 +74,4 @@ func MatchOutputs(root string, outputs, shipped []string) (matched map[string]Ma
 		}
 	}
 	return matched, unmatched, nil
-}
-
-// sameAlloc reports whether every allocated section of a has the same
-// name, address, size and bytes in b, and b has no other, the build-id
-// note aside.
-func sameAlloc(a, b string) bool {
-	fa, err := elf.Open(a)
-	if err != nil {
-		return false
-	}
-	defer fa.Close()
-	fb, err := elf.Open(b)
-	if err != nil {
-		return false
-	}
-	defer fb.Close()
-	alloc := func(f *elf.File) []*elf.Section {
-		var out []*elf.Section
-		for _, s := range f.Sections {
-			if s.Flags&elf.SHF_ALLOC != 0 && s.Name != ".note.gnu.build-id" {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	sa, sb := alloc(fa), alloc(fb)
-	if len(sa) == 0 || len(sa) != len(sb) {
-		return false
-	}
-	// Sizes first: cheap, and almost always what differs.
-	for i := range sa {
-		if sa[i].Name != sb[i].Name || sa[i].Addr != sb[i].Addr || sa[i].Size != sb[i].Size || sa[i].Type != sb[i].Type {
-			return false
-		}
-	}
-	for i := range sa {
-		if sa[i].Type == elf.SHT_NOBITS {
-			continue
-		}
-		x, err1 := sa[i].Data()
-		y, err2 := sb[i].Data()
-		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
-			return false
-		}
-	}
-	return true
 }

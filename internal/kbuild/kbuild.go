@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"livesplice/internal/build"
 )
 
 // UnitCFLAGS are added to every unit compile: one section per function and
@@ -231,17 +233,9 @@ func run(ctx context.Context, name string, args ...string) error {
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, lastLines(out.String(), 25))
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, build.LastLines(out.String(), 25))
 	}
 	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 var utsRelease = regexp.MustCompile(`#define UTS_RELEASE "([^"]+)"`)

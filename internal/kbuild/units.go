@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"livesplice/internal/build"
 )
 
 // MaxUnits bounds how many units a patch may make create compile: a changed
@@ -264,15 +266,15 @@ func (t *Tree) compileIn(ctx context.Context, units []string, patchFile, work st
 	// command file: gcc, then objtool), which sees the patched sources
 	// through the overlay at the same paths: no make, whose prepare checks
 	// cost more than the compile. make is the fallback.
-	build := "cd " + shellQuote(t.Out)
+	compile := "cd " + shellQuote(t.Out)
 	for _, u := range units {
 		c, ok := t.savedCommand(u)
 		if !ok {
 			mk := append([]string{"make"}, t.makeArgs(append([]string{fmt.Sprintf("-j%d", t.jobs)}, units...)...)...)
-			build = shellJoin(mk)
+			compile = shellJoin(mk)
 			break
 		}
-		build += "\n" + c
+		compile += "\n" + c
 	}
 	lines := []string{
 		"set -e",
@@ -282,12 +284,12 @@ func (t *Tree) compileIn(ctx context.Context, units []string, patchFile, work st
 	if patchFile != "" {
 		lines = append(lines, fmt.Sprintf("patch -p1 --batch --forward --silent --no-backup-if-mismatch -d %s < %s", shellQuote(t.Src), shellQuote(patchFile)))
 	}
-	script := strings.Join(append(lines, "rm -f "+shellJoin(rm), build), "\n")
+	script := strings.Join(append(lines, "rm -f "+shellJoin(rm), compile), "\n")
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		msg := lastLines(out.String(), 25)
+		msg := build.LastLines(out.String(), 25)
 		if strings.Contains(msg, "Hunk") || strings.Contains(msg, "patch") && strings.Contains(msg, "FAILED") {
 			return "", fmt.Errorf("the patch does not apply to %s:\n%s", t.viewDir(), msg)
 		}
