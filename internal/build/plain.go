@@ -31,7 +31,13 @@ type plainInfo struct {
 	inc     string   // directory holding livesplice.h
 	cc, cxx string   // the real compilers
 	env     []string // the base environment of the build and recompiles (Options.Env); nil: the caller's
+	// ran is set for a tree RunPlain built (and its clones): only such a
+	// tree is the project's own build, which Recompile and Clone take on.
+	ran bool
 }
+
+// isPlain says whether RunPlain built t (or t is a clone of such a tree).
+func (t *Tree) isPlain() bool { return t != nil && t.plain != nil && t.plain.ran }
 
 // RunPlain makes WorkDir/pre, a cleaned copy of Src, and builds it with
 // BuildCmd through the compiler wrapper in plain mode: the real compiler
@@ -80,8 +86,7 @@ func RunPlain(ctx context.Context, o Options) (*Tree, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("build: the build of %s compiled nothing through livesplice's compiler wrapper: use $(CC)/cc/gcc from PATH, not an absolute compiler path", pre)
 	}
-	t.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX, env: o.Env}
-	t.tools = t.plain
+	t.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX, env: o.Env, ran: true}
 	return t, nil
 }
 
@@ -141,7 +146,7 @@ type RecompileOptions struct {
 // Outputs are not linked again: pre's are the plain build's, and post's
 // are copies of them.
 func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, error) {
-	if pre == nil || pre.plain == nil {
+	if !pre.isPlain() {
 		return nil, errors.New("build: Recompile needs a tree made by RunPlain")
 	}
 	if o.Patch == "" {
@@ -182,7 +187,7 @@ func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, err
 	if len(unread) > 0 {
 		p.line("patched files no compile of the outputs reads (not rebuilt): " + strings.Join(unread, ", "))
 	}
-	post := &Tree{Root: postRoot, Objects: slices.Clone(pre.Objects), tools: pre.tools}
+	post := &Tree{Root: postRoot, Objects: slices.Clone(pre.Objects), plain: pre.plain}
 	for _, o := range pre.Outputs {
 		o.Objects = slices.Clone(o.Objects)
 		post.Outputs = append(post.Outputs, o)

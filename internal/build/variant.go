@@ -22,7 +22,7 @@ var ErrNoUnit = errors.New("no compile of it is known")
 // changed.
 func (r *Result) CompileVariant(ctx context.Context, rel string, extra []string, dir string) (pre, post string, err error) {
 	pu, ok := r.Pre.unitOf(rel)
-	if !ok || r.Pre.tools == nil {
+	if !ok || r.Pre.plain == nil {
 		return "", "", fmt.Errorf("compile %s again: %w", rel, ErrNoUnit)
 	}
 	// The post tree's own record if its build made one (the patch may
@@ -37,10 +37,10 @@ func (r *Result) CompileVariant(ctx context.Context, rel string, extra []string,
 		return "", "", err
 	}
 	pre, post = filepath.Join(out, "pre.o"), filepath.Join(out, "post.o")
-	if err := r.Pre.tools.compileTo(ctx, pu, r.Pre.Root, r.Pre.Root, pre, extra); err != nil {
+	if err := r.Pre.plain.compileTo(ctx, pu, r.Pre.Root, r.Pre.Root, pre, extra); err != nil {
 		return "", "", fmt.Errorf("compile %s again in pre tree: %w", rel, err)
 	}
-	if err := r.Pre.tools.compileTo(ctx, qu, qfrom, r.Post.Root, post, extra); err != nil {
+	if err := r.Pre.plain.compileTo(ctx, qu, qfrom, r.Post.Root, post, extra); err != nil {
 		return "", "", fmt.Errorf("compile %s again in post tree: %w", rel, err)
 	}
 	return pre, post, nil
