@@ -152,7 +152,11 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 		// Callers that only -fipa-ra changed stay as they run (ipara.go).
 		b.KeepOld(nil)
 		if preData != nil {
-			plan, err := planIPARA(context.Background(), res, rel, preData, postData, work)
+			var w io.Writer
+			if len(progress) > 0 {
+				w = progress[0]
+			}
+			plan, err := planIPARA(context.Background(), res, rel, preData, postData, work, w)
 			if err != nil {
 				return nil, err
 			}

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -46,8 +47,9 @@ type stubPlan struct {
 }
 
 // planIPARA compares object rel (pre and post contents given) with its
-// -fno-ipa-ra pair. A nil plan changes nothing.
-func planIPARA(ctx context.Context, res *build.Result, rel string, preData, postData []byte, work string) (*ipaPlan, error) {
+// -fno-ipa-ra pair. A nil plan changes nothing. progress (nil: none) gets
+// a line when the check could not be made.
+func planIPARA(ctx context.Context, res *build.Result, rel string, preData, postData []byte, work string, progress io.Writer) (*ipaPlan, error) {
 	norm, ok := diffFuncs(rel, preData, postData)
 	if !ok {
 		return nil, nil // the real diff reports what is wrong
@@ -63,7 +65,14 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 	}
 	vp, vq, err := res.CompileVariant(ctx, rel, []string{"-fno-ipa-ra"}, work)
 	if errors.Is(err, build.ErrNoUnit) {
-		return nil, nil // every changed function is replaced, as without the check
+		// No compile of it is known (an archive member matched by name, a
+		// copied object): every changed function is replaced, which is safe
+		// (a caller that never returns is refused at apply by the safety
+		// check), but the check was not made, so say so.
+		if progress != nil {
+			fmt.Fprintf(progress, "%s: -fipa-ra check not made (%v): every function whose code changed is replaced\n", rel, err)
+		}
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: tell the functions a patch changes from those only -fipa-ra changed: %w", rel, err)

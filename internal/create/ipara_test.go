@@ -184,3 +184,45 @@ func TestIPARARefusesVarargs(t *testing.T) {
 		t.Fatalf("want a refusal naming main and the variable argument list, got %v", err)
 	}
 }
+
+// compileObj compiles C source src with the wrapper's code flags and
+// returns the object's bytes.
+func compileObj(t *testing.T, src string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no gcc")
+	}
+	dir := t.TempDir()
+	c := filepath.Join(dir, "prog.c")
+	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("gcc", "-O2", "-g", "-ffunction-sections", "-fdata-sections", "-c", "-o", "prog.o", "prog.c")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "prog.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// An object no logged compile made cannot be compiled with -fno-ipa-ra:
+// every changed function is replaced, and the progress says the check
+// was not made instead of passing over it in silence.
+func TestIPARANoUnitSaysSo(t *testing.T) {
+	post := strings.Replace(ipaProg, "\tc->requests++;", "\tc->requests += puts(\"\") > 0;", 1)
+	pre, postData := compileObj(t, ipaProg), compileObj(t, post)
+	dir := t.TempDir()
+	res := &build.Result{Pre: &build.Tree{Root: dir}, Post: &build.Tree{Root: dir}}
+	var buf strings.Builder
+	plan, err := planIPARA(context.Background(), res, "prog.o", pre, postData, t.TempDir(), &buf)
+	if err != nil || plan != nil {
+		t.Fatalf("plan %+v, err %v: want no plan and no error", plan, err)
+	}
+	if !strings.Contains(buf.String(), "prog.o: -fipa-ra check not made") {
+		t.Errorf("progress %q does not say the check was not made", buf.String())
+	}
+}
