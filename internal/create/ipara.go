@@ -60,8 +60,13 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 			replaced = append(replaced, k)
 		}
 	}
-	if len(replaced) < 2 {
-		return nil, nil // a kept caller needs a replaced callee
+	// A kept caller needs a replaced callee it reaches: if no replaced
+	// function reaches another in the pre object's code, the changes are
+	// independent and the two extra compiles are skipped. An object the
+	// call graph cannot be read from is checked as before.
+	pre, preErr := clobber.Load(preData)
+	if preErr == nil && !reachesAnother(pre, replaced) {
+		return nil, nil
 	}
 	vp, vq, err := res.CompileVariant(ctx, rel, []string{"-fno-ipa-ra"}, work)
 	if errors.Is(err, build.ErrNoUnit) {
@@ -102,9 +107,8 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 	if len(plan.keep) == 0 {
 		return nil, nil
 	}
-	pre, err := clobber.Load(preData)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", rel, err)
+	if preErr != nil {
+		return nil, fmt.Errorf("%s: %w", rel, preErr)
 	}
 	post, err := clobber.Load(postData)
 	if err != nil {
@@ -188,6 +192,23 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		plan.stubs = append(plan.stubs, stubPlan{fn: f, save: save})
 	}
 	return plan, nil
+}
+
+// reachesAnother reports whether some function of fns reaches another
+// one of them through o's code, or a name is not in o (then nothing is
+// known).
+func reachesAnother(o *clobber.Object, fns []fnKey) bool {
+	for _, a := range fns {
+		if !o.Has(a.name) {
+			return true
+		}
+		for _, b := range fns {
+			if a.name != b.name && o.Reaches(a.name, b.name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // diffFuncs diffs one object pair on its own and returns the status of

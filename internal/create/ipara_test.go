@@ -226,3 +226,24 @@ func TestIPARANoUnitSaysSo(t *testing.T) {
 		t.Errorf("progress %q does not say the check was not made", buf.String())
 	}
 }
+
+// Changes no replaced function reaches from another are independent:
+// nothing can have changed through -fipa-ra alone, so no extra compile is
+// tried (here it would fail and say so).
+func TestIPARAIndependentSkipsCompile(t *testing.T) {
+	const prog = `int __attribute__((noinline)) f(int x) { return x * 3; }
+int __attribute__((noinline)) g(int x) { return x + 5; }
+`
+	post := strings.NewReplacer("x * 3", "x * 4", "x + 5", "x + 6").Replace(prog)
+	pre, postData := compileObj(t, prog), compileObj(t, post)
+	dir := t.TempDir()
+	res := &build.Result{Pre: &build.Tree{Root: dir}, Post: &build.Tree{Root: dir}}
+	var buf strings.Builder
+	plan, err := planIPARA(context.Background(), res, "prog.o", pre, postData, t.TempDir(), &buf)
+	if err != nil || plan != nil {
+		t.Fatalf("plan %+v, err %v: want no plan and no error", plan, err)
+	}
+	if buf.Len() != 0 {
+		t.Errorf("a compile was tried for independent changes: %q", buf.String())
+	}
+}
