@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,6 +136,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 	b := objdiff.NewBuilder(post.Rel, tab.Soname, tab.BuildID)
 	b.SetTrees(res.Pre.Root, res.Post.Root)
 	var stubs []stubPlan
+	back := map[fnKey]string{}
 	for _, rel := range post.Objects {
 		postData, err := os.ReadFile(filepath.Join(res.Post.Root, rel))
 		if err != nil {
@@ -168,6 +170,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 				}
 				b.KeepOld(func(name, file string) bool { return plan.keep[fnKey{name, file}] })
 				stubs = append(stubs, plan.stubs...)
+				maps.Copy(back, plan.back)
 			}
 		}
 		if err := b.AddObject(rel, preData, postData); err != nil {
@@ -194,6 +197,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 		return nil, nil
 	}
 	t := b.Target()
+	addReasons(t, back)
 	if err := addStubs(t, stubs); err != nil {
 		return nil, err
 	}

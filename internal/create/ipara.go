@@ -38,6 +38,10 @@ type fnKey struct{ name, file string }
 type ipaPlan struct {
 	keep  map[fnKey]bool // replaced in the ordinary diff, unchanged without -fipa-ra
 	stubs []stubPlan
+	// back are functions only -fipa-ra changed that are replaced all the
+	// same because new code refers to them: the function whose new code
+	// does (their update.ReasonIPARA's detail).
+	back map[fnKey]string
 }
 
 // stubPlan is a replaced function to enter through a preserving stub.
@@ -124,12 +128,14 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 			return nil, nil
 		}
 	}
+	plan.back = map[fnKey]string{}
 	for again := true; again; {
 		again = false
 		for k := range plan.keep {
 			for c := range norm {
 				if !plan.keep[c] && post.RefersTo(c.name, k.name) {
 					delete(plan.keep, k)
+					plan.back[k] = c.name
 					again = true
 					break
 				}
@@ -137,7 +143,7 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		}
 	}
 	if len(plan.keep) == 0 {
-		return nil, nil
+		return &ipaPlan{back: plan.back}, nil // nothing kept: only the reasons change
 	}
 	kept := make([]fnKey, 0, len(plan.keep))
 	for k := range plan.keep {
@@ -281,14 +287,43 @@ func short(s clobber.Set) string {
 
 // describe is the plan in one line.
 func (p *ipaPlan) describe(rel string) string {
-	var keep []string
+	var keep, back []string
 	for k := range p.keep {
 		keep = append(keep, k.name)
 	}
-	sort.Strings(keep)
-	line := fmt.Sprintf("%s: kept %s (only GCC's -fipa-ra changed it)", rel, strings.Join(keep, ", "))
-	for _, s := range p.stubs {
-		line += fmt.Sprintf("; %s entered through a stub saving %s", s.fn.name, short(s.save))
+	for k, c := range p.back {
+		back = append(back, fmt.Sprintf("%s (new code in %s refers to it)", k.name, c))
 	}
-	return line
+	sort.Strings(keep)
+	sort.Strings(back)
+	var parts []string
+	if len(keep) > 0 {
+		parts = append(parts, "kept "+strings.Join(keep, ", ")+" (only GCC's -fipa-ra changed it)")
+	}
+	if len(back) > 0 {
+		parts = append(parts, "replaced "+strings.Join(back, ", ")+" though only GCC's -fipa-ra changed it")
+	}
+	for _, s := range p.stubs {
+		parts = append(parts, fmt.Sprintf("%s entered through a stub saving %s", s.fn.name, short(s.save)))
+	}
+	return rel + ": " + strings.Join(parts, "; ")
+}
+
+// addReasons gives each function of t that only -fipa-ra changed but is
+// replaced all the same (back) the ipa-ra reason, in place of the
+// changed-code one that said no more.
+func addReasons(t *update.Target, back map[fnKey]string) {
+	for i := range t.Functions {
+		fn := &t.Functions[i]
+		c, ok := back[fnKey{fn.Name, fn.File}]
+		if !ok || fn.Status != update.StatusReplaced {
+			continue
+		}
+		r := update.Reason{Kind: update.ReasonIPARA, Detail: c}
+		if j := slices.IndexFunc(fn.Why, func(r update.Reason) bool { return r.Kind == update.ReasonCode }); j >= 0 {
+			fn.Why[j] = r
+		} else {
+			fn.Why = append(fn.Why, r)
+		}
+	}
 }

@@ -66,6 +66,18 @@ func replacedNames(f *update.File) []string {
 	return out
 }
 
+// why is fn's reasons in f.
+func why(f *update.File, fn string) []update.Reason {
+	for _, tg := range f.Targets {
+		for _, x := range tg.Functions {
+			if x.Name == fn {
+				return x.Why
+			}
+		}
+	}
+	return nil
+}
+
 // stubbed reports whether fn's post code is a preserving stub.
 func stubbed(f *update.File, fn string) bool {
 	for _, tg := range f.Targets {
@@ -132,6 +144,14 @@ func TestIPARAKeepsCallers(t *testing.T) {
 	}
 	if !stubbed(f, "handle") {
 		t.Error("handle is not entered through a preserving stub")
+	}
+	// helper says why: only -fipa-ra changed it, and report's new code
+	// refers to it.
+	if w := why(f, "helper"); len(w) == 0 || w[0] != (update.Reason{Kind: update.ReasonIPARA, Detail: "report"}) {
+		t.Errorf("helper's reasons %v, want ipa-ra report first", w)
+	}
+	if w := why(f, "handle"); slices.ContainsFunc(w, func(r update.Reason) bool { return r.Kind == update.ReasonIPARA }) {
+		t.Errorf("handle's reasons %v: its own change is no -fipa-ra one", w)
 	}
 	// Without report's call, nothing new calls helper: it stays as it
 	// runs, like main.

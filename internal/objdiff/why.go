@@ -21,8 +21,8 @@ func baseName(n string) string {
 }
 
 // why says why post function y (pre: its running twin, nil for a new one)
-// is in the update. The ipa-ra reason is set by create, which builds the
-// variant that tells.
+// is in the update. The ipa-ra reason is set by create (ipara.go), which
+// builds the -fno-ipa-ra variant that tells.
 func (d *differ) why(y, pre *symbol, inl map[string][]string) []update.Reason {
 	var out []update.Reason
 	base := baseName(y.name)
