@@ -178,6 +178,14 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 		}
 	}
 	b.KeepOld(nil)
+	if err := b.SourceErr(); err != nil {
+		// Only the reasons (info) are weaker: the code is diffed all the same.
+		for _, w := range progress {
+			if w != nil {
+				fmt.Fprintf(w, "%s: reasons from the code alone for a source file the trees' diff could not compare: %v\n", post.Rel, err)
+			}
+		}
+	}
 	if err := b.LayoutErr(); err != nil {
 		return nil, err
 	}

@@ -43,6 +43,7 @@ type Builder struct {
 	// SetTrees: the source trees, for the reasons (source.go)
 	preRoot, postRoot string
 	touchedFiles      map[string]*touched
+	sourceErr         error // the first diff of a source file that failed
 	keep              func(name, file string) bool
 }
 
