@@ -659,11 +659,15 @@ func (d *differ) emit() error {
 			return err
 		}
 	}
-	var changed []*symbol
-	for _, f := range fns {
-		changed = append(changed, f.sym)
+	// Without the trees, why() guesses inlined changes from the code.
+	var inl map[string][]string
+	if d.b.postRoot == "" {
+		var changed []*symbol
+		for _, f := range fns {
+			changed = append(changed, f.sym)
+		}
+		inl = d.inlinedChanges(changed)
 	}
-	inl := d.inlinedChanges(changed)
 	for _, f := range fns {
 		d.changed = append(d.changed, f.sym.name)
 		uf := update.Function{Name: f.sym.name, Status: f.status, Section: d.carried[f.sym.sec], Size: f.sym.size}
