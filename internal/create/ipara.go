@@ -176,7 +176,7 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		// Unknown (an IPA clone's changed arguments): no register is
 		// taken for the return value, so the stub is left out only if
 		// the new code surely writes nothing the old one left alone.
-		sig, sigErr := clobber.Signature(preData, f.name)
+		sig, sigErr := pre.Signature(f.name)
 		save := clobber.CallClobbered &^ old &^ sig.Returns
 		now := clobber.CallClobbered
 		if post.Has(f.name) {
