@@ -455,31 +455,11 @@ func (rc *recompiler) compileAll(ctx context.Context, us []unit) error {
 // compile compiles u in the tree at root (pre's or post's), over its
 // object.
 func (rc *recompiler) compile(ctx context.Context, u unit, root, name string) error {
-	pl := rc.pre.plain
-	tr := func(p string) string { return reroot(p, rc.pre.Root, root) }
-	cwd, obj := tr(u.cwd), tr(u.obj)
-	args := unitArgs(u.args, u.cwd, u.source)
-	for i := range args {
-		args[i] = tr(args[i])
-	}
-	if u.link != "" {
-		args = append(args, "-c")
-	}
-	o := obj
-	if r, err := filepath.Rel(cwd, obj); err == nil {
-		o = r
-	}
-	args = append(args, "-o", o)
-	args = append(args, compileFlagsInc(root, pl.src, pl.inc)...)
-	cmd := exec.CommandContext(ctx, pl.compiler(u.compiler), args...)
-	cmd.Dir = cwd
-	cmd.Env = compileEnv(pl.env, u.env, cwd)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
+	if err := rc.pre.plain.compileTo(ctx, u, rc.pre.Root, root, reroot(u.obj, rc.pre.Root, root), nil); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("recompile %s in %s tree: %w", rc.pre.relOrAbs(u.obj), name, ctx.Err())
 		}
-		return fmt.Errorf("recompile %s in %s tree (%s): %v:\n%s", rc.pre.relOrAbs(u.obj), name, root, err, lastLines(string(out), tailLines))
+		return fmt.Errorf("recompile %s in %s tree (%s): %w", rc.pre.relOrAbs(u.obj), name, root, err)
 	}
 	return nil
 }

@@ -60,7 +60,8 @@ func (t *Tree) unitOf(rel string) (unit, bool) {
 }
 
 // compileTo compiles u (recorded in the tree rooted at from) in the tree
-// at root into obj (absolute), with the wrapper's flags and extra last.
+// at root into obj (absolute; named to gcc relative to the compile's
+// directory, as a build names it), with the wrapper's flags and extra last.
 func (pl *plainInfo) compileTo(ctx context.Context, u unit, from, root, obj string, extra []string) error {
 	tr := func(p string) string { return reroot(p, from, root) }
 	cwd := tr(u.cwd)
@@ -68,7 +69,11 @@ func (pl *plainInfo) compileTo(ctx context.Context, u unit, from, root, obj stri
 	for i := range args {
 		args[i] = tr(args[i])
 	}
-	args = append(args, "-c", "-o", obj)
+	o := obj
+	if r, err := filepath.Rel(cwd, obj); err == nil {
+		o = r
+	}
+	args = append(args, "-c", "-o", o)
 	args = append(args, compileFlagsInc(root, pl.src, pl.inc)...)
 	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, pl.compiler(u.compiler), args...)
