@@ -107,7 +107,7 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 		if !ok {
 			continue // a new output: nothing runs it yet
 		}
-		t, err := diffOutput(res, pre, out, preObj, work, o.Progress)
+		t, err := diffOutput(ctx, res, pre, out, preObj, work, o.Progress)
 		if err != nil {
 			return nil, err
 		}
@@ -121,9 +121,11 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 	return f, nil
 }
 
-// progress, if given and not nil, gets one line per object whose callers
-// only -fipa-ra changed.
-func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool, work string, progress ...io.Writer) (*update.Target, error) {
+// diffOutput diffs one output's changed objects into its target (nil if
+// nothing changed). progress (nil: none) gets a line per object whose
+// diff -fipa-ra changed or whose check could not be made, and one if the
+// reasons could not use the trees' source diff.
+func diffOutput(ctx context.Context, res *build.Result, pre, post build.Output, preObj map[string]bool, work string, progress io.Writer) (*update.Target, error) {
 	pf, err := os.Open(filepath.Join(res.Pre.Root, pre.Rel))
 	if err != nil {
 		return nil, err
@@ -152,39 +154,28 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 			}
 		}
 		// Callers that only -fipa-ra changed stay as they run (ipara.go).
-		b.KeepOld(nil)
+		var keep func(name, file string) bool
 		if preData != nil {
-			var w io.Writer
-			if len(progress) > 0 {
-				w = progress[0]
-			}
-			plan, err := planIPARA(context.Background(), res, rel, preData, postData, work, w)
+			plan, err := planIPARA(ctx, res, rel, preData, postData, work, progress)
 			if err != nil {
 				return nil, err
 			}
 			if plan != nil {
-				for _, w := range progress {
-					if w != nil {
-						fmt.Fprintln(w, plan.describe(rel))
-					}
+				if progress != nil {
+					fmt.Fprintln(progress, plan.describe(rel))
 				}
-				b.KeepOld(func(name, file string) bool { return plan.keep[fnKey{name, file}] })
+				keep = func(name, file string) bool { return plan.keep[fnKey{name, file}] }
 				stubs = append(stubs, plan.stubs...)
 				maps.Copy(back, plan.back)
 			}
 		}
-		if err := b.AddObject(rel, preData, postData); err != nil {
+		if err := b.AddObjectKeeping(rel, preData, postData, keep); err != nil {
 			return nil, err
 		}
 	}
-	b.KeepOld(nil)
-	if err := b.SourceErr(); err != nil {
+	if err := b.SourceErr(); err != nil && progress != nil {
 		// Only the reasons (info) are weaker: the code is diffed all the same.
-		for _, w := range progress {
-			if w != nil {
-				fmt.Fprintf(w, "%s: reasons from the code alone for a source file the trees' diff could not compare: %v\n", post.Rel, err)
-			}
-		}
+		fmt.Fprintf(progress, "%s: reasons from the code alone for a source file the trees' diff could not compare: %v\n", post.Rel, err)
 	}
 	if err := b.LayoutErr(); err != nil {
 		return nil, err
