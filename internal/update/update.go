@@ -46,7 +46,7 @@ type File struct {
 	// Kernel holds what only a kernel update has: the livepatch module.
 	Kernel *Kernel `json:"kernel,omitempty"`
 	// Debian names the Debian change an update of a distribution's files
-	// brings (create --deb; format 1.1).
+	// brings (create --deb; format version 2).
 	Debian  *Debian  `json:"debian,omitempty"`
 	Targets []Target `json:"targets"`
 }
