@@ -51,8 +51,7 @@ type Tree struct {
 	Outputs []Output // every linked executable or shared library, sorted by Rel
 
 	units []unit     // how each object was compiled (for Recompile)
-	plain *plainInfo // set by RunPlain
-	tools *plainInfo // the compilers and flags of the tree's compiles (CompileVariant)
+	plain *plainInfo // the compilers and flags of the tree's compiles (Recompile, CompileVariant)
 }
 
 // unit is one compilation unit as the build compiled it: one source into
@@ -208,7 +207,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if n == 0 {
 			return nil, fmt.Errorf("build: the build of %s compiled nothing through livesplice's compiler wrapper: use $(CC)/cc/gcc from PATH, not an absolute compiler path", t.root)
 		}
-		tr.tools = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX}
+		tr.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX}
 		if i == 0 {
 			res.Pre = tr
 		} else {

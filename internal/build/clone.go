@@ -13,7 +13,7 @@ import (
 // each recompiling in its own copy. The units' paths and arguments are
 // moved to the copy; the prefix map still names the original source.
 func (t *Tree) Clone(dir string) (*Tree, error) {
-	if t == nil || t.plain == nil {
+	if !t.isPlain() {
 		return nil, errors.New("build: Clone needs a tree made by RunPlain")
 	}
 	if _, err := os.Lstat(dir); err == nil {

@@ -252,7 +252,7 @@ func TestRecompileSameStemRefused(t *testing.T) {
 	if len(us) != 2 || us[0].obj != "" || us[1].obj != "" {
 		t.Fatalf("units %+v", us)
 	}
-	tr := &Tree{Root: dir, Outputs: []Output{{Rel: "prog"}}, units: us, plain: &plainInfo{src: dir, cc: "gcc"}}
+	tr := &Tree{Root: dir, Outputs: []Output{{Rel: "prog"}}, units: us, plain: &plainInfo{src: dir, cc: "gcc", ran: true}}
 	post := filepath.Join(filepath.Dir(dir), "post")
 	defer os.RemoveAll(post)
 	_, err := Recompile(context.Background(), tr, RecompileOptions{Patch: patch})

@@ -32,7 +32,13 @@ type plainInfo struct {
 	inc     string   // directory holding livesplice.h
 	cc, cxx string   // the real compilers
 	env     []string // the base environment of the build and recompiles (Options.Env); nil: the caller's
+	// ran is set for a tree RunPlain built (and its clones): only such a
+	// tree is the project's own build, which Recompile and Clone take on.
+	ran bool
 }
+
+// isPlain says whether RunPlain built t (or t is a clone of such a tree).
+func (t *Tree) isPlain() bool { return t != nil && t.plain != nil && t.plain.ran }
 
 // RunPlain makes WorkDir/pre, a cleaned copy of Src, and builds it with
 // BuildCmd through the compiler wrapper in plain mode: the real compiler
@@ -81,8 +87,7 @@ func RunPlain(ctx context.Context, o Options) (*Tree, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("build: the build of %s compiled nothing through livesplice's compiler wrapper: use $(CC)/cc/gcc from PATH, not an absolute compiler path", pre)
 	}
-	t.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX, env: o.Env}
-	t.tools = t.plain
+	t.plain = &plainInfo{src: src, inc: incDir, cc: realCC, cxx: realCXX, env: o.Env, ran: true}
 	return t, nil
 }
 
@@ -142,7 +147,7 @@ type RecompileOptions struct {
 // Outputs are not linked again: pre's are the plain build's, and post's
 // are copies of them.
 func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, error) {
-	if pre == nil || pre.plain == nil {
+	if !pre.isPlain() {
 		return nil, errors.New("build: Recompile needs a tree made by RunPlain")
 	}
 	if o.Patch == "" {
@@ -183,7 +188,7 @@ func Recompile(ctx context.Context, pre *Tree, o RecompileOptions) (*Result, err
 	if len(unread) > 0 {
 		p.line("patched files no compile of the outputs reads (not rebuilt): " + strings.Join(unread, ", "))
 	}
-	post := &Tree{Root: postRoot, Objects: slices.Clone(pre.Objects), tools: pre.tools}
+	post := &Tree{Root: postRoot, Objects: slices.Clone(pre.Objects), plain: pre.plain}
 	for _, o := range pre.Outputs {
 		o.Objects = slices.Clone(o.Objects)
 		post.Outputs = append(post.Outputs, o)
@@ -451,31 +456,11 @@ func (rc *recompiler) compileAll(ctx context.Context, us []unit) error {
 // compile compiles u in the tree at root (pre's or post's), over its
 // object.
 func (rc *recompiler) compile(ctx context.Context, u unit, root, name string) error {
-	pl := rc.pre.plain
-	tr := func(p string) string { return reroot(p, rc.pre.Root, root) }
-	cwd, obj := tr(u.cwd), tr(u.obj)
-	args := unitArgs(u.args, u.cwd, u.source)
-	for i := range args {
-		args[i] = tr(args[i])
-	}
-	if u.link != "" {
-		args = append(args, "-c")
-	}
-	o := obj
-	if r, err := filepath.Rel(cwd, obj); err == nil {
-		o = r
-	}
-	args = append(args, "-o", o)
-	args = append(args, compileFlagsInc(root, pl.src, pl.inc)...)
-	cmd := exec.CommandContext(ctx, pl.compiler(u.compiler), args...)
-	cmd.Dir = cwd
-	cmd.Env = compileEnv(pl.env, u.env, cwd)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
+	if err := rc.pre.plain.compileTo(ctx, u, rc.pre.Root, root, reroot(u.obj, rc.pre.Root, root), nil); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("recompile %s in %s tree: %w", rc.pre.relOrAbs(u.obj), name, ctx.Err())
 		}
-		return fmt.Errorf("recompile %s in %s tree (%s): %v:\n%s", rc.pre.relOrAbs(u.obj), name, root, err, LastLines(string(out), tailLines))
+		return fmt.Errorf("recompile %s in %s tree (%s): %w", rc.pre.relOrAbs(u.obj), name, root, err)
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ type Reader struct {
 // reaches no installed file (docs/deb.md).
 func (r *Result) Readers(ctx context.Context, files []string) ([]Reader, error) {
 	pre := r.Pre
-	if pre == nil || pre.plain == nil || r.Post == nil {
+	if !pre.isPlain() || r.Post == nil {
 		return nil, errors.New("build: Readers needs a Result made by Recompile")
 	}
 	want := map[string]bool{}

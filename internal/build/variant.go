@@ -22,7 +22,7 @@ var ErrNoUnit = errors.New("no compile of it is known")
 // changed.
 func (r *Result) CompileVariant(ctx context.Context, rel string, extra []string, dir string) (pre, post string, err error) {
 	pu, ok := r.Pre.unitOf(rel)
-	if !ok || r.Pre.tools == nil {
+	if !ok || r.Pre.plain == nil {
 		return "", "", fmt.Errorf("compile %s again: %w", rel, ErrNoUnit)
 	}
 	// The post tree's own record if its build made one (the patch may
@@ -37,10 +37,10 @@ func (r *Result) CompileVariant(ctx context.Context, rel string, extra []string,
 		return "", "", err
 	}
 	pre, post = filepath.Join(out, "pre.o"), filepath.Join(out, "post.o")
-	if err := r.Pre.tools.compileTo(ctx, pu, r.Pre.Root, r.Pre.Root, pre, extra); err != nil {
+	if err := r.Pre.plain.compileTo(ctx, pu, r.Pre.Root, r.Pre.Root, pre, extra); err != nil {
 		return "", "", fmt.Errorf("compile %s again in pre tree: %w", rel, err)
 	}
-	if err := r.Pre.tools.compileTo(ctx, qu, qfrom, r.Post.Root, post, extra); err != nil {
+	if err := r.Pre.plain.compileTo(ctx, qu, qfrom, r.Post.Root, post, extra); err != nil {
 		return "", "", fmt.Errorf("compile %s again in post tree: %w", rel, err)
 	}
 	return pre, post, nil
@@ -60,7 +60,8 @@ func (t *Tree) unitOf(rel string) (unit, bool) {
 }
 
 // compileTo compiles u (recorded in the tree rooted at from) in the tree
-// at root into obj (absolute), with the wrapper's flags and extra last.
+// at root into obj (absolute; named to gcc relative to the compile's
+// directory, as a build names it), with the wrapper's flags and extra last.
 func (pl *plainInfo) compileTo(ctx context.Context, u unit, from, root, obj string, extra []string) error {
 	tr := func(p string) string { return reroot(p, from, root) }
 	cwd := tr(u.cwd)
@@ -68,7 +69,11 @@ func (pl *plainInfo) compileTo(ctx context.Context, u unit, from, root, obj stri
 	for i := range args {
 		args[i] = tr(args[i])
 	}
-	args = append(args, "-c", "-o", obj)
+	o := obj
+	if r, err := filepath.Rel(cwd, obj); err == nil {
+		o = r
+	}
+	args = append(args, "-c", "-o", o)
 	args = append(args, compileFlagsInc(root, pl.src, pl.inc)...)
 	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, pl.compiler(u.compiler), args...)

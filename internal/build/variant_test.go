@@ -92,3 +92,31 @@ func TestCompileVariantPlain(t *testing.T) {
 		t.Error("pre and post variants have the same code")
 	}
 }
+
+// A clone of a plain tree (create --deb --split: one plain build, one
+// clone per update) keeps what CompileVariant needs: the -fipa-ra check
+// runs on each split update as on a single one.
+func TestCompileVariantClone(t *testing.T) {
+	src := testdata(t, "separate")
+	pre, err := build.RunPlain(context.Background(), build.Options{Src: src, WorkDir: t.TempDir(), Self: self(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pre.Clone(filepath.Join(t.TempDir(), "pre"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := build.Recompile(context.Background(), c, build.RecompileOptions{Patch: filepath.Join(src, "util.patch")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, q, err := res.CompileVariant(context.Background(), "util.o", []string{"-fno-ipa-ra"}, t.TempDir())
+	if err != nil {
+		t.Fatalf("CompileVariant on a recompiled clone: %v", err)
+	}
+	for _, f := range []string{p, q} {
+		if _, err := os.Stat(f); err != nil {
+			t.Error(err)
+		}
+	}
+}

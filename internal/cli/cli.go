@@ -495,8 +495,12 @@ func infoCmd(stdout io.Writer) *cobra.Command {
 						name += " (" + fn.File + ")"
 					}
 					why := ""
-					for i, r := range fn.Why {
-						why += map[bool]string{true: ": ", false: "; "}[i == 0] + r.String()
+					if len(fn.Why) > 0 {
+						rs := make([]string, len(fn.Why))
+						for i, r := range fn.Why {
+							rs[i] = r.String()
+						}
+						why = ": " + strings.Join(rs, "; ")
 					}
 					fmt.Fprintf(stdout, "  %-8s %s, %d bytes%s\n", fn.Status, name, fn.Size, why)
 				}

@@ -1,9 +1,7 @@
 package clobber
 
 import (
-	"bytes"
 	"debug/dwarf"
-	"debug/elf"
 	"fmt"
 )
 
@@ -17,15 +15,16 @@ type Sig struct {
 // Signature reads function name's prototype from the object's debug
 // information. Where the classification is not plain it errs towards
 // more return registers and towards stack arguments.
-func Signature(obj []byte, name string) (Sig, error) {
-	f, err := elf.NewFile(bytes.NewReader(obj))
-	if err != nil {
-		return Sig{}, err
+func (o *Object) Signature(name string) (Sig, error) {
+	if o.dw == nil && o.dwErr == nil {
+		if o.dw, o.dwErr = o.f.DWARF(); o.dwErr != nil {
+			o.dwErr = fmt.Errorf("no debug information: %w", o.dwErr)
+		}
 	}
-	d, err := f.DWARF()
-	if err != nil {
-		return Sig{}, fmt.Errorf("no debug information: %w", err)
+	if o.dwErr != nil {
+		return Sig{}, o.dwErr
 	}
+	d := o.dw
 	r := d.Reader()
 	for {
 		e, err := r.Next()

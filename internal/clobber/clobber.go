@@ -12,9 +12,9 @@ package clobber
 
 import (
 	"bytes"
+	"debug/dwarf"
 	"debug/elf"
 	"fmt"
-	"math/bits"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -73,9 +73,6 @@ func (s Set) String() string {
 	return strings.Join(n, ",")
 }
 
-// Len is the number of registers in s.
-func (s Set) Len() int { return bits.OnesCount32(uint32(s)) }
-
 // Mode says which way an analysis errs.
 type Mode int
 
@@ -94,7 +91,9 @@ const (
 
 // Object is a relocatable object whose code can be analysed.
 type Object struct {
-	f     *elf.File
+	f     *elf.File   // for Signature's DWARF
+	dw    *dwarf.Data // read once by Signature
+	dwErr error
 	data  [][]byte          // section contents, by index
 	syms  []elf.Symbol      // the symbol table (index i is ELF symbol i+1)
 	rels  []map[uint64]int  // per text section: relocation offset -> target section (-1: outside the object's code)
@@ -145,6 +144,9 @@ func Load(obj []byte) (*Object, error) {
 		for off := 0; off+24 <= len(b); off += 24 {
 			r := f.ByteOrder.Uint64(b[off:])
 			info := f.ByteOrder.Uint64(b[off+8:])
+			if elf.R_X86_64(uint32(info)) == elf.R_X86_64_NONE {
+				continue // binutils 2.40 leaves no-op entries: they are no call
+			}
 			to := -1
 			if si := int(info >> 32); si > 0 && si <= len(o.syms) {
 				y := o.syms[si-1]
@@ -209,12 +211,12 @@ func (o *Object) Clobbers(name string, m Mode) (Set, error) {
 	if !ok {
 		return 0, fmt.Errorf("no function %s in the object", name)
 	}
-	return o.section(s, m)
+	return o.section(s, m), nil
 }
 
 // The result is the union, over every section reachable from the
 // function through calls and jumps, of what that section itself writes.
-func (o *Object) section(start int, m Mode) (Set, error) {
+func (o *Object) section(start int, m Mode) Set {
 	var set Set
 	seen := map[int]bool{start: true}
 	work := []int{start}
@@ -230,7 +232,7 @@ func (o *Object) section(start int, m Mode) (Set, error) {
 			}
 		}
 	}
-	return set & CallClobbered, nil
+	return set & CallClobbered
 }
 
 type ownKey struct {

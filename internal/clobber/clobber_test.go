@@ -1,9 +1,13 @@
 package clobber
 
 import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"livesplice/include"
@@ -96,7 +100,10 @@ func TestClobbers(t *testing.T) {
 }
 
 func TestSignature(t *testing.T) {
-	obj := compile(t, units, "-O2")
+	obj, err := Load(compile(t, units, "-O2"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		fn   string
 		want Sig
@@ -108,7 +115,7 @@ func TestSignature(t *testing.T) {
 		{"byval", Sig{Returns: 1 << RAX, Stack: true}},
 		{"vsum", Sig{Returns: 1 << RAX, Varargs: true}},
 	} {
-		got, err := Signature(obj, c.fn)
+		got, err := obj.Signature(c.fn)
 		if err != nil {
 			t.Fatalf("%s: %v", c.fn, err)
 		}
@@ -116,7 +123,7 @@ func TestSignature(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", c.fn, got, c.want)
 		}
 	}
-	if _, err := Signature(obj, "nosuch"); err == nil {
+	if _, err := obj.Signature("nosuch"); err == nil {
 		t.Error("a missing function has a signature")
 	}
 }
@@ -127,10 +134,13 @@ func TestSignatureCXX(t *testing.T) {
 	if _, err := exec.LookPath("g++"); err != nil {
 		t.Skip("no g++")
 	}
-	obj := compile(t, `struct S { long f(long a, long b, long c, long d, long e); long g(long a); long v; };
+	obj, err := Load(compile(t, `struct S { long f(long a, long b, long c, long d, long e); long g(long a); long v; };
 long S::f(long a, long b, long c, long d, long e) { return v + a + b + c + d + e; }
 long S::g(long a) { return v + a; }
-__attribute__((noinline)) double h(double x) { return x * 3; }`, "-O2", "-x", "c++")
+__attribute__((noinline)) double h(double x) { return x * 3; }`, "-O2", "-x", "c++"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		fn   string
 		want Sig
@@ -139,7 +149,7 @@ __attribute__((noinline)) double h(double x) { return x * 3; }`, "-O2", "-x", "c
 		{"_ZN1S1gEl", Sig{Returns: 1 << RAX}},
 		{"_Z1hd", Sig{Returns: 1 << X0}},
 	} {
-		got, err := Signature(obj, c.fn)
+		got, err := obj.Signature(c.fn)
 		if err != nil {
 			t.Fatalf("%s: %v", c.fn, err)
 		}
@@ -188,7 +198,64 @@ func FuzzLoad(f *testing.F) {
 			o.Clobbers(name, Under)
 			o.Clobbers(name, Over)
 			o.Reaches(name, name)
-			Signature(b, name)
+			o.Signature(name)
 		}
 	})
+}
+
+// binutils leaves R_X86_64_NONE entries (symbol 0) in relocation
+// sections: one at a call's field must not make that call an outside one
+// (all of CallClobbered), which would take the old function for writing
+// every register and leave a needed stub out.
+func TestNoneRelocationSkipped(t *testing.T) {
+	obj := compile(t, `int g;
+__attribute__((noinline)) int leaf(int *p) { return ++*p * 2; }
+__attribute__((noinline)) int caller(int *p) { return leaf(p) + g; }`, "-O2")
+	want, err := Load(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := want.Clobbers("caller", Under)
+	if err != nil || w == CallClobbered {
+		t.Fatalf("caller writes %s (%v) before the change", w, err)
+	}
+	// caller's relocations become: its call to leaf, then a NONE entry
+	// at the same field.
+	f, err := elf.NewFile(bytes.NewReader(obj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs *elf.Section
+	for _, s := range f.Sections {
+		if s.Type == elf.SHT_RELA && f.Sections[s.Info].Name == ".text.caller" {
+			rs = s
+		}
+	}
+	if rs == nil || rs.Size < 48 {
+		t.Fatalf("no two relocations for .text.caller")
+	}
+	b := slices.Clone(obj)
+	rel := b[rs.Offset : rs.Offset+rs.Size]
+	call := -1
+	for off := 0; off+24 <= len(rel); off += 24 {
+		if elf.R_X86_64(binary.LittleEndian.Uint64(rel[off+8:])&0xffffffff) == elf.R_X86_64_PLT32 {
+			call = off
+		}
+	}
+	if call < 0 {
+		t.Fatal("caller has no PLT32 relocation")
+	}
+	copy(rel[0:24], slices.Clone(rel[call:call+24]))
+	copy(rel[24:32], rel[0:8])                     // same offset
+	clear(rel[32:48])                              // info 0: R_X86_64_NONE, symbol 0; addend 0
+	for off := 48; off+24 <= len(rel); off += 24 { // any others: NONE at offset 0
+		clear(rel[off : off+24])
+	}
+	o, err := Load(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := o.Clobbers("caller", Under); err != nil || got != w {
+		t.Errorf("with a NONE relocation caller writes %s (%v), want %s", got, err, w)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,7 +107,7 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 		if !ok {
 			continue // a new output: nothing runs it yet
 		}
-		t, err := diffOutput(res, pre, out, preObj, work, o.Progress)
+		t, err := diffOutput(ctx, res, pre, out, preObj, work, o.Progress)
 		if err != nil {
 			return nil, err
 		}
@@ -120,9 +121,11 @@ func Create(ctx context.Context, o Options) (*update.File, error) {
 	return f, nil
 }
 
-// progress, if given and not nil, gets one line per object whose callers
-// only -fipa-ra changed.
-func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]bool, work string, progress ...io.Writer) (*update.Target, error) {
+// diffOutput diffs one output's changed objects into its target (nil if
+// nothing changed). progress (nil: none) gets a line per object whose
+// diff -fipa-ra changed or whose check could not be made, and one if the
+// reasons could not use the trees' source diff.
+func diffOutput(ctx context.Context, res *build.Result, pre, post build.Output, preObj map[string]bool, work string, progress io.Writer) (*update.Target, error) {
 	pf, err := os.Open(filepath.Join(res.Pre.Root, pre.Rel))
 	if err != nil {
 		return nil, err
@@ -135,6 +138,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 	b := objdiff.NewBuilder(post.Rel, tab.Soname, tab.BuildID)
 	b.SetTrees(res.Pre.Root, res.Post.Root)
 	var stubs []stubPlan
+	back := map[fnKey]string{}
 	for _, rel := range post.Objects {
 		postData, err := os.ReadFile(filepath.Join(res.Post.Root, rel))
 		if err != nil {
@@ -150,27 +154,29 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 			}
 		}
 		// Callers that only -fipa-ra changed stay as they run (ipara.go).
-		b.KeepOld(nil)
+		var keep func(name, file string) bool
 		if preData != nil {
-			plan, err := planIPARA(context.Background(), res, rel, preData, postData, work)
+			plan, err := planIPARA(ctx, res, rel, preData, postData, work, progress)
 			if err != nil {
 				return nil, err
 			}
 			if plan != nil {
-				for _, w := range progress {
-					if w != nil {
-						fmt.Fprintln(w, plan.describe(rel))
-					}
+				if progress != nil {
+					fmt.Fprintln(progress, plan.describe(rel))
 				}
-				b.KeepOld(func(name, file string) bool { return plan.keep[fnKey{name, file}] })
+				keep = func(name, file string) bool { return plan.keep[fnKey{name, file}] }
 				stubs = append(stubs, plan.stubs...)
+				maps.Copy(back, plan.back)
 			}
 		}
-		if err := b.AddObject(rel, preData, postData); err != nil {
+		if err := b.AddObjectKeeping(rel, preData, postData, keep); err != nil {
 			return nil, err
 		}
 	}
-	b.KeepOld(nil)
+	if err := b.SourceErr(); err != nil && progress != nil {
+		// Only the reasons (info) are weaker: the code is diffed all the same.
+		fmt.Fprintf(progress, "%s: reasons from the code alone for a source file the trees' diff could not compare: %v\n", post.Rel, err)
+	}
 	if err := b.LayoutErr(); err != nil {
 		return nil, err
 	}
@@ -190,6 +196,7 @@ func diffOutput(res *build.Result, pre, post build.Output, preObj map[string]boo
 		return nil, nil
 	}
 	t := b.Target()
+	addReasons(t, back)
 	if err := addStubs(t, stubs); err != nil {
 		return nil, err
 	}

@@ -197,7 +197,7 @@ func (d *debRun) update(ctx context.Context, pre *build.Tree, id, patchFile stri
 		if pre == nil || post == nil {
 			return nil, fmt.Errorf("%s: the build's output %s is missing from the recompiled trees", strings.Join(d.shippedAs[rel], ", "), rel)
 		}
-		t, err := diffOutput(res, *pre, *post, preObj, d.work)
+		t, err := diffOutput(ctx, res, *pre, *post, preObj, d.work, d.o.Progress)
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", strings.Join(d.shippedAs[rel], ", "), rel, err)
 		}

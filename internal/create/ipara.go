@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -37,6 +38,10 @@ type fnKey struct{ name, file string }
 type ipaPlan struct {
 	keep  map[fnKey]bool // replaced in the ordinary diff, unchanged without -fipa-ra
 	stubs []stubPlan
+	// back are functions only -fipa-ra changed that are replaced all the
+	// same because new code refers to them: the function whose new code
+	// does (their update.ReasonIPARA's detail).
+	back map[fnKey]string
 }
 
 // stubPlan is a replaced function to enter through a preserving stub.
@@ -46,8 +51,9 @@ type stubPlan struct {
 }
 
 // planIPARA compares object rel (pre and post contents given) with its
-// -fno-ipa-ra pair. A nil plan changes nothing.
-func planIPARA(ctx context.Context, res *build.Result, rel string, preData, postData []byte, work string) (*ipaPlan, error) {
+// -fno-ipa-ra pair. A nil plan changes nothing. progress (nil: none) gets
+// a line when the check could not be made.
+func planIPARA(ctx context.Context, res *build.Result, rel string, preData, postData []byte, work string, progress io.Writer) (*ipaPlan, error) {
 	norm, ok := diffFuncs(rel, preData, postData)
 	if !ok {
 		return nil, nil // the real diff reports what is wrong
@@ -58,12 +64,24 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 			replaced = append(replaced, k)
 		}
 	}
-	if len(replaced) < 2 {
-		return nil, nil // a kept caller needs a replaced callee
+	// A kept caller needs a replaced callee it reaches: if no replaced
+	// function reaches another in the pre object's code, the changes are
+	// independent and the two extra compiles are skipped. An object the
+	// call graph cannot be read from is checked as before.
+	pre, preErr := clobber.Load(preData)
+	if preErr == nil && !reachesAnother(pre, replaced) {
+		return nil, nil
 	}
 	vp, vq, err := res.CompileVariant(ctx, rel, []string{"-fno-ipa-ra"}, work)
 	if errors.Is(err, build.ErrNoUnit) {
-		return nil, nil // every changed function is replaced, as without the check
+		// No compile of it is known (an archive member matched by name, a
+		// copied object): every changed function is replaced, which is safe
+		// (a caller that never returns is refused at apply by the safety
+		// check), but the check was not made, so say so.
+		if progress != nil {
+			fmt.Fprintf(progress, "%s: -fipa-ra check not made (%v): every function whose code changed is replaced\n", rel, err)
+		}
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: tell the functions a patch changes from those only -fipa-ra changed: %w", rel, err)
@@ -93,9 +111,8 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 	if len(plan.keep) == 0 {
 		return nil, nil
 	}
-	pre, err := clobber.Load(preData)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", rel, err)
+	if preErr != nil {
+		return nil, fmt.Errorf("%s: %w", rel, preErr)
 	}
 	post, err := clobber.Load(postData)
 	if err != nil {
@@ -111,12 +128,14 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 			return nil, nil
 		}
 	}
+	plan.back = map[fnKey]string{}
 	for again := true; again; {
 		again = false
 		for k := range plan.keep {
 			for c := range norm {
 				if !plan.keep[c] && post.RefersTo(c.name, k.name) {
 					delete(plan.keep, k)
+					plan.back[k] = c.name
 					again = true
 					break
 				}
@@ -124,7 +143,7 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		}
 	}
 	if len(plan.keep) == 0 {
-		return nil, nil
+		return &ipaPlan{back: plan.back}, nil // nothing kept: only the reasons change
 	}
 	kept := make([]fnKey, 0, len(plan.keep))
 	for k := range plan.keep {
@@ -157,7 +176,7 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		// Unknown (an IPA clone's changed arguments): no register is
 		// taken for the return value, so the stub is left out only if
 		// the new code surely writes nothing the old one left alone.
-		sig, sigErr := clobber.Signature(preData, f.name)
+		sig, sigErr := pre.Signature(f.name)
 		save := clobber.CallClobbered &^ old &^ sig.Returns
 		now := clobber.CallClobbered
 		if post.Has(f.name) {
@@ -179,6 +198,23 @@ func planIPARA(ctx context.Context, res *build.Result, rel string, preData, post
 		plan.stubs = append(plan.stubs, stubPlan{fn: f, save: save})
 	}
 	return plan, nil
+}
+
+// reachesAnother reports whether some function of fns reaches another
+// one of them through o's code, or a name is not in o (then nothing is
+// known).
+func reachesAnother(o *clobber.Object, fns []fnKey) bool {
+	for _, a := range fns {
+		if !o.Has(a.name) {
+			return true
+		}
+		for _, b := range fns {
+			if a.name != b.name && o.Reaches(a.name, b.name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // diffFuncs diffs one object pair on its own and returns the status of
@@ -251,14 +287,43 @@ func short(s clobber.Set) string {
 
 // describe is the plan in one line.
 func (p *ipaPlan) describe(rel string) string {
-	var keep []string
+	var keep, back []string
 	for k := range p.keep {
 		keep = append(keep, k.name)
 	}
-	sort.Strings(keep)
-	line := fmt.Sprintf("%s: kept %s (only GCC's -fipa-ra changed it)", rel, strings.Join(keep, ", "))
-	for _, s := range p.stubs {
-		line += fmt.Sprintf("; %s entered through a stub saving %s", s.fn.name, short(s.save))
+	for k, c := range p.back {
+		back = append(back, fmt.Sprintf("%s (new code in %s refers to it)", k.name, c))
 	}
-	return line
+	sort.Strings(keep)
+	sort.Strings(back)
+	var parts []string
+	if len(keep) > 0 {
+		parts = append(parts, "kept "+strings.Join(keep, ", ")+" (only GCC's -fipa-ra changed it)")
+	}
+	if len(back) > 0 {
+		parts = append(parts, "replaced "+strings.Join(back, ", ")+" though only GCC's -fipa-ra changed it")
+	}
+	for _, s := range p.stubs {
+		parts = append(parts, fmt.Sprintf("%s entered through a stub saving %s", s.fn.name, short(s.save)))
+	}
+	return rel + ": " + strings.Join(parts, "; ")
+}
+
+// addReasons gives each function of t that only -fipa-ra changed but is
+// replaced all the same (back) the ipa-ra reason, in place of the
+// changed-code one that said no more.
+func addReasons(t *update.Target, back map[fnKey]string) {
+	for i := range t.Functions {
+		fn := &t.Functions[i]
+		c, ok := back[fnKey{fn.Name, fn.File}]
+		if !ok || fn.Status != update.StatusReplaced {
+			continue
+		}
+		r := update.Reason{Kind: update.ReasonIPARA, Detail: c}
+		if j := slices.IndexFunc(fn.Why, func(r update.Reason) bool { return r.Kind == update.ReasonCode }); j >= 0 {
+			fn.Why[j] = r
+		} else {
+			fn.Why = append(fn.Why, r)
+		}
+	}
 }

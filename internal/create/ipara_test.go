@@ -66,6 +66,18 @@ func replacedNames(f *update.File) []string {
 	return out
 }
 
+// why is fn's reasons in f.
+func why(f *update.File, fn string) []update.Reason {
+	for _, tg := range f.Targets {
+		for _, x := range tg.Functions {
+			if x.Name == fn {
+				return x.Why
+			}
+		}
+	}
+	return nil
+}
+
 // stubbed reports whether fn's post code is a preserving stub.
 func stubbed(f *update.File, fn string) bool {
 	for _, tg := range f.Targets {
@@ -133,6 +145,14 @@ func TestIPARAKeepsCallers(t *testing.T) {
 	if !stubbed(f, "handle") {
 		t.Error("handle is not entered through a preserving stub")
 	}
+	// helper says why: only -fipa-ra changed it, and report's new code
+	// refers to it.
+	if w := why(f, "helper"); len(w) == 0 || w[0] != (update.Reason{Kind: update.ReasonIPARA, Detail: "report"}) {
+		t.Errorf("helper's reasons %v, want ipa-ra report first", w)
+	}
+	if w := why(f, "handle"); slices.ContainsFunc(w, func(r update.Reason) bool { return r.Kind == update.ReasonIPARA }) {
+		t.Errorf("handle's reasons %v: its own change is no -fipa-ra one", w)
+	}
 	// Without report's call, nothing new calls helper: it stays as it
 	// runs, like main.
 	pre := strings.Replace(ipaProg, "return helper(n) + 1;", "return n + 1;", 1)
@@ -182,5 +202,68 @@ func TestIPARARefusesVarargs(t *testing.T) {
 	_, err := createFrom(t, varargsProg, post)
 	if err == nil || !strings.Contains(err.Error(), "main: only GCC's -fipa-ra changed its code") || !strings.Contains(err.Error(), "variable argument list") {
 		t.Fatalf("want a refusal naming main and the variable argument list, got %v", err)
+	}
+}
+
+// compileObj compiles C source src with the wrapper's code flags and
+// returns the object's bytes.
+func compileObj(t *testing.T, src string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no gcc")
+	}
+	dir := t.TempDir()
+	c := filepath.Join(dir, "prog.c")
+	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("gcc", "-O2", "-g", "-ffunction-sections", "-fdata-sections", "-c", "-o", "prog.o", "prog.c")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "prog.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// An object no logged compile made cannot be compiled with -fno-ipa-ra:
+// every changed function is replaced, and the progress says the check
+// was not made instead of passing over it in silence.
+func TestIPARANoUnitSaysSo(t *testing.T) {
+	post := strings.Replace(ipaProg, "\tc->requests++;", "\tc->requests += puts(\"\") > 0;", 1)
+	pre, postData := compileObj(t, ipaProg), compileObj(t, post)
+	dir := t.TempDir()
+	res := &build.Result{Pre: &build.Tree{Root: dir}, Post: &build.Tree{Root: dir}}
+	var buf strings.Builder
+	plan, err := planIPARA(context.Background(), res, "prog.o", pre, postData, t.TempDir(), &buf)
+	if err != nil || plan != nil {
+		t.Fatalf("plan %+v, err %v: want no plan and no error", plan, err)
+	}
+	if !strings.Contains(buf.String(), "prog.o: -fipa-ra check not made") {
+		t.Errorf("progress %q does not say the check was not made", buf.String())
+	}
+}
+
+// Changes no replaced function reaches from another are independent:
+// nothing can have changed through -fipa-ra alone, so no extra compile is
+// tried (here it would fail and say so).
+func TestIPARAIndependentSkipsCompile(t *testing.T) {
+	const prog = `int __attribute__((noinline)) f(int x) { return x * 3; }
+int __attribute__((noinline)) g(int x) { return x + 5; }
+`
+	post := strings.NewReplacer("x * 3", "x * 4", "x + 5", "x + 6").Replace(prog)
+	pre, postData := compileObj(t, prog), compileObj(t, post)
+	dir := t.TempDir()
+	res := &build.Result{Pre: &build.Tree{Root: dir}, Post: &build.Tree{Root: dir}}
+	var buf strings.Builder
+	plan, err := planIPARA(context.Background(), res, "prog.o", pre, postData, t.TempDir(), &buf)
+	if err != nil || plan != nil {
+		t.Fatalf("plan %+v, err %v: want no plan and no error", plan, err)
+	}
+	if buf.Len() != 0 {
+		t.Errorf("a compile was tried for independent changes: %q", buf.String())
 	}
 }

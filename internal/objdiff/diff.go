@@ -43,14 +43,8 @@ type Builder struct {
 	// SetTrees: the source trees, for the reasons (source.go)
 	preRoot, postRoot string
 	touchedFiles      map[string]*touched
-	keep              func(name, file string) bool
+	sourceErr         error // the first diff of a source file that failed
 }
-
-// KeepOld makes the builder leave the running version of every replaced
-// function keep(name, file) accepts (file: "" for a global) in place:
-// create uses it for callers whose code only GCC's -fipa-ra changed. Carried
-// code that calls such a static function gets the post copy of it.
-func (b *Builder) KeepOld(keep func(name, file string) bool) { b.keep = keep }
 
 // layoutChange is a changed type layout that changed code of file uses.
 type layoutChange struct {
@@ -143,14 +137,24 @@ type differ struct {
 	carried   map[*section]int      // post section -> index in the update's sections
 	changed   []string              // names of the replaced and new functions
 	b         *Builder
+	keep      func(name, file string) bool // AddObjectKeeping's
 }
 
 var numSuffix = regexp.MustCompile(`\.[0-9]+$`)
 
 // AddObject diffs one object: pre is nil for an object only the post tree has.
 func (b *Builder) AddObject(rel string, pre, post []byte) error {
+	return b.AddObjectKeeping(rel, pre, post, nil)
+}
+
+// AddObjectKeeping is AddObject leaving the running version of every
+// replaced function keep(name, file) accepts (file: "" for a global) in
+// place: create uses it for callers whose code only GCC's -fipa-ra
+// changed. Carried code that calls such a static function gets the post
+// copy of it.
+func (b *Builder) AddObjectKeeping(rel string, pre, post []byte, keep func(name, file string) bool) error {
 	d := &differ{rel: rel, b: b, pair: map[*section]*section{}, rename: map[*symbol]*symbol{},
-		different: map[*section]bool{}, carried: map[*section]int{}}
+		different: map[*section]bool{}, carried: map[*section]int{}, keep: keep}
 	var err error
 	if d.post, err = loadObject(rel, post); err != nil {
 		return err
@@ -641,13 +645,13 @@ func (d *differ) emit() error {
 			}
 		}
 	}
-	if d.b.keep != nil {
+	if d.keep != nil {
 		fns = slices.DeleteFunc(fns, func(f fn) bool {
 			file := ""
 			if f.sym.bind == elf.STB_LOCAL {
 				file = d.fileName()
 			}
-			return f.status == update.StatusReplaced && d.b.keep(f.pre.name, file)
+			return f.status == update.StatusReplaced && d.keep(f.pre.name, file)
 		})
 	}
 	if len(fns) == 0 {
@@ -658,11 +662,15 @@ func (d *differ) emit() error {
 			return err
 		}
 	}
-	var changed []*symbol
-	for _, f := range fns {
-		changed = append(changed, f.sym)
+	// Without the trees, why() guesses inlined changes from the code.
+	var inl map[string][]string
+	if d.b.postRoot == "" {
+		var changed []*symbol
+		for _, f := range fns {
+			changed = append(changed, f.sym)
+		}
+		inl = d.inlinedChanges(changed)
 	}
-	inl := d.inlinedChanges(changed)
 	for _, f := range fns {
 		d.changed = append(d.changed, f.sym.name)
 		uf := update.Function{Name: f.sym.name, Status: f.status, Section: d.carried[f.sym.sec], Size: f.sym.size}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -300,5 +301,32 @@ int g(int x)
 	}
 	if got["f"] != "changed source at x.c:4" || got["g"] != "only __LINE__ numbers moved in x.c" {
 		t.Fatalf("why: %q", got)
+	}
+}
+
+// A diff of the trees' files that fails (diff missing, exit status 2)
+// gives no touched lines and is told to the caller, not taken for "no
+// line changed".
+func TestTouchedLinesDiffFails(t *testing.T) {
+	pre, post := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(pre, "x.c"), []byte("int x;\n"), 0o644)
+	os.WriteFile(filepath.Join(post, "x.c"), []byte("int x;\nint y;\n"), 0o644)
+	b := NewBuilder("prog", "", "")
+	b.SetTrees(pre, post)
+	if tl := b.touchedLines("x.c"); tl == nil || !slices.Equal(tl.lines, []int{2}) || b.SourceErr() != nil {
+		t.Fatalf("touched %+v, err %v: want line 2, no error", tl, b.SourceErr())
+	}
+	// Exit status 2: the pre "file" is a directory.
+	os.Mkdir(filepath.Join(pre, "y.c"), 0o755)
+	os.WriteFile(filepath.Join(post, "y.c"), []byte("int y;\n"), 0o644)
+	if tl := b.touchedLines("y.c"); tl != nil || b.SourceErr() == nil || !strings.Contains(b.SourceErr().Error(), "exit status 2") {
+		t.Errorf("touched %+v, err %v: want none and an exit status 2 error", tl, b.SourceErr())
+	}
+	// No diff at all.
+	t.Setenv("PATH", t.TempDir())
+	b = NewBuilder("prog", "", "")
+	b.SetTrees(pre, post)
+	if tl := b.touchedLines("x.c"); tl != nil || b.SourceErr() == nil {
+		t.Errorf("touched %+v, err %v: want none and an error", tl, b.SourceErr())
 	}
 }

@@ -20,6 +20,7 @@ type object struct {
 	cuts     map[*section][]int64 // cutsOf, computed once per section
 	elf      *elf.File            // for its DWARF (why.go)
 	dw       *dwarfInfo           // its DWARF, read once
+	dwRead   bool                 // dwarf() has run (dw nil: no usable DWARF)
 }
 
 type section struct {

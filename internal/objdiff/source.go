@@ -3,6 +3,7 @@ package objdiff
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -72,7 +73,15 @@ func (b *Builder) touchedLines(file string) *touched {
 		if _, err := os.Stat(pre); err != nil {
 			pre = os.DevNull // a new file: every line is new
 		}
-		out, _ := exec.Command("diff", "-U0", pre, post).Output() // exit 1: they differ
+		out, err := diffU0(pre, post)
+		if err != nil {
+			// The reasons of this file's functions come from the code
+			// alone: say so (SourceErr) rather than claim no line changed.
+			if b.sourceErr == nil {
+				b.sourceErr = err
+			}
+			return nil
+		}
 		t := &touched{rel: rel}
 		sc := bufio.NewScanner(bytes.NewReader(out))
 		for sc.Scan() {
@@ -105,6 +114,28 @@ func (b *Builder) touchedLines(file string) *touched {
 	}
 	return nil
 }
+
+// diffU0 is `diff -U0 pre post`: nil if the files are the same, an
+// error if diff could not tell (missing, exit status 2).
+func diffU0(pre, post string) ([]byte, error) {
+	cmd := exec.Command("diff", "-U0", pre, post)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 1 {
+		return out, nil // the files differ
+	}
+	if err != nil {
+		return nil, fmt.Errorf("diff -U0 %s %s: %v: %s", pre, post, err, strings.TrimSpace(stderr.String()))
+	}
+	return nil, nil
+}
+
+// SourceErr is the first failure to diff a source file of the trees
+// (SetTrees): the reasons of that file's functions then came from the
+// code alone. Nil if every diff worked.
+func (b *Builder) SourceErr() error { return b.sourceErr }
 
 // sourceChanged reports where the patch changed function n's source lines
 // (its extent in the post object's DWARF), as FILE:LINE.

@@ -21,8 +21,8 @@ func baseName(n string) string {
 }
 
 // why says why post function y (pre: its running twin, nil for a new one)
-// is in the update. The ipa-ra reason is set by create, which builds the
-// variant that tells.
+// is in the update. The ipa-ra reason is set by create (ipara.go), which
+// builds the -fno-ipa-ra variant that tells.
 func (d *differ) why(y, pre *symbol, inl map[string][]string) []update.Reason {
 	var out []update.Reason
 	base := baseName(y.name)
@@ -107,10 +107,11 @@ func (d *differ) onlyData(a, b *section) ([]string, bool) {
 // the function they are inlined into (DWARF names: clones share their
 // origin's). Best effort: an object without usable DWARF gives none.
 func (d *differ) inlinedChanges(changed []*symbol) map[string][]string {
-	into := d.post.inlines() // function -> functions inlined into it
-	if len(into) == 0 {
+	di := d.post.dwarf()
+	if di == nil || len(di.into) == 0 {
 		return nil
 	}
+	into := di.into // function -> functions inlined into it
 	isChanged := map[string]bool{}
 	for _, y := range changed {
 		isChanged[baseName(y.name)] = true
@@ -172,19 +173,15 @@ func (di *dwarfInfo) extent(n string) (file string, from, to int, ok bool) {
 	return p.file, p.line, to, true
 }
 
-// inlines maps each function with code in the object (by DWARF name) to
-// the names of the functions inlined into it.
-func (o *object) inlines() map[string]map[string]bool {
-	if di := o.dwarf(); di != nil {
-		return di.into
-	}
-	return nil
-}
-
-// dwarf reads the object's DWARF once (nil without usable DWARF).
+// dwarf reads the object's DWARF once (nil without usable DWARF; a
+// failed read is not tried again).
 func (o *object) dwarf() *dwarfInfo {
-	if o.dw != nil || o.elf == nil || o.elf.Section(".debug_info") == nil {
+	if o.dwRead {
 		return o.dw
+	}
+	o.dwRead = true
+	if o.elf == nil || o.elf.Section(".debug_info") == nil {
+		return nil
 	}
 	dw, err := o.elf.DWARF()
 	if err != nil {

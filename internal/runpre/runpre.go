@@ -166,14 +166,14 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 	}
 	skip := make([]bool, n)
 	learned := map[int]uint64{}
-	seen := map[uint64]uint64{} // relocation offset -> S read from the running code
+	reach := map[uint64]uint64{} // relocation offset -> S + A, S read from the running code
 	for _, r := range pre.Relocs {
 		w := uint64(update.RelocWidth(r.Type))
 		s, rewritten, err := amd64.Observe(pre.Data, run, r.Offset, r.Type, c.Addr+r.Offset, r.Addend, mem)
 		if err != nil {
 			return nil, fmt.Errorf("at %#x+%#x: %w", c.Addr, r.Offset, err)
 		}
-		seen[r.Offset] = s
+		reach[r.Offset] = uint64(int64(s) + r.Addend)
 		for i := r.Offset - uint64(rewritten); i < r.Offset+w; i++ {
 			skip[i] = true
 		}
@@ -194,7 +194,7 @@ func matchOne(t *update.Target, pre *update.Code, c Candidate, mem amd64.Memory,
 			return nil, fmt.Errorf("at %#x: code differs at offset +%#x (running %#02x, expected %#02x)", c.Addr, i, run[i], pre.Data[i])
 		}
 	}
-	if err := matchRodata(pre, seen, mem); err != nil {
+	if err := matchRodata(pre, reach, mem); err != nil {
 		return nil, err
 	}
 	return learned, nil
@@ -214,21 +214,13 @@ func MatchCode(t *update.Target, code *update.Code, c Candidate, mem amd64.Memor
 // was built from (a string compares up to its NUL, so the linker's merging
 // of strings does not matter; relocation fields inside, as in jump tables,
 // are skipped).
-func matchRodata(pre *update.Code, seen map[uint64]uint64, mem amd64.Memory) error {
+func matchRodata(pre *update.Code, reach map[uint64]uint64, mem amd64.Memory) error {
 	for _, d := range pre.Rodata {
-		var a int64
-		found := false
-		for _, r := range pre.Relocs {
-			if r.Offset == d.Reloc {
-				a, found = r.Addend, true
-				break
-			}
-		}
-		s, ok := seen[d.Reloc]
-		if !found || !ok {
+		sa, ok := reach[d.Reloc]
+		if !ok {
 			return fmt.Errorf("read-only datum %s: no relocation at +%#x", d.Name, d.Reloc)
 		}
-		addr := uint64(int64(s) + a + d.At)
+		addr := uint64(int64(sa) + d.At)
 		run := make([]byte, len(d.Data))
 		if err := mem.ReadMem(addr, run); err != nil {
 			return fmt.Errorf("%w: %s at %#x: read: %v", ErrDataMismatch, d.Name, addr, err)

@@ -2,7 +2,7 @@ package update
 
 import "testing"
 
-// The debian field (format 1.1) round-trips, and bad CVE ids or a
+// The debian field (format version 2) round-trips, and bad CVE ids or a
 // missing source are refused.
 func TestDebianField(t *testing.T) {
 	f := &File{ID: "x", Kind: KindProcess, Patch: "00", Debian: &Debian{Source: "lsdemo", From: "1.0-1", To: "1.0-3", Patch: "fix.patch", CVEs: []string{"CVE-2026-0001", "CVE-2024-123456"}}}

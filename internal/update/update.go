@@ -46,7 +46,7 @@ type File struct {
 	// Kernel holds what only a kernel update has: the livepatch module.
 	Kernel *Kernel `json:"kernel,omitempty"`
 	// Debian names the Debian change an update of a distribution's files
-	// brings (create --deb; format 1.1).
+	// brings (create --deb; format version 2).
 	Debian  *Debian  `json:"debian,omitempty"`
 	Targets []Target `json:"targets"`
 }
@@ -235,7 +235,7 @@ const (
 	ReasonData    = "changed-data"   // same instructions, but read-only data it references changed
 	ReasonClone   = "clone"          // a compiler clone (.isra, .constprop, .part, ...) of Detail
 	ReasonInlined = "inlined"        // Detail's code, inlined into it, changed
-	ReasonIPARA   = "ipa-ra"         // its code changed only because a callee's register use did
+	ReasonIPARA   = "ipa-ra"         // only GCC's -fipa-ra changed its code, but new code (Detail) refers to it
 )
 
 // Reason is one cause of a function's presence in an update.
@@ -293,7 +293,10 @@ func (r Reason) String() string {
 	case ReasonInlined:
 		w = "inlines changed"
 	case ReasonIPARA:
-		w = "ipa-ra"
+		w = "only -fipa-ra changed it; referred to by the new code of"
+		if r.Detail == "" {
+			w = "only -fipa-ra changed it"
+		}
 	default:
 		w = r.Kind
 	}
