@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -108,8 +107,8 @@ func (s *session) addStubFrames(u *unwind.Unwinder) {
 	}
 }
 
-// ensureStubs finds or makes the return stub region, with the world
-// stopped. Made: an anonymous mapping first (one page of it runs the
+// ensureStubs finds or makes the return stub region, while the process
+// runs (but for the worker). Made: an anonymous mapping first (one page of it runs the
 // chain of calls that makes the memfd), the memfd mapped over its first
 // three pages, the code and frames written, protections set, the extra
 // page unmapped. A livesplice killed on the way leaks a few pages or
@@ -197,54 +196,39 @@ func (s *session) makeStubs() (uint64, error) {
 // call runs, 1 after. A livesplice killed during the call leaves 2, and
 // since libgcc 13 and later may abort on frames registered twice, that process gets
 // no redirects (errStubFramesInDoubt). libgcc takes a lock that a stopped
-// thread may hold: the process runs (but for the held threads) while it
-// is called. It reports whether the world was resumed (and stopped again).
-func (s *session) registerStubFrames(held map[int]bool) (bool, error) {
+// thread may hold: it is called while the process runs (but for the
+// worker, which makes the call).
+func (s *session) registerStubFrames() error {
 	flag := s.stubs.addr + 2*page + stubRegisteredOff
 	var b [1]byte
 	if err := s.p.ReadMem(flag, b[:]); err != nil {
-		return false, err
+		return err
 	}
 	switch b[0] {
 	case 1:
-		return false, nil
+		return nil
 	case 2:
-		return false, errStubFramesInDoubt
+		return errStubFramesInDoubt
 	}
 	reg, ok := s.libgccFunc("__register_frame")
 	if !ok {
-		return false, nil
+		return nil
 	}
 	if err := s.p.WriteMem(flag, []byte{2}); err != nil {
-		return false, err
-	}
-	if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, withWorker(held, s.worker), time.Now()); err != nil {
-		s.stopWorld()
-		return true, err
+		return err
 	}
 	fault.Point("safety:registering")
 	_, err := s.p.Call(reg, frameCallTimeout, s.stubs.frames())
 	if err == nil {
 		err = s.p.WriteMem(flag, []byte{1})
 	}
-	if serr := s.stopWorld(); err == nil {
-		err = serr
-	}
 	if err != nil {
-		return true, fmt.Errorf("hand the return stubs' call frame information to the program's unwinder: %w", err)
+		return fmt.Errorf("hand the return stubs' call frame information to the program's unwinder: %w", err)
 	}
-	return true, nil
+	return nil
 }
 
 var errStubFramesInDoubt = errors.New("a livesplice was killed while handing the return stubs' call frame information to the program's unwinder")
-
-func withWorker(held map[int]bool, worker int) map[int]bool {
-	m := map[int]bool{worker: true}
-	for t := range held {
-		m[t] = true
-	}
-	return m
-}
 
 // redirect is one busy frame's return sent through a stub.
 type redirect struct {

@@ -215,30 +215,33 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 		if time.Now().After(deadline) {
 			return fail(fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline()))
 		}
-		var watch map[int]uint64
 		if !noStubs && !s.stubs.ready {
+			// The stubs are made and their frames handed to libgcc
+			// while the program runs (but for the worker): the world
+			// is stopped only for checks and writes.
+			if err := s.p.ResumeExcept(s.worker); err != nil {
+				s.stopWorld()
+				return fail(err)
+			}
 			if err := s.ensureStubs(); err != nil {
 				// A process that refuses memfds (seccomp) is waited for
 				// the old way.
 				s.opt.logf("safety check: no return stubs (%v); waiting for busy threads instead", err)
 				noStubs = true
-			} else {
-				resumed, err := s.registerStubFrames(held)
-				if err != nil {
-					// Without its frames, an exception through a
-					// stub would end a C++ program: no redirects.
-					s.opt.logf("safety check: %v; waiting for busy threads instead", err)
-					noStubs = true
-					s.stubs.ready = false
-				}
-				if resumed {
-					if err := s.again(&u); err != nil {
-						return fail(err)
-					}
-					continue
-				}
+			} else if err := s.registerStubFrames(); err != nil {
+				// Without its frames, an exception through a stub
+				// would end a C++ program: no redirects.
+				s.opt.logf("safety check: %v; waiting for busy threads instead", err)
+				noStubs = true
+				s.stubs.ready = false
 			}
+			s.clean = nil // every thread ran: check all next time
+			if err := s.again(&u); err != nil {
+				return fail(err)
+			}
+			continue
 		}
+		var watch map[int]uint64
 		if s.stubs.ready {
 			watch, err = s.redirectBusy(b, spans, &reds)
 			if err != nil {
