@@ -183,10 +183,12 @@ func checkThread(u *unwind.Unwinder, spans []span, tid int, regs *unix.PtraceReg
 // PTRACE_SYSCALL until it makes its stub's system call, where it is held
 // stopped (it cannot re-enter), while the others run on. Once every
 // redirected thread is held, the world is stopped and checked again:
-// threads that entered meanwhile are redirected in turn, so each round
-// holds at least one more thread and the check ends when none is busy.
-// A busy thread that cannot be redirected is waited for the old way: the
-// process runs a little and is checked again, with back-off. Nothing is
+// threads that entered meanwhile are redirected in turn, and the check
+// ends when none is busy. A busy thread that cannot be redirected is
+// waited for the old way: the process runs a little and is checked again,
+// with back-off. In such a round, or after a round where no redirected
+// thread reached its stub, the held threads are let go (their redirects
+// used up): a splice that may never come does not freeze them. Nothing is
 // left for the program to trip on if livesplice dies: stubs forward to
 // the original return address by themselves.
 func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
@@ -197,8 +199,24 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 	// bounded, growing, and the next round redirects it again.
 	round := 50 * time.Millisecond
 	var reds []redirect
-	held := map[int]bool{}
 	taken := map[int]int{} // held threads: the stub each stopped at
+	// release lets the held threads go: their redirects are used up (the
+	// stub cleared its pending byte), so they are dropped.
+	release := func() {
+		if len(taken) == 0 {
+			return
+		}
+		kept := reds[:0]
+		for _, r := range reds {
+			if i, ok := taken[r.tid]; ok && i == r.stub {
+				continue
+			}
+			kept = append(kept, r)
+		}
+		reds = kept
+		taken = map[int]int{}
+	}
+	stalled := false // the last round held no new thread
 	noStubs := false
 	fail := func(err error) error {
 		s.unredirect(reds, taken)
@@ -249,6 +267,17 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			}
 		}
 		s.clean = nil // every thread runs again: check all next time
+		if len(watch) < len(b) || stalled {
+			// A busy thread that cannot be redirected, or a round that
+			// held no new thread: holding the caught ones until the
+			// deadline would freeze them for a splice that may not
+			// come.
+			release()
+		}
+		held := map[int]bool{}
+		for tid := range taken {
+			held[tid] = true
+		}
 		if len(watch) > 0 {
 			fault.Point("safety:redirected")
 			until := time.Now().Add(round)
@@ -257,9 +286,9 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			}
 			reached, err := s.p.RunToStubs(watch, amd64.ReturnStubNr, held, until)
 			for tid := range reached {
-				held[tid] = true
 				taken[tid] = s.stubs.index(watch[tid])
 			}
+			stalled = len(reached) == 0
 			s.opt.logf("safety check: %d busy threads sent through return stubs, %d held there", len(watch), len(reached))
 			if err != nil && !errors.Is(err, ptrace.ErrTimeout) {
 				s.stopWorld()
