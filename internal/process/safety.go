@@ -303,7 +303,8 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 				backoff = min(backoff*2, 100*time.Millisecond)
 			}
 		} else {
-			if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, held, deadline); err != nil {
+			// No thread to watch, and none held (released above).
+			if err := s.p.Resume(); err != nil {
 				s.stopWorld()
 				return fail(err)
 			}
