@@ -120,21 +120,15 @@ func (r *Record) Defined(file, name string) []Def {
 // DefinedIn is Defined for the definitions an update made in the region of
 // the object mapped at path: a static of one source file may be defined by
 // an update in two objects (a library and the one it is split from, built
-// from the same file), and each object's code must find its own. A record
-// whose targets and regions are not paired one to one (none is written so)
-// gives every definition.
+// from the same file), and each object's code must find its own. Every
+// record pairs its targets and regions one to one.
 func (r *Record) DefinedIn(path, file, name string) []Def {
 	var out []Def
 	for _, u := range r.Updates {
-		paired := len(u.Targets) == len(u.Regions)
 		for _, d := range u.Defs {
-			if d.Name != name || d.File != file {
-				continue
+			if d.Name == name && d.File == file && u.inRegionOf(path, d.Addr) {
+				out = append(out, d)
 			}
-			if paired && !u.inRegionOf(path, d.Addr) {
-				continue
-			}
-			out = append(out, d)
 		}
 	}
 	return out
@@ -144,6 +138,9 @@ func (r *Record) DefinedIn(path, file, name string) []Def {
 // the object at path.
 func (u *Applied) inRegionOf(path string, addr uint64) bool {
 	for i, t := range u.Targets {
+		if i >= len(u.Regions) {
+			break
+		}
 		if g := u.Regions[i]; t == path && addr >= g.Addr && addr < g.Addr+g.Size {
 			return true
 		}

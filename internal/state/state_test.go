@@ -75,4 +75,13 @@ func TestDefinedIn(t *testing.T) {
 	if d := r.Defined("c.c", "scale"); len(d) != 2 {
 		t.Errorf("Defined: %+v", d)
 	}
+	// A target without its region (no record is written so) finds
+	// nothing there, and a region still finds its own.
+	r.Updates[0].Regions = r.Updates[0].Regions[:1]
+	if d := r.DefinedIn("/lib/b.so", "c.c", "scale"); len(d) != 0 {
+		t.Errorf("b.so without its region: %+v", d)
+	}
+	if d := r.DefinedIn("/lib/a.so", "c.c", "scale"); len(d) != 1 || d[0].Addr != 0x1100 {
+		t.Errorf("a.so, b.so without its region: %+v", d)
+	}
 }
