@@ -119,16 +119,12 @@ func (s *session) ensureStubs() error {
 		return nil
 	}
 	r, found := findStubs(s.maps)
-	for try := 0; !found; try++ {
+	if !found {
 		addr, err := s.makeStubs()
-		if errors.Is(err, ptrace.ErrStalled) && try < 3 {
-			continue // a loaded machine: the mapping was given back, again
-		}
 		if err != nil {
 			return err
 		}
 		r = stubRegion{addr: addr}
-		break
 	}
 	code, eh, err := r.images()
 	if err != nil {
@@ -169,13 +165,9 @@ func (s *session) makeStubs() (uint64, error) {
 		s.munmap(addr, stubRegionSize+page)
 		return 0, fmt.Errorf("return stubs: %w", err)
 	}
-	fd := map[int]int{0: 0}
-	_, err = s.p.Syscalls(chain, []ptrace.Call{
-		{Nr: unix.SYS_MEMFD_CREATE, Args: [6]uint64{name, unix.MFD_CLOEXEC}},
-		{Nr: unix.SYS_FTRUNCATE, Args: [6]uint64{0, stubRegionSize}, From: fd},
-		{Nr: unix.SYS_MMAP, Args: [6]uint64{addr, stubRegionSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_FIXED, 0, 0}, From: map[int]int{4: 0}},
-		{Nr: unix.SYS_CLOSE, From: fd},
-	})
+	// Run again after a stall, a lost run's memfd mapping is simply
+	// mapped over (MAP_FIXED) and its descriptor was closed.
+	_, err = s.chain(chain, memfdCalls(0, name, stubRegionSize, addr, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED), nil)
 	if err != nil {
 		// Whatever ran (the chain closes its descriptor unless a call
 		// failed before): the memfd's pages go with the rest.
