@@ -98,13 +98,21 @@ func findStubs(maps []procfs.Mapping) (stubRegion, bool) {
 // addStubFrames gives u the stubs' call frame information, from what is
 // known rather than read (the world may be stopped).
 func (s *session) addStubFrames(u *unwind.Unwinder) {
-	if s.stubs.addr == 0 {
-		return
-	}
-	_, eh, err := s.stubs.images()
-	if err == nil {
+	if eh := s.stubFrames(); eh != nil {
 		u.AddFrames("livesplice-stubs", s.stubs.addr, s.stubs.addr+page, eh, s.stubs.frames())
 	}
+}
+
+// stubFrames is the region's .eh_frame, encoded once per session: every
+// check after a round of waiting needs it.
+func (s *session) stubFrames() []byte {
+	if s.stubs.addr == 0 {
+		return nil
+	}
+	if s.stubEH == nil {
+		s.stubEH = amd64.ReturnStubFrames(s.stubs.frames(), s.stubs.addr, s.stubs.target(0), stubCount)
+	}
+	return s.stubEH
 }
 
 // ensureStubs finds or makes the return stub region, while the process
@@ -118,7 +126,7 @@ func (s *session) ensureStubs() error {
 	if s.stubs.ready {
 		return nil
 	}
-	r, found := findStubs(s.maps)
+	r, found := s.stubs, s.stubs.addr != 0 // the session found it (unwinder)
 	if !found {
 		addr, err := s.makeStubs()
 		if err != nil {

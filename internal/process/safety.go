@@ -218,20 +218,22 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 	}
 	stalled := false // the last round held no new thread
 	noStubs := false
-	fail := func(err error) error {
+	// putBack ends the wait: the returns redirected and not taken go
+	// back, on success (frames left another way) as on failure.
+	putBack := func(err error) error {
 		s.unredirect(reds, taken)
 		return err
 	}
 	for tries := 1; ; tries++ {
 		b, err := s.check(u, spans)
 		if err != nil {
-			return fail(err)
+			return putBack(err)
 		}
 		if len(b) == 0 {
-			return fail(nil)
+			return putBack(nil)
 		}
 		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline()))
+			return putBack(fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline()))
 		}
 		if !noStubs && !s.stubs.ready {
 			// The stubs are made and their frames handed to libgcc
@@ -239,7 +241,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			// is stopped only for checks and writes.
 			if err := s.p.ResumeExcept(s.worker); err != nil {
 				s.stopWorld()
-				return fail(err)
+				return putBack(err)
 			}
 			if err := s.ensureStubs(); err != nil {
 				// A process that refuses memfds (seccomp) is waited for
@@ -255,7 +257,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			}
 			s.clean = nil // every thread ran: check all next time
 			if err := s.again(&u); err != nil {
-				return fail(err)
+				return putBack(err)
 			}
 			continue
 		}
@@ -263,7 +265,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 		if s.stubs.ready {
 			watch, err = s.redirectBusy(b, spans, &reds)
 			if err != nil {
-				return fail(err)
+				return putBack(err)
 			}
 		}
 		s.clean = nil // every thread runs again: check all next time
@@ -292,7 +294,7 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			s.opt.logf("safety check: %d busy threads sent through return stubs, %d held there", len(watch), len(reached))
 			if err != nil && !errors.Is(err, ptrace.ErrTimeout) {
 				s.stopWorld()
-				return fail(err)
+				return putBack(err)
 			}
 			round = min(2*round, time.Second)
 			fault.Point("safety:held")
@@ -306,13 +308,13 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			// No thread to watch, and none held (released above).
 			if err := s.p.Resume(); err != nil {
 				s.stopWorld()
-				return fail(err)
+				return putBack(err)
 			}
 			time.Sleep(backoff)
 			backoff = min(backoff*2, 100*time.Millisecond)
 		}
 		if err := s.again(&u); err != nil {
-			return fail(err)
+			return putBack(err)
 		}
 	}
 }

@@ -75,6 +75,7 @@ type session struct {
 	lock      *targetLock             // per-process lock (lockTarget), held until detach
 	frames    []placedFrames          // applied updates' call frame information (readFrames)
 	stubs     stubRegion              // the return stub region, once found or made (retstub.go)
+	stubEH    []byte                  // its .eh_frame, encoded once (stubFrames)
 	views     map[int]busy            // every thread as the last checks saw it
 }
 
