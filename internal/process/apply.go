@@ -581,7 +581,7 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 			return p, fmt.Errorf("%s: %w", fn.Name, err)
 		}
 		for _, q := range p.applied.Funcs {
-			if e.at < q.At()+uint64(len(q.Jump)) && q.At() < e.at+uint64(len(e.jump)) {
+			if q.Overlaps(e.at, e.at+uint64(len(e.jump))) {
 				return p, fmt.Errorf("%s: %w: its entry jump would overlap that of %s", fn.Name, amd64.ErrNotSpliceable, q.Name)
 			}
 		}
@@ -651,15 +651,15 @@ func (s *session) entry(mod *module, fn update.Function, m runpre.Func, stub uin
 		return entryRedirect{}, fmt.Errorf("read %s: %w", fn.Name, err)
 	}
 	n, errAfter := amd64.ShortEntry(code, int(m.Size), len(jump))
-	if errAfter == nil && s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump))) == nil {
+	if errAfter == nil {
+		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
+	}
+	if errAfter == nil {
 		return entryRedirect{at: m.Addr, jump: jump, saved: slices.Clone(code[:len(jump)]), displaced: code[:n], code: code[:m.Size]}, nil
 	}
 	e, errBefore := s.paddedEntry(mod, m, stub, code[:m.Size])
 	if errBefore == nil {
 		return e, nil
-	}
-	if errAfter == nil {
-		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
 	}
 	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; nor through padding before it: %v (change its callers instead, or build with -fpatchable-function-entry=5)", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
 }

@@ -175,6 +175,11 @@ type Patched struct {
 // At is where Jump and Saved are written.
 func (p *Patched) At() uint64 { return p.Addr - p.Lead }
 
+// Overlaps reports whether the bytes p's entry jump writes meet [lo, hi).
+func (p *Patched) Overlaps(lo, hi uint64) bool {
+	return p.At() < hi && lo < p.At()+uint64(len(p.Jump))
+}
+
 // Find returns the applied update with this id.
 func (r *Record) Find(id string) (int, *Applied) {
 	for i := range r.Updates {
@@ -215,7 +220,7 @@ func (r *Record) Overlapping(lo, hi uint64) *Patched {
 	for i := range r.Updates {
 		for j := range r.Updates[i].Funcs {
 			f := &r.Updates[i].Funcs[j]
-			if f.At() < hi && lo < f.At()+uint64(len(f.Jump)) {
+			if f.Overlaps(lo, hi) {
 				return f
 			}
 		}

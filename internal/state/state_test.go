@@ -85,3 +85,24 @@ func TestDefinedIn(t *testing.T) {
 		t.Errorf("a.so, b.so without its region: %+v", d)
 	}
 }
+
+// An entry jump's bytes start Lead before the entry: a redirect through
+// padding overlaps what lies before its function, not what follows.
+func TestPatchedOverlaps(t *testing.T) {
+	p := Patched{Addr: 0x1010, Lead: 8, Jump: make([]byte, 5)} // writes 0x1008..0x100d
+	for _, c := range []struct {
+		lo, hi uint64
+		want   bool
+	}{{0x1000, 0x1008, false}, {0x1000, 0x1009, true}, {0x100c, 0x1011, true}, {0x100d, 0x1012, false}, {0x1010, 0x1015, false}} {
+		if got := p.Overlaps(c.lo, c.hi); got != c.want {
+			t.Errorf("Overlaps(%#x, %#x) = %v, want %v", c.lo, c.hi, got, c.want)
+		}
+	}
+	r := &Record{Updates: []Applied{{ID: "u", Funcs: []Patched{p}}}}
+	if q := r.Overlapping(0x100c, 0x1011); q == nil || q.Addr != 0x1010 {
+		t.Errorf("Overlapping: %+v", q)
+	}
+	if q := r.Overlapping(0x1010, 0x1015); q != nil {
+		t.Errorf("Overlapping past the jump: %+v", q)
+	}
+}
