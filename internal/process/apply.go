@@ -593,6 +593,8 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 		if o := s.rec.Owner(m.Addr); o != nil {
 			p.deps[o.ID] = true
 		}
+		_, copied := copies[i]
+		s.opt.logf("%s: %s", fn.Name, entryKind(e, m, copied))
 		placed[m.Addr] = len(p.applied.Funcs)
 		p.applied.Funcs = append(p.applied.Funcs, state.Patched{Name: fn.Name, File: fn.File, Addr: m.Addr, Size: m.Size,
 			Stub: stubAddr, New: to, NewSize: fn.Size, Saved: e.saved, Jump: e.jump, Lead: m.Addr - e.at})
@@ -613,6 +615,24 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	p.protect = append(p.protect, ptrace.Call{Nr: unix.SYS_MPROTECT, Args: [6]uint64{addr + p.partOff[2], total - p.partOff[2], unix.PROT_READ | unix.PROT_WRITE}})
 
 	return p, nil
+}
+
+// entryKind names, for apply -v, the way entry chose to redirect a
+// function (and whether its gate runs a copy of its old code).
+func entryKind(e entryRedirect, m runpre.Func, copied bool) string {
+	var k string
+	switch {
+	case e.at < m.Addr:
+		k = fmt.Sprintf("entry jump through the padding before it (lead %d)", m.Addr-e.at)
+	case m.Size < uint64(len(e.jump)):
+		k = "entry jump over the padding after it"
+	default:
+		k = "entry jump over its first instructions"
+	}
+	if copied {
+		k += ", gate runs a copy of its old code"
+	}
+	return k
 }
 
 // entryRedirect is how one function's entry is redirected to its gate.

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 )
@@ -104,5 +105,30 @@ func TestPatchedOverlaps(t *testing.T) {
 	}
 	if q := r.Overlapping(0x1010, 0x1015); q != nil {
 		t.Errorf("Overlapping past the jump: %+v", q)
+	}
+}
+
+// A record is written as version 2 only when a redirect in it has a lead:
+// a livesplice that knows only version 1 must refuse exactly those.
+func TestVersionOnlyWithLead(t *testing.T) {
+	f := Patched{Name: "f", Addr: 0x500, Saved: []byte{1, 2, 3, 4, 5}, Jump: []byte{0xe9, 0, 0, 0, 0}}
+	for _, c := range []struct {
+		rec  *Record
+		want uint32
+	}{
+		{&Record{}, Version},
+		{&Record{Updates: []Applied{{ID: "a", Funcs: []Patched{f}}}}, Version},
+		{&Record{Updates: []Applied{{ID: "a", Funcs: []Patched{f}}, {ID: "b", Funcs: []Patched{f, {Name: "g", Addr: 0x600, Lead: 5}}}}}, VersionLead},
+	} {
+		h, _, err := Encode(c.rec, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := binary.LittleEndian.Uint32(h[16:]); got != c.want {
+			t.Errorf("%d updates: version %d, want %d", len(c.rec.Updates), got, c.want)
+		}
+		if _, _, err := DecodeHeader(h); err != nil {
+			t.Errorf("version %d: %v", c.want, err)
+		}
 	}
 }
