@@ -208,13 +208,16 @@ type caseSpec struct {
 }
 
 type step struct {
-	Query    string    `json:"query"`
-	Want     string    `json:"want"`
-	Apply    string    `json:"apply"`
-	Undo     string    `json:"undo"`
-	Show     *[]string `json:"show"`
-	ExitCode int       `json:"exit"`
-	Contains string    `json:"contains"`
+	Query string    `json:"query"`
+	Want  string    `json:"want"`
+	Apply string    `json:"apply"`
+	Undo  string    `json:"undo"`
+	Show  *[]string `json:"show"`
+	// Log: run the apply with -v; its report must contain this (how an
+	// entry was redirected, say).
+	Log      string `json:"log"`
+	ExitCode int    `json:"exit"`
+	Contains string `json:"contains"`
 }
 
 // runCase runs a data-driven case from testdata/NAME.
@@ -302,7 +305,14 @@ func runCase(t *testing.T, name string, extraBuild string) {
 				f = filepath.Join(caseDir, s.Apply)
 			}
 			before := mappings(t, p.pid())
-			r = run(t, "apply", "--pid", p.pid(), f)
+			if s.Log != "" {
+				r = run(t, "apply", "-v", "--pid", p.pid(), f)
+				if !strings.Contains(r.stderr, s.Log) {
+					t.Fatalf("step %d: apply -v: want %q in its report: %s", i, s.Log, r.stderr)
+				}
+			} else {
+				r = run(t, "apply", "--pid", p.pid(), f)
+			}
 			if r.exit != 0 {
 				// A refused apply leaves no memory behind (the state
 				// record, once made, stays by design).

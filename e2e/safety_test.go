@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,5 +72,60 @@ func TestHammerApplyUndo(t *testing.T) {
 	}
 	if wrong != 0 || iters == 0 {
 		t.Fatalf("after %d rounds: %s", n, got)
+	}
+}
+
+// One thread caught at its return stub, one that never leaves the
+// function: the apply is refused at its deadline, and the caught thread is
+// let go meanwhile rather than frozen until then. main answers a query only
+// after the caught thread made two more calls, so the answer comes while
+// apply still runs (its deadline is beyond the query's 20 s wait) only if
+// the held thread was released.
+func TestBusyHeldReleased(t *testing.T) {
+	p, upd := prepare(t, "held_release")
+	if got := p.query("x"); !strings.HasPrefix(got, "value=1 ") {
+		t.Fatalf("before: %q", got)
+	}
+	cmd := exec.Command(livesplice, "apply", "-v", "--deadline", "60s", "--pid", p.pid(), upd)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	var log strings.Builder
+	held := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			var n, h int
+			if _, err := fmt.Sscanf(sc.Text(), "safety check: %d busy threads sent through return stubs, %d held there", &n, &h); err == nil && h > 0 && !sent {
+				sent = true
+				held <- true
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill() // the livesplice this test started, by pid
+		<-exited
+	})
+	select {
+	case <-held:
+	case err := <-exited:
+		t.Fatalf("apply ended before holding a thread: %v\n%s", err, log.String())
+	}
+	// The worker is held at its stub now; the answer needs it running.
+	if got := p.query("x"); !strings.HasPrefix(got, "value=1 ") {
+		t.Fatalf("during the refused apply: %q", got)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("apply ended (%v) before the answer was checked: the held thread ran only once it was let go at the deadline", err)
+	default:
 	}
 }

@@ -37,23 +37,11 @@ func Displaced(code []byte, need int) (int, error) {
 // running at addr) that branches to a place strictly inside (addr+lo,
 // addr+hi): a jump written over those bytes would be entered in its middle.
 func BranchesInto(code []byte, addr uint64, lo, hi int) (int, bool) {
-	for off := 0; off < len(code); {
-		inst, err := x86asm.Decode(code[off:], 64)
-		if err != nil {
-			off++ // data or padding: keep scanning
-			continue
-		}
-		for _, a := range inst.Args {
-			if rel, ok := a.(x86asm.Rel); ok {
-				to := int64(off) + int64(inst.Len) + int64(rel)
-				if to > int64(lo) && to < int64(hi) {
-					return off, true
-				}
-			}
-		}
-		off += inst.Len
+	at, ok := BranchTo(code, addr, addr+uint64(lo)+1, addr+uint64(hi))
+	if !ok {
+		return 0, false
 	}
-	return 0, false
+	return int(at - addr), true
 }
 
 // Relocate copies whole instructions that ran at from so that they run at
@@ -213,7 +201,7 @@ func ShortEntry(code []byte, size, need int) (int, error) {
 			return 0, fmt.Errorf("%w: shorter than a %d-byte jump, with only %d bytes of padding after it before the next symbol", ErrNotSpliceable, need, len(code)-size)
 		}
 		inst, err := x86asm.Decode(code[off:], 64)
-		if err != nil || !(inst.Op == x86asm.NOP || (inst.Op == x86asm.INT && code[off] == 0xcc) || (inst.Op == x86asm.XCHG && isNopXchg(code[off:off+inst.Len]))) {
+		if err != nil || !filler(code[off:], inst) {
 			return 0, fmt.Errorf("%w: shorter than a %d-byte jump, and the bytes after it (% x) are not padding", ErrNotSpliceable, need, code[off:min(len(code), off+8)])
 		}
 		off += inst.Len
@@ -245,24 +233,21 @@ const HotPatchLead = NearJumpSize
 // into it (ret, jmp, ud2, hlt; a call's return would land in it), and no
 // instruction before it may branch into it.
 func Padding(before []byte, beforeAddr uint64, symSize int) (int, error) {
-	type ins struct {
-		off  int
-		inst x86asm.Inst
-	}
-	var all []ins
+	var last x86asm.Inst // the last instruction before the padding
+	var lastOff int
 	padStart := -1
 	for off := 0; off < len(before); {
 		inst, err := decode(before[off:])
 		if err != nil {
 			return 0, fmt.Errorf("the code before it does not decode at %#x", beforeAddr+uint64(off))
 		}
-		all = append(all, ins{off, inst})
 		if filler(before[off:], inst) {
 			if padStart < 0 {
 				padStart = off
 			}
 		} else {
 			padStart = -1
+			last, lastOff = inst, off
 		}
 		off += inst.Len
 	}
@@ -275,23 +260,9 @@ func Padding(before []byte, beforeAddr uint64, symSize int) (int, error) {
 	if padStart == 0 {
 		return 0, fmt.Errorf("a symbol at %#x holds nothing but filler", beforeAddr)
 	}
-	end := beforeAddr + uint64(len(before))
 	padAddr := beforeAddr + uint64(padStart)
-	var last x86asm.Inst
-	var lastOff int
-	for _, in := range all {
-		if in.off >= padStart {
-			break
-		}
-		for _, a := range in.inst.Args {
-			if rel, ok := a.(x86asm.Rel); ok {
-				to := beforeAddr + uint64(in.off+in.inst.Len) + uint64(int64(rel))
-				if to >= padAddr && to < end {
-					return 0, fmt.Errorf("the instruction at %#x branches into the padding at %#x", beforeAddr+uint64(in.off), padAddr)
-				}
-			}
-		}
-		last, lastOff = in.inst, in.off
+	if from, ok := BranchTo(before[:padStart], beforeAddr, padAddr, beforeAddr+uint64(len(before))); ok {
+		return 0, fmt.Errorf("the instruction at %#x branches into the padding at %#x", from, padAddr)
 	}
 	switch last.Op {
 	case x86asm.RET, x86asm.LRET, x86asm.JMP, x86asm.UD2, x86asm.HLT:

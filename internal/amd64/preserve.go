@@ -32,8 +32,7 @@ type PreservingStub struct {
 // (encoding numbers 0-15) and xmm registers xmms (0-15).
 func NewPreservingStub(gprs, xmms []int) PreservingStub {
 	var c []byte
-	type cfa struct{ at, off int } // after the instruction ending at at, the CFA is %rsp+off
-	var steps []cfa
+	var steps []cfaStep
 	off := 8
 	for _, r := range gprs {
 		if r >= 8 {
@@ -41,7 +40,7 @@ func NewPreservingStub(gprs, xmms []int) PreservingStub {
 		}
 		c = append(c, 0x50+byte(r&7))
 		off += 8
-		steps = append(steps, cfa{len(c), off})
+		steps = append(steps, cfaStep{len(c), off})
 	}
 	n := 16 * len(xmms)
 	if (8+8*len(gprs)+n)%16 != 0 {
@@ -51,7 +50,7 @@ func NewPreservingStub(gprs, xmms []int) PreservingStub {
 		c = append(c, 0x48, 0x81, 0xec) // sub $imm32, %rsp
 		c = binary.LittleEndian.AppendUint32(c, uint32(n))
 		off += n
-		steps = append(steps, cfa{len(c), off})
+		steps = append(steps, cfaStep{len(c), off})
 	}
 	mov := func(op byte, x, disp int) {
 		if x >= 8 {
@@ -73,7 +72,7 @@ func NewPreservingStub(gprs, xmms []int) PreservingStub {
 		c = append(c, 0x48, 0x81, 0xc4) // add $imm32, %rsp
 		c = binary.LittleEndian.AppendUint32(c, uint32(n))
 		off -= n
-		steps = append(steps, cfa{len(c), off})
+		steps = append(steps, cfaStep{len(c), off})
 	}
 	for i := len(gprs) - 1; i >= 0; i-- {
 		r := gprs[i]
@@ -82,68 +81,12 @@ func NewPreservingStub(gprs, xmms []int) PreservingStub {
 		}
 		c = append(c, 0x58+byte(r&7))
 		off -= 8
-		steps = append(steps, cfa{len(c), off})
+		steps = append(steps, cfaStep{len(c), off})
 	}
 	c = append(c, 0xc3)
 	s := PreservingStub{Code: c, CallField: call}
-	s.Frame, s.FramePCField = stubFrame(len(c), func(emit func(at, off int)) {
-		for _, st := range steps {
-			emit(st.at, st.off)
-		}
-	})
+	// CFA = %rsp+8, the return address at CFA-8; then as the steps say.
+	frame, pc := ehFDE(ehCIE(0x0c, 7, 8, 0x90, 1), uint32(len(c)), cfaSteps(nil, steps))
+	s.Frame, s.FramePCField = append(frame, 0, 0, 0, 0), pc
 	return s
-}
-
-// stubFrame is an .eh_frame for code of size bytes that starts with the
-// CFA at %rsp+8 (the return address on top) and changes it as steps say.
-func stubFrame(size int, steps func(emit func(at, off int))) ([]byte, int) {
-	uleb := func(b []byte, v uint64) []byte {
-		for {
-			x := byte(v & 0x7f)
-			v >>= 7
-			if v != 0 {
-				b = append(b, x|0x80)
-				continue
-			}
-			return append(b, x)
-		}
-	}
-	pad := func(b []byte, start int) []byte {
-		for (len(b)-start)%8 != 0 {
-			b = append(b, 0) // DW_CFA_nop
-		}
-		return b
-	}
-	var b []byte
-	// CIE: version 1, "zR", code alignment 1, data alignment -8, return
-	// address column 16, pointers pc-relative sdata4; CFA = %rsp+8, the
-	// return address at CFA-8.
-	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'z', 'R', 0, 1, 0x78, 16, 1, 0x1b,
-		0x0c, 7, 8, 0x90, 1)
-	b = pad(b, 0)
-	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
-	fde := len(b)
-	b = append(b, 0, 0, 0, 0)
-	b = binary.LittleEndian.AppendUint32(b, uint32(fde+4)) // back to the CIE
-	pc := len(b)
-	b = append(b, 0, 0, 0, 0)
-	b = binary.LittleEndian.AppendUint32(b, uint32(size))
-	b = append(b, 0) // no augmentation data
-	last := 0
-	steps(func(at, off int) {
-		d := at - last
-		switch {
-		case d < 0x40:
-			b = append(b, 0x40|byte(d)) // DW_CFA_advance_loc
-		case d < 0x100:
-			b = append(b, 0x02, byte(d)) // DW_CFA_advance_loc1
-		default:
-			b = append(b, 0x03, byte(d), byte(d>>8)) // DW_CFA_advance_loc2
-		}
-		last = at
-		b = uleb(append(b, 0x0e), uint64(off)) // DW_CFA_def_cfa_offset
-	})
-	b = pad(b, fde)
-	binary.LittleEndian.PutUint32(b[fde:], uint32(len(b)-fde-4))
-	return append(b, 0, 0, 0, 0), pc
 }

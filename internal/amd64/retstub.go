@@ -73,41 +73,21 @@ func ReturnStub(at, pending, target uint64) ([]byte, error) {
 // caller: the return address is the value in the target slot, and the
 // caller's rsp is the rsp at the stub's entry.
 func ReturnStubFrames(ehAddr, code, targets uint64, n int) []byte {
-	var b []byte
-	// CIE: version 1, augmentation "zR", code alignment 1, data
-	// alignment -8, return address column 16, FDE pointers pc-relative
-	// sdata4; no initial instructions (every FDE gives its own rules).
-	cie := []byte{0, 0, 0, 0, 1, 'z', 'R', 0, 1, 0x78, 16, 1, 0x1b}
-	for len(cie)%8 != 4 {
-		cie = append(cie, 0) // DW_CFA_nop
-	}
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(cie)))
-	b = append(b, cie...)
+	// No initial instructions: every FDE gives its own rules.
+	b := ehCIE()
 	for i := 0; i < n; i++ {
 		at := code + uint64(i)*ReturnStubSize
-		start := len(b)
-		body := binary.LittleEndian.AppendUint32(nil, uint32(start+4)) // CIE pointer: back to offset 0
-		pcField := ehAddr + uint64(start) + 8
-		body = binary.LittleEndian.AppendUint32(body, uint32(int32(int64(at-pcField))))
-		body = binary.LittleEndian.AppendUint32(body, ReturnStubCodeSize)
-		body = append(body, 0) // augmentation data length
-		body = append(body,
+		ins := []byte{
 			0x0c, 7, 8, // DW_CFA_def_cfa rsp+8
 			0x14, 7, 1, // DW_CFA_val_offset rsp = CFA-8: the caller's rsp is the entry's
-			0x16, 16, 10, 0x03) // DW_CFA_val_expression ra: DW_OP_addr target, DW_OP_deref
-		body = binary.LittleEndian.AppendUint64(body, targets+16*uint64(i))
-		body = append(body, 0x06,
-			0x40|9, 0x0e, 16, // after push %rax
-			0x40|1, 0x0e, 24, // after push %rcx
-			0x40|2, 0x0e, 32, // after push %r11
-			0x40|9, 0x0e, 24, // after pop %r11
-			0x40|1, 0x0e, 16, // after pop %rcx
-			0x40|1, 0x0e, 8) // after pop %rax
-		for len(body)%8 != 4 {
-			body = append(body, 0)
-		}
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
-		b = append(b, body...)
+			0x16, 16, 10, 0x03} // DW_CFA_val_expression ra: DW_OP_addr target, DW_OP_deref
+		ins = binary.LittleEndian.AppendUint64(ins, targets+16*uint64(i))
+		ins = append(ins, 0x06)
+		// After push %rax, %rcx, %r11, pop %r11, %rcx, %rax.
+		ins = cfaSteps(ins, []cfaStep{{9, 16}, {10, 24}, {12, 32}, {21, 24}, {22, 16}, {23, 8}})
+		var pc int
+		b, pc = ehFDE(b, ReturnStubCodeSize, ins)
+		binary.LittleEndian.PutUint32(b[pc:], uint32(int32(int64(at-(ehAddr+uint64(pc))))))
 	}
 	return append(b, 0, 0, 0, 0)
 }

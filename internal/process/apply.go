@@ -581,7 +581,7 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 			return p, fmt.Errorf("%s: %w", fn.Name, err)
 		}
 		for _, q := range p.applied.Funcs {
-			if e.at < q.At()+uint64(len(q.Jump)) && q.At() < e.at+uint64(len(e.jump)) {
+			if q.Overlaps(e.at, e.at+uint64(len(e.jump))) {
 				return p, fmt.Errorf("%s: %w: its entry jump would overlap that of %s", fn.Name, amd64.ErrNotSpliceable, q.Name)
 			}
 		}
@@ -593,6 +593,8 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 		if o := s.rec.Owner(m.Addr); o != nil {
 			p.deps[o.ID] = true
 		}
+		_, copied := copies[i]
+		s.opt.logf("%s: %s", fn.Name, entryKind(e, m, copied))
 		placed[m.Addr] = len(p.applied.Funcs)
 		p.applied.Funcs = append(p.applied.Funcs, state.Patched{Name: fn.Name, File: fn.File, Addr: m.Addr, Size: m.Size,
 			Stub: stubAddr, New: to, NewSize: fn.Size, Saved: e.saved, Jump: e.jump, Lead: m.Addr - e.at})
@@ -613,6 +615,24 @@ func (s *session) plan(t *update.Target, flag uint64) (*plan, error) {
 	p.protect = append(p.protect, ptrace.Call{Nr: unix.SYS_MPROTECT, Args: [6]uint64{addr + p.partOff[2], total - p.partOff[2], unix.PROT_READ | unix.PROT_WRITE}})
 
 	return p, nil
+}
+
+// entryKind names, for apply -v, the way entry chose to redirect a
+// function (and whether its gate runs a copy of its old code).
+func entryKind(e entryRedirect, m runpre.Func, copied bool) string {
+	var k string
+	switch {
+	case e.at < m.Addr:
+		k = fmt.Sprintf("entry jump through the padding before it (lead %d)", m.Addr-e.at)
+	case m.Size < uint64(len(e.jump)):
+		k = "entry jump over the padding after it"
+	default:
+		k = "entry jump over its first instructions"
+	}
+	if copied {
+		k += ", gate runs a copy of its old code"
+	}
+	return k
 }
 
 // entryRedirect is how one function's entry is redirected to its gate.
@@ -651,15 +671,15 @@ func (s *session) entry(mod *module, fn update.Function, m runpre.Func, stub uin
 		return entryRedirect{}, fmt.Errorf("read %s: %w", fn.Name, err)
 	}
 	n, errAfter := amd64.ShortEntry(code, int(m.Size), len(jump))
-	if errAfter == nil && s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump))) == nil {
+	if errAfter == nil {
+		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
+	}
+	if errAfter == nil {
 		return entryRedirect{at: m.Addr, jump: jump, saved: slices.Clone(code[:len(jump)]), displaced: code[:n], code: code[:m.Size]}, nil
 	}
 	e, errBefore := s.paddedEntry(mod, m, stub, code[:m.Size])
 	if errBefore == nil {
 		return e, nil
-	}
-	if errAfter == nil {
-		errAfter = s.noDynRelocs(mod, m.Addr, m.Addr+uint64(len(jump)))
 	}
 	return entryRedirect{}, fmt.Errorf("%s (%d bytes): %w; nor through padding before it: %v (change its callers instead, or build with -fpatchable-function-entry=5)", fn.Name, m.Size, errAfter, strings.TrimPrefix(errBefore.Error(), amd64.ErrNotSpliceable.Error()+": "))
 }

@@ -111,10 +111,15 @@ func stopAtEntry(pid int, wait time.Duration, want func() bool) (*parked, error)
 		return nil, err
 	}
 	regs.Rip = entry
-	if !want() {
-		mem.WriteAt(pk.orig[:1], int64(entry))
+	// letGo puts the entry's bytes back, the thread at the entry, and
+	// lets the process run its program.
+	letGo := func() {
+		mem.WriteAt(pk.orig[:], int64(entry))
 		sz.SetRegs(&regs)
 		detach()
+	}
+	if !want() {
+		letGo()
 		return nil, nil
 	}
 	if tids, _ := procfs.Tasks(pid); len(tids) > 1 {
@@ -123,9 +128,7 @@ func stopAtEntry(pid int, wait time.Duration, want func() bool) (*parked, error)
 		// because _start never runs again) and may let other threads
 		// run meanwhile: a thread parked there would run that code. Let
 		// it go: it is patched as a running process.
-		mem.WriteAt(pk.orig[:1], int64(entry))
-		sz.SetRegs(&regs)
-		detach()
+		letGo()
 		return nil, fmt.Errorf("process %d: %w", pid, errThreads)
 	}
 	if _, err := mem.WriteAt([]byte{0xeb, 0xfe}, int64(entry)); err != nil { // jmp .
@@ -133,8 +136,7 @@ func stopAtEntry(pid int, wait time.Duration, want func() bool) (*parked, error)
 		return nil, fmt.Errorf("process %d: park at entry point: %w", pid, err)
 	}
 	if err := sz.SetRegs(&regs); err != nil {
-		mem.WriteAt(pk.orig[:], int64(entry))
-		detach()
+		letGo()
 		return nil, err
 	}
 	if err := sz.Detach(); err != nil {

@@ -44,8 +44,8 @@ func (e *HookError) Error() string {
 	return fmt.Sprintf("%s hook %s failed: %v", e.Kind, e.Name, e.Err)
 }
 
-// Is lets errors.Is(err, ErrHook) match.
-func (e *HookError) Is(t error) bool { return t == ErrHook || t == target.ErrHook }
+// Is lets errors.Is(err, ErrHook) match, and so every kind ErrHook is.
+func (e *HookError) Is(t error) bool { return errors.Is(ErrHook, t) }
 
 // Unwrap gives the call's own error.
 func (e *HookError) Unwrap() error { return e.Err }

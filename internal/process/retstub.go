@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -99,17 +98,25 @@ func findStubs(maps []procfs.Mapping) (stubRegion, bool) {
 // addStubFrames gives u the stubs' call frame information, from what is
 // known rather than read (the world may be stopped).
 func (s *session) addStubFrames(u *unwind.Unwinder) {
-	if s.stubs.addr == 0 {
-		return
-	}
-	_, eh, err := s.stubs.images()
-	if err == nil {
+	if eh := s.stubFrames(); eh != nil {
 		u.AddFrames("livesplice-stubs", s.stubs.addr, s.stubs.addr+page, eh, s.stubs.frames())
 	}
 }
 
-// ensureStubs finds or makes the return stub region, with the world
-// stopped. Made: an anonymous mapping first (one page of it runs the
+// stubFrames is the region's .eh_frame, encoded once per session: every
+// check after a round of waiting needs it.
+func (s *session) stubFrames() []byte {
+	if s.stubs.addr == 0 {
+		return nil
+	}
+	if s.stubEH == nil {
+		s.stubEH = amd64.ReturnStubFrames(s.stubs.frames(), s.stubs.addr, s.stubs.target(0), stubCount)
+	}
+	return s.stubEH
+}
+
+// ensureStubs finds or makes the return stub region, while the process
+// runs (but for the worker). Made: an anonymous mapping first (one page of it runs the
 // chain of calls that makes the memfd), the memfd mapped over its first
 // three pages, the code and frames written, protections set, the extra
 // page unmapped. A livesplice killed on the way leaks a few pages or
@@ -119,17 +126,13 @@ func (s *session) ensureStubs() error {
 	if s.stubs.ready {
 		return nil
 	}
-	r, found := findStubs(s.maps)
-	for try := 0; !found; try++ {
+	r, found := s.stubs, s.stubs.addr != 0 // the session found it (unwinder)
+	if !found {
 		addr, err := s.makeStubs()
-		if errors.Is(err, ptrace.ErrStalled) && try < 3 {
-			continue // a loaded machine: the mapping was given back, again
-		}
 		if err != nil {
 			return err
 		}
 		r = stubRegion{addr: addr}
-		break
 	}
 	code, eh, err := r.images()
 	if err != nil {
@@ -170,13 +173,9 @@ func (s *session) makeStubs() (uint64, error) {
 		s.munmap(addr, stubRegionSize+page)
 		return 0, fmt.Errorf("return stubs: %w", err)
 	}
-	fd := map[int]int{0: 0}
-	_, err = s.p.Syscalls(chain, []ptrace.Call{
-		{Nr: unix.SYS_MEMFD_CREATE, Args: [6]uint64{name, unix.MFD_CLOEXEC}},
-		{Nr: unix.SYS_FTRUNCATE, Args: [6]uint64{0, stubRegionSize}, From: fd},
-		{Nr: unix.SYS_MMAP, Args: [6]uint64{addr, stubRegionSize, unix.PROT_READ | unix.PROT_WRITE, unix.MAP_PRIVATE | unix.MAP_FIXED, 0, 0}, From: map[int]int{4: 0}},
-		{Nr: unix.SYS_CLOSE, From: fd},
-	})
+	// Run again after a stall, a lost run's memfd mapping is simply
+	// mapped over (MAP_FIXED) and its descriptor was closed.
+	_, err = s.chain(chain, memfdCalls(0, name, stubRegionSize, addr, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED), nil)
 	if err != nil {
 		// Whatever ran (the chain closes its descriptor unless a call
 		// failed before): the memfd's pages go with the rest.
@@ -197,54 +196,39 @@ func (s *session) makeStubs() (uint64, error) {
 // call runs, 1 after. A livesplice killed during the call leaves 2, and
 // since libgcc 13 and later may abort on frames registered twice, that process gets
 // no redirects (errStubFramesInDoubt). libgcc takes a lock that a stopped
-// thread may hold: the process runs (but for the held threads) while it
-// is called. It reports whether the world was resumed (and stopped again).
-func (s *session) registerStubFrames(held map[int]bool) (bool, error) {
+// thread may hold: it is called while the process runs (but for the
+// worker, which makes the call).
+func (s *session) registerStubFrames() error {
 	flag := s.stubs.addr + 2*page + stubRegisteredOff
 	var b [1]byte
 	if err := s.p.ReadMem(flag, b[:]); err != nil {
-		return false, err
+		return err
 	}
 	switch b[0] {
 	case 1:
-		return false, nil
+		return nil
 	case 2:
-		return false, errStubFramesInDoubt
+		return errStubFramesInDoubt
 	}
 	reg, ok := s.libgccFunc("__register_frame")
 	if !ok {
-		return false, nil
+		return nil
 	}
 	if err := s.p.WriteMem(flag, []byte{2}); err != nil {
-		return false, err
-	}
-	if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, withWorker(held, s.worker), time.Now()); err != nil {
-		s.stopWorld()
-		return true, err
+		return err
 	}
 	fault.Point("safety:registering")
 	_, err := s.p.Call(reg, frameCallTimeout, s.stubs.frames())
 	if err == nil {
 		err = s.p.WriteMem(flag, []byte{1})
 	}
-	if serr := s.stopWorld(); err == nil {
-		err = serr
-	}
 	if err != nil {
-		return true, fmt.Errorf("hand the return stubs' call frame information to the program's unwinder: %w", err)
+		return fmt.Errorf("hand the return stubs' call frame information to the program's unwinder: %w", err)
 	}
-	return true, nil
+	return nil
 }
 
 var errStubFramesInDoubt = errors.New("a livesplice was killed while handing the return stubs' call frame information to the program's unwinder")
-
-func withWorker(held map[int]bool, worker int) map[int]bool {
-	m := map[int]bool{worker: true}
-	for t := range held {
-		m[t] = true
-	}
-	return m
-}
 
 // redirect is one busy frame's return sent through a stub.
 type redirect struct {

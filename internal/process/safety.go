@@ -183,10 +183,12 @@ func checkThread(u *unwind.Unwinder, spans []span, tid int, regs *unix.PtraceReg
 // PTRACE_SYSCALL until it makes its stub's system call, where it is held
 // stopped (it cannot re-enter), while the others run on. Once every
 // redirected thread is held, the world is stopped and checked again:
-// threads that entered meanwhile are redirected in turn, so each round
-// holds at least one more thread and the check ends when none is busy.
-// A busy thread that cannot be redirected is waited for the old way: the
-// process runs a little and is checked again, with back-off. Nothing is
+// threads that entered meanwhile are redirected in turn, and the check
+// ends when none is busy. A busy thread that cannot be redirected is
+// waited for the old way: the process runs a little and is checked again,
+// with back-off. In such a round, or after a round where no redirected
+// thread reached its stub, the held threads are let go (their redirects
+// used up): a splice that may never come does not freeze them. Nothing is
 // left for the program to trip on if livesplice dies: stubs forward to
 // the original return address by themselves.
 func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
@@ -197,55 +199,87 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 	// bounded, growing, and the next round redirects it again.
 	round := 50 * time.Millisecond
 	var reds []redirect
-	held := map[int]bool{}
 	taken := map[int]int{} // held threads: the stub each stopped at
+	// release lets the held threads go: their redirects are used up (the
+	// stub cleared its pending byte), so they are dropped.
+	release := func() {
+		if len(taken) == 0 {
+			return
+		}
+		kept := reds[:0]
+		for _, r := range reds {
+			if i, ok := taken[r.tid]; ok && i == r.stub {
+				continue
+			}
+			kept = append(kept, r)
+		}
+		reds = kept
+		taken = map[int]int{}
+	}
+	stalled := false // the last round held no new thread
 	noStubs := false
-	fail := func(err error) error {
+	// putBack ends the wait: the returns redirected and not taken go
+	// back, on success (frames left another way) as on failure.
+	putBack := func(err error) error {
 		s.unredirect(reds, taken)
 		return err
 	}
 	for tries := 1; ; tries++ {
 		b, err := s.check(u, spans)
 		if err != nil {
-			return fail(err)
+			return putBack(err)
 		}
 		if len(b) == 0 {
-			return fail(nil)
+			return putBack(nil)
 		}
 		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline()))
+			return putBack(fmt.Errorf("%w: %s in thread %d (still busy after %d tries, %v)", ErrBusy, b[0].name, b[0].tid, tries, s.opt.deadline()))
 		}
-		var watch map[int]uint64
 		if !noStubs && !s.stubs.ready {
+			// The stubs are made and their frames handed to libgcc
+			// while the program runs (but for the worker): the world
+			// is stopped only for checks and writes.
+			if err := s.p.ResumeExcept(s.worker); err != nil {
+				s.stopWorld()
+				return putBack(err)
+			}
 			if err := s.ensureStubs(); err != nil {
 				// A process that refuses memfds (seccomp) is waited for
 				// the old way.
 				s.opt.logf("safety check: no return stubs (%v); waiting for busy threads instead", err)
 				noStubs = true
-			} else {
-				resumed, err := s.registerStubFrames(held)
-				if err != nil {
-					// Without its frames, an exception through a
-					// stub would end a C++ program: no redirects.
-					s.opt.logf("safety check: %v; waiting for busy threads instead", err)
-					noStubs = true
-					s.stubs.ready = false
-				}
-				if resumed {
-					if err := s.again(&u); err != nil {
-						return fail(err)
-					}
-					continue
-				}
+			} else if err := s.registerStubFrames(); err != nil {
+				// Without its frames, an exception through a stub
+				// would end a C++ program: no redirects.
+				s.opt.logf("safety check: %v; waiting for busy threads instead", err)
+				noStubs = true
+				s.stubs.ready = false
 			}
+			s.clean = nil // every thread ran: check all next time
+			if err := s.again(&u); err != nil {
+				return putBack(err)
+			}
+			continue
 		}
+		var watch map[int]uint64
 		if s.stubs.ready {
 			watch, err = s.redirectBusy(b, spans, &reds)
 			if err != nil {
-				return fail(err)
+				return putBack(err)
 			}
 		}
 		s.clean = nil // every thread runs again: check all next time
+		if len(watch) < len(b) || stalled {
+			// A busy thread that cannot be redirected, or a round that
+			// held no new thread: holding the caught ones until the
+			// deadline would freeze them for a splice that may not
+			// come.
+			release()
+		}
+		held := map[int]bool{}
+		for tid := range taken {
+			held[tid] = true
+		}
 		if len(watch) > 0 {
 			fault.Point("safety:redirected")
 			until := time.Now().Add(round)
@@ -254,13 +288,13 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 			}
 			reached, err := s.p.RunToStubs(watch, amd64.ReturnStubNr, held, until)
 			for tid := range reached {
-				held[tid] = true
 				taken[tid] = s.stubs.index(watch[tid])
 			}
+			stalled = len(reached) == 0
 			s.opt.logf("safety check: %d busy threads sent through return stubs, %d held there", len(watch), len(reached))
 			if err != nil && !errors.Is(err, ptrace.ErrTimeout) {
 				s.stopWorld()
-				return fail(err)
+				return putBack(err)
 			}
 			round = min(2*round, time.Second)
 			fault.Point("safety:held")
@@ -271,15 +305,16 @@ func (s *session) waitSafe(u *unwind.Unwinder, spans []span) error {
 				backoff = min(backoff*2, 100*time.Millisecond)
 			}
 		} else {
-			if _, err := s.p.RunToStubs(nil, amd64.ReturnStubNr, held, deadline); err != nil {
+			// No thread to watch, and none held (released above).
+			if err := s.p.Resume(); err != nil {
 				s.stopWorld()
-				return fail(err)
+				return putBack(err)
 			}
 			time.Sleep(backoff)
 			backoff = min(backoff*2, 100*time.Millisecond)
 		}
 		if err := s.again(&u); err != nil {
-			return fail(err)
+			return putBack(err)
 		}
 	}
 }

@@ -75,6 +75,7 @@ type session struct {
 	lock      *targetLock             // per-process lock (lockTarget), held until detach
 	frames    []placedFrames          // applied updates' call frame information (readFrames)
 	stubs     stubRegion              // the return stub region, once found or made (retstub.go)
+	stubEH    []byte                  // its .eh_frame, encoded once (stubFrames)
 	views     map[int]busy            // every thread as the last checks saw it
 }
 
@@ -221,37 +222,28 @@ func (s *session) syscalls(code uint64, calls []ptrace.Call, scratch uint64, wit
 			return fmt.Errorf("state record: %w", err)
 		}
 		defer s.p.WriteMem(scratch, make([]byte, len(name)))
-		fd := map[int]int{0: first}
-		calls = append(calls,
-			ptrace.Call{Nr: unix.SYS_MEMFD_CREATE, Args: [6]uint64{scratch, unix.MFD_CLOEXEC}},
-			ptrace.Call{Nr: unix.SYS_FTRUNCATE, Args: [6]uint64{0, state.Size}, From: fd},
-			ptrace.Call{Nr: unix.SYS_MMAP, Args: [6]uint64{0, state.Size, unix.PROT_READ, unix.MAP_PRIVATE, 0, 0}, From: map[int]int{4: first}},
-			ptrace.Call{Nr: unix.SYS_CLOSE, From: fd})
+		calls = append(calls, memfdCalls(first, scratch, state.Size, 0, unix.PROT_READ, unix.MAP_PRIVATE)...)
 	}
 	if len(calls) == 0 {
 		return nil
 	}
-	res, err := s.p.Syscalls(code, calls)
-	// A livesplice descheduled for longer than the chain waits for it
-	// (a heavily loaded machine) finds its thread back in the program and
-	// the results lost: every call may have run. The protections are
-	// simply set again; a state record mapping made meanwhile is found by
-	// its name and used rather than made twice.
-	for try := 0; try < 3 && errors.Is(err, ptrace.ErrStalled); try++ {
-		s.opt.logf("system calls in the process: %v; again", err)
-		if len(calls) > first {
-			if err := s.refresh(); err != nil {
-				return err
-			}
-			if m, ok := stateMapping(s.maps); ok {
-				s.stateAddr = m.Start
-				calls = calls[:first]
-				if first == 0 {
-					return nil
-				}
-			}
+	// The protections are simply set again; a state record mapping made
+	// by a lost run is found by its name and used rather than made twice.
+	res, err := s.chain(code, calls, func(calls []ptrace.Call) ([]ptrace.Call, error) {
+		if len(calls) == first {
+			return calls, nil
 		}
-		res, err = s.p.Syscalls(code, calls)
+		if err := s.refresh(); err != nil {
+			return nil, err
+		}
+		if m, ok := stateMapping(s.maps); ok {
+			s.stateAddr = m.Start
+			calls = calls[:first]
+		}
+		return calls, nil
+	})
+	if err == nil && len(res) == 0 {
+		return nil // every call was made by a lost run
 	}
 	var ce *ptrace.CallError
 	if errors.As(err, &ce) {
@@ -271,6 +263,43 @@ func (s *session) syscalls(code uint64, calls []ptrace.Call, scratch uint64, wit
 		s.stateAddr = res[first+2]
 	}
 	return nil
+}
+
+// memfdCalls are the calls of a chain that make a memfd named by the
+// string at name, size bytes, map it (mmap's addr, prot and flags) and
+// close it, as calls first.. of the chain: the descriptor is the result
+// of call first, the mapping's address that of call first+2.
+func memfdCalls(first int, name, size, addr, prot, flags uint64) []ptrace.Call {
+	fd := map[int]int{0: first}
+	return []ptrace.Call{
+		{Nr: unix.SYS_MEMFD_CREATE, Args: [6]uint64{name, unix.MFD_CLOEXEC}},
+		{Nr: unix.SYS_FTRUNCATE, Args: [6]uint64{0, size}, From: fd},
+		{Nr: unix.SYS_MMAP, Args: [6]uint64{addr, size, prot, flags, 0, 0}, From: map[int]int{4: first}},
+		{Nr: unix.SYS_CLOSE, From: fd},
+	}
+}
+
+// chain runs calls in one trip (ptrace.Syscalls from code). A livesplice
+// descheduled for longer than the chain waits for it (a heavily loaded
+// machine) finds its thread back in the program and the results lost:
+// every call may have run. It then runs them again, at most three more
+// times, as again (if not nil) says: again may drop calls whose effect a
+// lost run already made; none left returns no results and no error.
+func (s *session) chain(code uint64, calls []ptrace.Call, again func([]ptrace.Call) ([]ptrace.Call, error)) ([]uint64, error) {
+	res, err := s.p.Syscalls(code, calls)
+	for try := 0; try < 3 && errors.Is(err, ptrace.ErrStalled); try++ {
+		s.opt.logf("system calls in the process: %v; again", err)
+		if again != nil {
+			if calls, err = again(calls); err != nil {
+				return nil, err
+			}
+			if len(calls) == 0 {
+				return nil, nil
+			}
+		}
+		res, err = s.p.Syscalls(code, calls)
+	}
+	return res, err
 }
 
 // step is a group of writes of a commit and the fault point after it.

@@ -10,9 +10,9 @@ import (
 // atEntry is AT_ENTRY, the program's entry point, in the auxiliary vector.
 const atEntry = 9
 
-// EntryFromAuxv returns AT_ENTRY from the bytes of /proc/PID/auxv (pairs of
+// entryFromAuxv returns AT_ENTRY from the bytes of /proc/PID/auxv (pairs of
 // 64-bit words, ended by AT_NULL).
-func EntryFromAuxv(b []byte) (uint64, error) {
+func entryFromAuxv(b []byte) (uint64, error) {
 	for i := 0; i+16 <= len(b); i += 16 {
 		k, v := binary.LittleEndian.Uint64(b[i:]), binary.LittleEndian.Uint64(b[i+8:])
 		if k == atEntry && v != 0 {
@@ -37,7 +37,7 @@ func Entry(pid, tid int) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("process %d: read auxv: %w", pid, err)
 	}
-	e, err := EntryFromAuxv(b)
+	e, err := entryFromAuxv(b)
 	if err != nil {
 		return 0, fmt.Errorf("process %d: %w", pid, err)
 	}

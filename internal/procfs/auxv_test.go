@@ -44,12 +44,12 @@ func TestEntry(t *testing.T) {
 		}
 		return b
 	}
-	if got, err := EntryFromAuxv(vec(6, 4096, 9, 0x401000, 0, 0)); err != nil || got != 0x401000 {
-		t.Fatalf("EntryFromAuxv = %#x, %v", got, err)
+	if got, err := entryFromAuxv(vec(6, 4096, 9, 0x401000, 0, 0)); err != nil || got != 0x401000 {
+		t.Fatalf("entryFromAuxv = %#x, %v", got, err)
 	}
 	for _, b := range [][]byte{vec(6, 4096, 0, 0, 9, 0x401000), vec(6, 4096), vec(9, 0x401000)[:12], nil} {
-		if _, err := EntryFromAuxv(b); err == nil {
-			t.Errorf("EntryFromAuxv(% x): no error", b)
+		if _, err := entryFromAuxv(b); err == nil {
+			t.Errorf("entryFromAuxv(% x): no error", b)
 		}
 	}
 }

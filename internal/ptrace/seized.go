@@ -65,35 +65,29 @@ func (s *Seized) SetRegs(regs *unix.PtraceRegs) error {
 	return nil
 }
 
-// wait polls for a state change until deadline (polling, not blocking, so
-// that a deadline holds).
+// wait polls for a state change until deadline (poll: the loader
+// reaches the entry point within a few milliseconds, and the process
+// waits for us once it has).
 func (s *Seized) wait(deadline time.Time) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
-	// Short sleeps first: the loader reaches the entry point within a
-	// few milliseconds, and the process waits for us once it has.
-	pause := 20 * time.Microsecond
-	for {
+	err := poll(deadline, func() (bool, error) {
 		got, err := unix.Wait4(s.pid, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err == unix.EINTR {
-			continue
+		switch {
+		case err == unix.EINTR:
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("process %d: wait: %w", s.pid, err)
+		case got != s.pid:
+			return false, nil
+		case ws.Exited() || ws.Signaled():
+			return false, fmt.Errorf("process %d: %w", s.pid, unix.ESRCH)
 		}
-		if err != nil {
-			return ws, fmt.Errorf("process %d: wait: %w", s.pid, err)
-		}
-		if got == s.pid {
-			if ws.Exited() || ws.Signaled() {
-				return ws, fmt.Errorf("process %d: %w", s.pid, unix.ESRCH)
-			}
-			return ws, nil
-		}
-		if time.Now().After(deadline) {
-			return ws, fmt.Errorf("process %d: %w", s.pid, os.ErrDeadlineExceeded)
-		}
-		time.Sleep(pause)
-		if pause < time.Millisecond {
-			pause += pause / 4
-		}
+		return true, nil
+	})
+	if errors.Is(err, errWaitTimeout) {
+		return ws, fmt.Errorf("process %d: %w", s.pid, os.ErrDeadlineExceeded)
 	}
+	return ws, err
 }
 
 // WaitInterrupted waits for the stop PTRACE_INTERRUPT asked for, passing
@@ -135,7 +129,7 @@ func (s *Seized) RunToBreakpoint(addr uint64, deadline time.Time) error {
 			// A group-stop (SIGSTOP and friends) stays a stop; the
 			// interrupt's own stop is passed.
 			var err error
-			if sig := ws.StopSignal(); sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU {
+			if isStopSignal(int(ws.StopSignal())) {
 				err = ptrace(unix.PTRACE_LISTEN, s.pid, 0, 0)
 			} else {
 				err = unix.PtraceCont(s.pid, 0)

@@ -70,48 +70,65 @@ type event struct {
 
 var errWaitTimeout = fmt.Errorf("wait: %w", ErrTimeout)
 
+// poll calls try until it reports done, sleeping between tries (20 µs
+// at first, doubling to 2 ms: a stop usually comes within a few), or
+// until deadline (errWaitTimeout). Polling, not a blocking wait4, so that
+// the deadline holds.
+func poll(deadline time.Time, try func() (bool, error)) error {
+	sleep := 20 * time.Microsecond
+	for {
+		if done, err := try(); done || err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errWaitTimeout
+		}
+		time.Sleep(sleep)
+		sleep = min(sleep*2, 2*time.Millisecond)
+	}
+}
+
 // waitAny waits until one of tids reports. It polls with WNOHANG on each
 // tid: a blocking wait4 could not honour a deadline, and wait4(-1) would
 // reap children that belong to the rest of the program.
 func (p *Process) waitAny(tids []int, deadline time.Time) (event, error) {
-	sleep := 20 * time.Microsecond
-	start := time.Now()
-	lastCheck := start
-	for {
+	var ev event
+	lastCheck := time.Now()
+	err := poll(deadline, func() (bool, error) {
 		for _, tid := range tids {
 			var ws unix.WaitStatus
 			got, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
 			switch {
 			case err == unix.EINTR:
 			case err == unix.ECHILD:
-				return event{tid: tid, gone: true}, nil
+				ev = event{tid: tid, gone: true}
+				return true, nil
 			case err != nil:
-				return event{}, fmt.Errorf("wait4 tid %d: %w", tid, err)
+				return false, fmt.Errorf("wait4 tid %d: %w", tid, err)
 			case got == tid:
-				return event{tid: tid, ws: ws}, nil
+				ev = event{tid: tid, ws: ws}
+				return true, nil
 			}
-		}
-		now := time.Now()
-		if now.After(deadline) {
-			return event{}, errWaitTimeout
 		}
 		// A group leader that exited before its threads stays a zombie
 		// that reports nothing: notice it rather than wait for ever.
-		if now.Sub(lastCheck) > 20*time.Millisecond {
+		if now := time.Now(); now.Sub(lastCheck) > 20*time.Millisecond {
 			lastCheck = now
 			for _, tid := range tids {
 				if tid == p.pid && p.isZombie(tid) {
 					var ws unix.WaitStatus
 					if got, _ := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil); got == tid {
-						return event{tid: tid, ws: ws}, nil
+						ev = event{tid: tid, ws: ws}
+					} else {
+						ev = event{tid: tid, gone: true}
 					}
-					return event{tid: tid, gone: true}, nil
+					return true, nil
 				}
 			}
 		}
-		time.Sleep(sleep)
-		sleep = min(sleep*2, 2*time.Millisecond)
-	}
+		return false, nil
+	})
+	return ev, err
 }
 
 func (p *Process) isZombie(tid int) bool {

@@ -120,21 +120,15 @@ func (r *Record) Defined(file, name string) []Def {
 // DefinedIn is Defined for the definitions an update made in the region of
 // the object mapped at path: a static of one source file may be defined by
 // an update in two objects (a library and the one it is split from, built
-// from the same file), and each object's code must find its own. A record
-// whose targets and regions are not paired one to one (none is written so)
-// gives every definition.
+// from the same file), and each object's code must find its own. Every
+// record pairs its targets and regions one to one.
 func (r *Record) DefinedIn(path, file, name string) []Def {
 	var out []Def
 	for _, u := range r.Updates {
-		paired := len(u.Targets) == len(u.Regions)
 		for _, d := range u.Defs {
-			if d.Name != name || d.File != file {
-				continue
+			if d.Name == name && d.File == file && u.inRegionOf(path, d.Addr) {
+				out = append(out, d)
 			}
-			if paired && !u.inRegionOf(path, d.Addr) {
-				continue
-			}
-			out = append(out, d)
 		}
 	}
 	return out
@@ -144,6 +138,9 @@ func (r *Record) DefinedIn(path, file, name string) []Def {
 // the object at path.
 func (u *Applied) inRegionOf(path string, addr uint64) bool {
 	for i, t := range u.Targets {
+		if i >= len(u.Regions) {
+			break
+		}
 		if g := u.Regions[i]; t == path && addr >= g.Addr && addr < g.Addr+g.Size {
 			return true
 		}
@@ -177,6 +174,11 @@ type Patched struct {
 
 // At is where Jump and Saved are written.
 func (p *Patched) At() uint64 { return p.Addr - p.Lead }
+
+// Overlaps reports whether the bytes p's entry jump writes meet [lo, hi).
+func (p *Patched) Overlaps(lo, hi uint64) bool {
+	return p.At() < hi && lo < p.At()+uint64(len(p.Jump))
+}
 
 // Find returns the applied update with this id.
 func (r *Record) Find(id string) (int, *Applied) {
@@ -218,7 +220,7 @@ func (r *Record) Overlapping(lo, hi uint64) *Patched {
 	for i := range r.Updates {
 		for j := range r.Updates[i].Funcs {
 			f := &r.Updates[i].Funcs[j]
-			if f.At() < hi && lo < f.At()+uint64(len(f.Jump)) {
+			if f.Overlaps(lo, hi) {
 				return f
 			}
 		}
